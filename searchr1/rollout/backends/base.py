@@ -1,0 +1,123 @@
+"""The generation-backend protocol the rollout engine talks to, plus its name registry.
+
+A backend turns batches of token-id prompts into sampled continuations and returns the *exact*
+ids it sampled with their log-probs, so the engine never decodes and re-tokenizes the history.
+Backends: ``"hf"`` (transformers ``generate`` on the live policy), ``"vllm"`` (imported lazily),
+``"scripted"`` (fixed continuations for tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """How one ``generate`` call samples.
+
+    Attributes:
+        max_new_tokens: most tokens generated per prompt in this call.
+        temperature: softmax temperature (> 0); ignored when ``do_sample`` is False.
+        top_p: nucleus sampling mass (1.0 disables).
+        top_k: keep the k most likely tokens (0 disables).
+        do_sample: sample (True) or greedy decoding (False).
+        stop: stop strings; generation ends right after the token that completes one of them, and
+            that string's tokens are part of the returned ids.
+        seed: when given, sampling is reproducible for the same prompts and params, without
+            disturbing the global RNG state.
+    """
+
+    max_new_tokens: int = 500
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    do_sample: bool = True
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """One prompt's continuation.
+
+    Attributes:
+        token_ids: exact sampled ids (including the stop string's tokens and the EOS token when
+            sampled, never pad), length ``L``.
+        logprobs: log-prob of each sampled id under the sampling distribution, length ``L``.
+        finish_reason: ``"stop"`` (a stop string ended it), ``"eos"`` or ``"length"``.
+        stop_string: the stop string that ended it, else None.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    stop_string: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.token_ids) != len(self.logprobs):
+            raise ValueError(
+                f"GenerationOutput has {len(self.token_ids)} token ids but {len(self.logprobs)} logprobs; "
+                "a backend must return one log-prob per sampled token."
+            )
+        if self.finish_reason not in ("stop", "eos", "length"):
+            raise ValueError(f"finish_reason must be 'stop', 'eos' or 'length', got {self.finish_reason!r}")
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """What the rollout engine needs from an inference engine."""
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
+        """Continue each token-id prompt (no padding) and return one output per prompt, in order."""
+        ...
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load policy weights (a no-op for backends sharing the training module)."""
+        ...
+
+    def sleep(self) -> None:
+        """Free generation memory (KV cache, weights copies) during the policy update."""
+        ...
+
+    def wake_up(self) -> None:
+        """Re-acquire what ``sleep`` freed before the next rollout."""
+        ...
+
+
+BACKENDS: dict[str, str] = {
+    "hf": "searchr1.rollout.backends.hf:HFBackend",
+    "vllm": "searchr1.rollout.backends.vllm:VLLMBackend",
+    "scripted": "searchr1.rollout.backends.scripted:ScriptedBackend",
+}
+
+
+def register_backend(name: str) -> Callable[[type], type]:
+    """Class decorator that registers a backend class under ``name``."""
+
+    def wrap(cls: type) -> type:
+        BACKENDS[name] = f"{cls.__module__}:{cls.__qualname__}"
+        return cls
+
+    return wrap
+
+
+def get_backend_class(name: str) -> type:
+    """Return the backend class registered as ``name`` (imported lazily, so vllm is optional).
+
+    Raises:
+        ValueError: when ``name`` is not registered; the message lists the valid names.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"Unknown generation backend {name!r}; valid names: {sorted(BACKENDS)}")
+    module_name, _, attr = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_backend(name: str, **kwargs: Any) -> GenerationBackend:
+    """Instantiate the backend registered as ``name`` with its constructor arguments."""
+    return get_backend_class(name)(**kwargs)
