@@ -1,0 +1,46 @@
+"""Retrieval: corpus readers, BM25/dense indexes, the HTTP server and client (see ``types`` for the API).
+
+``BM25Retriever``/``DenseRetriever`` search in-process (from a built index folder, or a corpus indexed in
+memory for demos); ``HTTPRetriever`` talks to ``searchr1-retrieval serve`` (wire-compatible with
+Search-R1's ``retrieval_server.py``). All implement :class:`Retriever` and share de-duplication and
+metrics through :class:`CachedRetriever`. Heavy modules (torch/faiss, fastapi, httpx) load lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from searchr1.retrieval.base import CachedRetriever, RetrievalStats
+from searchr1.retrieval.bm25 import BM25Retriever
+from searchr1.retrieval.corpus import CorpusFormatError, iter_corpus
+from searchr1.retrieval.manifest import IndexManifest, IndexMismatchError
+from searchr1.retrieval.types import Passage, RetrievalError, Retriever, format_passages
+
+_LAZY = {
+    "DenseRetriever": "searchr1.retrieval.dense",
+    "HTTPRetriever": "searchr1.retrieval.client",
+    "create_app": "searchr1.retrieval.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'searchr1.retrieval' has no attribute {name!r}")
+
+
+__all__ = [
+    "BM25Retriever",
+    "CachedRetriever",
+    "CorpusFormatError",
+    "IndexManifest",
+    "IndexMismatchError",
+    "Passage",
+    "RetrievalError",
+    "RetrievalStats",
+    "Retriever",
+    "format_passages",
+    "iter_corpus",
+    *_LAZY,
+]

@@ -1,0 +1,154 @@
+"""Shared retriever front: input checks, per-batch de-duplication, an optional LRU cache and metrics.
+
+GRPO samples ``n`` responses per prompt and they often issue the same query, so a rollout batch repeats
+queries many times. :class:`CachedRetriever` sends each distinct query to the backend once per call
+(``dedup=True``, the default) and can keep an LRU cache across calls (``cache_size > 0``). Backends only
+implement ``_search_batch`` over distinct queries; every retriever (BM25, dense, HTTP) inherits this.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+from searchr1.retrieval.types import Passage
+
+
+@dataclass
+class RetrievalStats:
+    """Counters of one retriever since construction (or the last ``reset_metrics``).
+
+    Attributes:
+        calls: ``search`` calls.
+        queries: queries received (with repeats).
+        unique_queries: queries sent to the backend.
+        cache_hits: queries answered without the backend (repeats in a batch + LRU hits).
+        backend_calls: batched backend calls made.
+        search_seconds: wall seconds spent inside the backend.
+    """
+
+    calls: int = 0
+    queries: int = 0
+    unique_queries: int = 0
+    cache_hits: int = 0
+    backend_calls: int = 0
+    search_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters as a flat dict (for loggers)."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+class CachedRetriever(ABC):
+    """Base class implementing :class:`~searchr1.retrieval.types.Retriever` on top of ``_search_batch``.
+
+    Args:
+        dedup: send each distinct query of a call to the backend once.
+        cache_size: keep this many ``(query, topk)`` results across calls (0 disables the cache).
+    """
+
+    def __init__(self, dedup: bool = True, cache_size: int = 0) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.dedup = dedup
+        self.cache_size = cache_size
+        self.stats = RetrievalStats()
+        self._cache: OrderedDict[tuple[str, int], list[Passage]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """Backend search over ``queries`` (already validated, possibly distinct)."""
+
+    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """Return up to ``topk`` passages per query, best first, in query order.
+
+        Args:
+            queries: the batch (repeats allowed).
+            topk: passages per query, >= 1.
+        """
+        if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+            raise ValueError(f"topk must be a positive int, got {topk!r}")
+        if not isinstance(queries, list | tuple) or not all(isinstance(q, str) for q in queries):
+            raise TypeError("queries must be a list of strings")
+        queries = list(queries)
+        with self._lock:
+            self.stats.calls += 1
+            self.stats.queries += len(queries)
+        if not queries:
+            return []
+        if not self.dedup and self.cache_size == 0:
+            return self._timed(queries, topk)
+        distinct = list(dict.fromkeys(queries))  # order-preserving
+        found: dict[str, list[Passage]] = {}
+        for q in distinct:
+            hit = self._cache_get(q, topk)
+            if hit is not None:
+                found[q] = hit
+        if not self.dedup:  # cache only: misses keep their repeats
+            return self._fill_without_dedup(queries, found, [q for q in queries if q not in found], topk)
+        todo = [q for q in distinct if q not in found]
+        if todo:
+            for q, res in zip(todo, self._timed(todo, topk)):
+                found[q] = res
+                self._cache_put(q, topk, res)
+        with self._lock:
+            self.stats.cache_hits += len(queries) - len(todo)
+        return [found[q] for q in queries]
+
+    def _fill_without_dedup(
+        self, queries: list[str], found: dict[str, list[Passage]], missing: list[str], topk: int
+    ) -> list[list[Passage]]:
+        results = iter(self._timed(missing, topk) if missing else [])
+        out = []
+        for q in queries:
+            if q in found:
+                out.append(found[q])
+            else:
+                res = next(results)
+                self._cache_put(q, topk, res)
+                out.append(res)
+        with self._lock:
+            self.stats.cache_hits += len(queries) - len(missing)
+        return out
+
+    def _timed(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        start = time.perf_counter()
+        results = self._search_batch(queries, topk)
+        with self._lock:
+            self.stats.search_seconds += time.perf_counter() - start
+            self.stats.backend_calls += 1
+            self.stats.unique_queries += len(queries)
+        if len(results) != len(queries):
+            raise RuntimeError(f"backend returned {len(results)} result lists for {len(queries)} queries")
+        return results
+
+    def _cache_get(self, query: str, topk: int) -> list[Passage] | None:
+        if self.cache_size == 0:
+            return None
+        with self._lock:
+            res = self._cache.get((query, topk))
+            if res is not None:
+                self._cache.move_to_end((query, topk))
+            return res
+
+    def _cache_put(self, query: str, topk: int, result: list[Passage]) -> None:
+        if self.cache_size == 0:
+            return
+        with self._lock:
+            self._cache[(query, topk)] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def metrics(self) -> dict[str, float]:
+        """Counters as a dict: calls, queries, unique_queries, cache_hits, backend_calls, search_seconds."""
+        with self._lock:
+            return self.stats.as_dict()
+
+    def reset_metrics(self) -> None:
+        """Zero the counters (the cache is kept)."""
+        with self._lock:
+            self.stats = RetrievalStats()

@@ -1,0 +1,263 @@
+"""BM25 retriever on ``bm25s`` (Lucene BM25, numpy/scipy backend, memory-mapped load).
+
+Departures from plain ``bm25s.BM25.index``: the index is built from a *stream* of corpus chunks, each
+chunk turned into compact ``(doc, term, tf)`` numpy arrays (``bm25s`` itself keeps a Python list of
+token lists for the whole corpus), and the CSC score matrix is computed vectorised at the end with the
+same Lucene formulas (a test checks it equals ``bm25s``'s own index). The result is a regular
+``bm25s.BM25`` saved with ``bm25s``'s ``save`` and loaded with ``mmap=True``. Queries of one call are
+scored together with a single sparse product ``S @ Q`` (``S``: ``(N, V)`` scores, ``Q``: ``(V, B)`` query
+term counts) instead of ``bm25s``'s per-query loop. Tokenisation matches ``bm25s.tokenize`` without a
+stemmer: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed (Search-R1 uses pyserini's Lucene BM25 with
+Porter stemming, so scores differ slightly from theirs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import scipy.sparse as sp
+from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
+from tqdm.auto import tqdm
+
+from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
+from searchr1.retrieval.manifest import IndexManifest
+from searchr1.retrieval.types import Passage
+
+STOPWORDS: dict[str, tuple[str, ...]] = {"en": tuple(STOPWORDS_EN), "en_plus": tuple(STOPWORDS_EN_PLUS), "none": ()}
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+BM25_SUBDIR = "bm25"
+
+
+def stopword_set(name: str) -> frozenset[str]:
+    """Stopwords by registry name (``en``, ``en_plus``, ``none``)."""
+    if name not in STOPWORDS:
+        raise ValueError(f"unknown stopwords {name!r}; valid: {sorted(STOPWORDS)}")
+    return frozenset(STOPWORDS[name])
+
+
+def tokenize_doc(text: str, vocab: dict[str, int], stopwords: frozenset[str]) -> list[int]:
+    """Token ids of a passage, adding new words to ``vocab``; an empty passage gets the ``""`` token."""
+    ids = []
+    for word in _WORD.findall(text.lower()):
+        wid = vocab.get(word)
+        if wid is None:
+            if word in stopwords:
+                continue
+            wid = vocab[word] = len(vocab)
+        ids.append(wid)
+    if not ids:
+        ids.append(vocab.setdefault("", len(vocab)))
+    return ids
+
+
+def tokenize_query(text: str, vocab: dict[str, int]) -> list[int]:
+    """Token ids of a query (words outside ``vocab``, stopwords included, are dropped)."""
+    return [vocab[w] for w in _WORD.findall(text.lower()) if w in vocab]
+
+
+def chunk_term_counts(token_ids: list[list[int]], first_doc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-document term frequencies of one chunk.
+
+    Args:
+        token_ids: token ids of each document of the chunk.
+        first_doc: global row of the chunk's first document.
+
+    Returns:
+        ``(docs, terms, tf)``, each ``(P,)`` with one entry per distinct (doc, term) pair; int32, int32, float32.
+    """
+    lens = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    flat = np.fromiter((w for t in token_ids for w in t), dtype=np.int64, count=int(lens.sum()))
+    docs = np.repeat(np.arange(first_doc, first_doc + len(token_ids), dtype=np.int64), lens)
+    keys, tf = np.unique((docs << 32) | flat, return_counts=True)
+    return (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32), tf.astype(np.float32)
+
+
+def bm25_csc(
+    docs: np.ndarray, terms: np.ndarray, tf: np.ndarray, doc_lens: np.ndarray, n_vocab: int, k1: float, b: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lucene BM25 score matrix ``S`` (``(N, V)``) in CSC form, as ``bm25s`` stores it.
+
+    ``S[d, t] = idf(t) * tf / (tf + k1 * (1 - b + b * len_d / avg_len))`` with
+    ``idf(t) = log(1 + (N - df_t + 0.5) / (df_t + 0.5))`` (Kamphuis et al. 2020, Lucene variant).
+
+    Args:
+        docs, terms, tf: ``(P,)`` distinct (doc, term) pairs and their counts.
+        doc_lens: ``(N,)`` tokens per document.
+        n_vocab: ``V``.
+        k1, b: BM25 parameters.
+
+    Returns:
+        ``(data (P,) float32, indices (P,) int32 doc rows, indptr (V + 1,) int64)``, columns = terms.
+    """
+    n_docs = len(doc_lens)
+    df = np.bincount(terms, minlength=n_vocab).astype(np.float64)  # (V,)
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    norm = k1 * (1.0 - b + b * doc_lens / max(float(doc_lens.mean()), 1e-9))  # (N,)
+    scores = (idf[terms] * tf / (tf + norm[docs])).astype(np.float32)  # (P,)
+    order = np.lexsort((docs, terms))
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df.astype(np.int64), out=indptr[1:])
+    return scores[order], docs[order], indptr
+
+
+def topk_per_column(scores: sp.csc_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Top ``k`` rows of each column of a sparse ``(N, B)`` score matrix, best first.
+
+    Ties break by lower row; when a column has fewer than ``k`` non-zeros it is padded with the lowest
+    rows not already chosen (score 0), so every query gets ``min(k, N)`` passages.
+
+    Returns:
+        per column, ``(rows (k,) int64, scores (k,) float32)``.
+    """
+    n_rows = scores.shape[0]
+    k = min(k, n_rows)
+    out = []
+    for j in range(scores.shape[1]):
+        lo, hi = scores.indptr[j], scores.indptr[j + 1]
+        rows, vals = scores.indices[lo:hi].astype(np.int64), scores.data[lo:hi]
+        if len(vals) > k:
+            keep = np.argpartition(-vals, k - 1)[:k]
+            rows, vals = rows[keep], vals[keep]
+        order = np.lexsort((rows, -vals))
+        rows, vals = rows[order], vals[order].astype(np.float32)
+        if len(rows) < k:
+            pad = np.setdiff1d(np.arange(k + len(rows)), rows)[: k - len(rows)]
+            rows = np.concatenate([rows, pad])
+            vals = np.concatenate([vals, np.zeros(len(pad), dtype=np.float32)])
+        out.append((rows, vals))
+    return out
+
+
+def build_bm25(
+    records: Iterable, store: DocStoreWriter, k1: float, b: float, stopwords: str, chunk_size: int, progress: bool
+) -> bm25s.BM25:
+    """Stream records into ``store`` and return the in-memory ``bm25s.BM25`` index over them."""
+    stop = stopword_set(stopwords)
+    vocab: dict[str, int] = {"": 0}
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    lens: list[np.ndarray] = []
+    bar = tqdm(desc="BM25 index", unit=" passages", disable=not progress)
+    for chunk in iter_chunks(iter(records), chunk_size):
+        first = len(store)
+        token_ids = []
+        for rec in chunk:
+            store.add(rec)
+            token_ids.append(tokenize_doc(rec.contents, vocab, stop))
+        parts.append(chunk_term_counts(token_ids, first))
+        lens.append(np.fromiter((len(t) for t in token_ids), dtype=np.float64, count=len(token_ids)))
+        bar.update(len(chunk))
+    bar.close()
+    if not parts:
+        raise ValueError("the corpus has no passages; nothing to index")
+    docs, terms, tf = (np.concatenate(x) for x in zip(*parts))
+    data, indices, indptr = bm25_csc(docs, terms, tf, np.concatenate(lens), len(vocab), k1, b)
+    model = bm25s.BM25(k1=k1, b=b, method="lucene", backend="numpy")
+    model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": len(store)}
+    model.vocab_dict = vocab
+    model.unique_token_ids_set = set(vocab.values())
+    model.nonoccurrence_array = None
+    return model
+
+
+class BM25Retriever(CachedRetriever):
+    """BM25 search over a saved index folder, or over a corpus file indexed in memory.
+
+    Args:
+        index_dir: folder written by :meth:`build` / ``searchr1-index build --retriever bm25``. If it does
+            not exist and ``corpus`` is given, the index is built there first.
+        corpus: corpus ``.jsonl``/``.jsonl.gz``. Alone: indexed in memory (demos, a few thousand passages).
+            With an existing ``index_dir``: checked against the manifest's corpus hash.
+        k1: BM25 ``k1`` (build only; a saved index keeps its own).
+        b: BM25 ``b`` (build only).
+        stopwords: stopword list name (build only): ``en``, ``en_plus`` or ``none``.
+        mmap: memory-map the saved score matrix instead of reading it into RAM.
+        dedup: send each distinct query of a batch once (see :class:`CachedRetriever`).
+        cache_size: LRU entries kept across calls (0 = off).
+        show_progress: progress bar while building.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | None = None,
+        corpus: str | None = None,
+        k1: float = 0.9,
+        b: float = 0.4,
+        stopwords: str = "en",
+        mmap: bool = True,
+        dedup: bool = True,
+        cache_size: int = 0,
+        show_progress: bool = False,
+    ) -> None:
+        super().__init__(dedup=dedup, cache_size=cache_size)
+        if index_dir is None and corpus is None:
+            raise ValueError("BM25Retriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
+        if index_dir is not None and not (Path(index_dir) / "manifest.json").exists() and corpus is not None:
+            self.build(corpus, index_dir, k1=k1, b=b, stopwords=stopwords, show_progress=show_progress)
+        if index_dir is not None:
+            self.manifest = IndexManifest.load(index_dir)
+            expected = corpus_hash(corpus) if corpus is not None else None
+            self.manifest.check("bm25", corpus_sha256=expected)
+            self.model = bm25s.BM25.load(str(Path(index_dir) / BM25_SUBDIR), mmap=mmap, load_vocab=True)
+            self.docs = DocStore.load(index_dir)
+        else:
+            store = DocStoreWriter(None)
+            self.model = build_bm25(iter_corpus(corpus), store, k1, b, stopwords, 50_000, show_progress)
+            self.docs = store.finish()
+            self.manifest = None
+        s = self.model.scores
+        self._matrix = sp.csc_matrix(
+            (s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1), copy=False
+        )
+        self.vocab: dict[str, int] = self.model.vocab_dict
+
+    @classmethod
+    def build(
+        cls,
+        corpus: str,
+        out_dir: str,
+        k1: float = 0.9,
+        b: float = 0.4,
+        stopwords: str = "en",
+        chunk_size: int = 50_000,
+        show_progress: bool = True,
+    ) -> IndexManifest:
+        """Index ``corpus`` into ``out_dir`` (passage store, ``bm25/`` bm25s folder, ``manifest.json``)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        store = DocStoreWriter(out)
+        model = build_bm25(iter_corpus(corpus, hasher), store, k1, b, stopwords, chunk_size, show_progress)
+        store.finish()
+        model.save(str(out / BM25_SUBDIR), show_progress=False)
+        manifest = IndexManifest(
+            kind="bm25",
+            corpus_path=str(corpus),
+            corpus_sha256=hasher.hexdigest(),
+            num_docs=len(store),
+            settings={"k1": k1, "b": b, "stopwords": stopwords, "method": "lucene", "tokenizer": _WORD.pattern},
+        )
+        manifest.save(out)
+        return manifest
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        cols = [tokenize_query(q, self.vocab) for q in queries]
+        rows = np.fromiter((t for c in cols for t in c), dtype=np.int64)
+        col_idx = np.repeat(np.arange(len(cols)), [len(c) for c in cols])
+        q = sp.csc_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, col_idx)), shape=(self._matrix.shape[1], len(cols))
+        )
+        scores = (self._matrix @ q).tocsc()  # (N, B); duplicate query terms count twice, as in bm25s
+        scores.sort_indices()
+        return [
+            [self.docs.passage(int(r), float(v)) for r, v in zip(rows_j, vals_j)]
+            for rows_j, vals_j in topk_per_column(scores, topk)
+        ]

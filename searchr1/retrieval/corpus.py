@@ -1,0 +1,180 @@
+"""Streaming reader for wiki-18 style corpora and a row-addressable passage store.
+
+Corpus format (FlashRAG / Search-R1 wiki-18): one JSON object per line, ``{"id": str, "contents":
+"\\"Title\\"\\ntext"}``; the title line may lack the quotes. ``.jsonl`` and ``.jsonl.gz`` are read the
+same way, line by line, so a 21M-passage corpus is never held as Python objects.
+
+Every index folder keeps its own passage store: ``docs.jsonl`` (the corpus lines, one per row, in index
+order) plus ``doc_offsets.npy`` (``int64``, ``(N + 1,)`` byte offsets). Serving fetches row ``i`` by
+slicing ``docs.jsonl`` through ``mmap`` between ``offsets[i]`` and ``offsets[i + 1]`` and parsing that one
+line, so memory stays flat whatever the corpus size. Copying the corpus into the index (rather than
+pointing at it) makes the folder self-contained and lets ``.gz`` corpora be served by seek.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from searchr1.retrieval.types import Passage
+
+DOCS_FILE = "docs.jsonl"
+OFFSETS_FILE = "doc_offsets.npy"
+
+
+class CorpusFormatError(ValueError):
+    """A corpus line is not a JSON object with string ``id`` and ``contents`` (message names file:line)."""
+
+
+@dataclass(frozen=True)
+class CorpusRecord:
+    """One corpus line.
+
+    Attributes:
+        id: passage id (ints in the file are turned into strings).
+        contents: ``"Title"\\ntext`` as stored.
+        line: the JSON line re-encoded as UTF-8 bytes with a trailing newline (what the store keeps).
+    """
+
+    id: str
+    contents: str
+    line: bytes
+
+
+def open_corpus(path: str | Path) -> BinaryIO:
+    """Open a ``.jsonl`` or ``.jsonl.gz`` corpus for binary line reading."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {path} does not exist; pass a .jsonl or .jsonl.gz wiki-18 style corpus")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _parse_line(raw: bytes, where: str) -> CorpusRecord:
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorpusFormatError(f"{where}: not valid JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+    if not isinstance(obj, dict):
+        raise CorpusFormatError(f"{where}: expected a JSON object with 'id' and 'contents', got {type(obj).__name__}")
+    if "id" not in obj or "contents" not in obj:
+        missing = [k for k in ("id", "contents") if k not in obj]
+        raise CorpusFormatError(f"{where}: missing field(s) {missing}; each line needs 'id' and 'contents'")
+    pid, contents = obj["id"], obj["contents"]
+    if not isinstance(pid, str | int) or isinstance(pid, bool) or not isinstance(contents, str):
+        raise CorpusFormatError(f"{where}: 'id' must be a string (or int) and 'contents' a string")
+    line = json.dumps({"id": str(pid), "contents": contents}, ensure_ascii=False).encode("utf-8") + b"\n"
+    return CorpusRecord(id=str(pid), contents=contents, line=line)
+
+
+def iter_corpus(path: str | Path, hasher: hashlib._Hash | None = None) -> Iterator[CorpusRecord]:
+    """Stream the records of a corpus file, skipping blank lines.
+
+    Args:
+        path: ``.jsonl`` or ``.jsonl.gz`` file.
+        hasher: optional hashlib object fed every (decompressed) line, so building an index also
+            computes the corpus hash in the same pass.
+
+    Raises:
+        CorpusFormatError: on the first bad line, naming ``file:line``.
+    """
+    with open_corpus(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if hasher is not None:
+                hasher.update(raw)
+            if not raw.strip():
+                continue
+            yield _parse_line(raw, f"{path}:{lineno}")
+
+
+def corpus_hash(path: str | Path) -> str:
+    """SHA-256 of the decompressed corpus bytes (same for a ``.jsonl`` and its ``.jsonl.gz``)."""
+    hasher = hashlib.sha256()
+    with open_corpus(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def iter_chunks(records: Iterator[CorpusRecord], size: int) -> Iterator[list[CorpusRecord]]:
+    """Group a record stream into lists of at most ``size`` records."""
+    chunk: list[CorpusRecord] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class DocStoreWriter:
+    """Appends corpus lines to a passage store (a file in ``out_dir``, or memory when ``out_dir`` is None)."""
+
+    def __init__(self, out_dir: str | Path | None = None) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._fh: BinaryIO = open(self.out_dir / DOCS_FILE, "wb") if self.out_dir else io.BytesIO()  # noqa: SIM115
+        self._offsets: list[int] = [0]
+
+    def add(self, record: CorpusRecord) -> None:
+        """Append one record (its row is the number of records added before it)."""
+        self._fh.write(record.line)
+        self._offsets.append(self._offsets[-1] + len(record.line))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def finish(self) -> DocStore:
+        """Flush, save the offsets and return a store reading what was written."""
+        offsets = np.asarray(self._offsets, dtype=np.int64)
+        if self.out_dir is None:
+            assert isinstance(self._fh, io.BytesIO)
+            return DocStore(self._fh.getvalue(), offsets)
+        self._fh.close()
+        np.save(self.out_dir / OFFSETS_FILE, offsets)
+        return DocStore.load(self.out_dir)
+
+
+class DocStore:
+    """Passages addressable by row: a byte buffer (mmap or bytes) of JSON lines plus ``(N + 1,)`` offsets."""
+
+    def __init__(self, buffer: bytes | mmap.mmap, offsets: np.ndarray) -> None:
+        self._buffer = buffer
+        self.offsets = offsets
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DocStore:
+        """Memory-map ``docs.jsonl`` and ``doc_offsets.npy`` of an index folder."""
+        folder = Path(folder)
+        offsets = np.load(folder / OFFSETS_FILE, mmap_mode="r")
+        with open(folder / DOCS_FILE, "rb") as fh:
+            size = fh.seek(0, io.SEEK_END)
+            buffer: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        if int(offsets[-1]) != size:
+            end = int(offsets[-1])
+            raise ValueError(f"{folder}: {DOCS_FILE} has {size} bytes but the offsets end at {end}; rebuild the index")
+        return cls(buffer, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def contents(self, row: int) -> tuple[str, str]:
+        """``(id, contents)`` of row ``row``."""
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
+        obj = json.loads(self._buffer[start:end])
+        return obj["id"], obj["contents"]
+
+    def passage(self, row: int, score: float = 0.0) -> Passage:
+        """Row ``row`` as a :class:`Passage` with the given score."""
+        pid, contents = self.contents(row)
+        return Passage.from_contents(pid, contents, score=score)

@@ -1,0 +1,37 @@
+"""Fixtures for the retrieval tests: real corpora from tests/data and a small built BM25 index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from searchr1.retrieval import BM25Retriever
+
+
+@pytest.fixture(scope="session")
+def hotpot_corpus(data_dir: Path) -> Path:
+    """521-passage HotpotQA corpus (wiki-18 format, quoted titles)."""
+    return data_dir / "hotpotqa_dev_sample" / "corpus.jsonl"
+
+
+@pytest.fixture(scope="session")
+def hotpot_questions(data_dir: Path) -> list[dict]:
+    """53 HotpotQA dev questions with ``supporting_titles``."""
+    path = data_dir / "hotpotqa_dev_sample" / "questions.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def flashrag_corpus(data_dir: Path) -> Path:
+    """1000 wiki-18 passages (121 titles without quotes)."""
+    return data_dir / "flashrag_sample" / "wiki_sample_corpus.jsonl"
+
+
+@pytest.fixture(scope="session")
+def hotpot_index(tmp_path_factory: pytest.TempPathFactory, hotpot_corpus: Path) -> Path:
+    """A saved BM25 index folder over the HotpotQA corpus."""
+    out = tmp_path_factory.mktemp("hotpot_bm25")
+    BM25Retriever.build(str(hotpot_corpus), str(out), show_progress=False)
+    return out
