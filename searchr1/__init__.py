@@ -1,0 +1,27 @@
+"""searchr1: train LLMs with reinforcement learning to reason and call a search engine (Search-R1).
+
+The package is organised by stage: ``algorithms`` (pure tensor math), ``rewards`` (QA scoring),
+``retrieval`` (indexes, server, client), ``rollout`` (multi-turn generation with retrieval and
+loss masks), ``data`` (prompts and QA data) and ``training`` (the LightningModule and callbacks).
+Heavy submodules are imported lazily so ``import searchr1`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SearchR1Module": "searchr1.training.module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'searchr1' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]
