@@ -1,0 +1,220 @@
+"""Dense retriever: a ``TextEncoder`` plus a faiss inner-product index (Search-R1's e5 + faiss setup).
+
+Index folder layout: the passage store (``docs.jsonl``, ``doc_offsets.npy``), ``embeddings/shard_*.npy``
+(``(S, H)`` float32 unit rows, ``shard_size`` passages each), ``faiss.index`` and ``manifest.json``.
+Building is resumable: the manifest is written first with ``complete=false`` and the build settings; a
+rerun with the same settings skips shards already on disk (the passage store is rewritten, cheap next
+to encoding). Any faiss ``index_factory`` string works (``Flat``, ``HNSW64``, ``IVF4096,PQ64`` …); the
+metric is inner product, and indexes that need training are trained on up to ``train_size`` vectors.
+``use_gpu=True`` moves the index to all GPUs when ``faiss-gpu`` is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
+from searchr1.retrieval.encoder import TextEncoder
+from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexMismatchError
+from searchr1.retrieval.types import Passage
+
+EMB_DIR = "embeddings"
+FAISS_FILE = "faiss.index"
+
+
+def _shard_path(out: Path, i: int) -> Path:
+    return out / EMB_DIR / f"shard_{i:05d}.npy"
+
+
+def _start_manifest(out: Path, corpus: str, settings: dict) -> None:
+    """Write an incomplete manifest, or check that an unfinished build used the same settings."""
+    if (out / MANIFEST_FILE).exists():
+        old = IndexManifest.load(out)
+        if old.kind != "dense" or old.settings != settings:
+            raise IndexMismatchError(
+                f"{out} holds an index built with other settings ({old.kind}, {old.settings}); "
+                f"asked for {settings}. Use another --out folder or delete this one"
+            )
+        if old.complete:
+            return
+    IndexManifest("dense", str(corpus), "", 0, settings, complete=False).save(out)
+
+
+def _encode_shards(corpus: str, out: Path, encoder: TextEncoder, shard_size: int, progress: bool) -> tuple[int, str]:
+    """Write the passage store and every missing embedding shard; return ``(num_docs, corpus_sha256)``."""
+    (out / EMB_DIR).mkdir(parents=True, exist_ok=True)
+    hasher = hashlib.sha256()
+    store = DocStoreWriter(out)
+    bar = tqdm(desc="Dense index: encode", unit=" passages", disable=not progress)
+    for i, chunk in enumerate(iter_chunks(iter_corpus(corpus, hasher), shard_size)):
+        for rec in chunk:
+            store.add(rec)
+        path = _shard_path(out, i)
+        if not path.exists():
+            emb = encoder.encode([r.contents for r in chunk], is_query=False)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, emb)
+            tmp.replace(path)
+        bar.update(len(chunk))
+    bar.close()
+    store.finish()
+    if len(store) == 0:
+        raise ValueError(f"corpus {corpus} has no passages; nothing to index")
+    return len(store), hasher.hexdigest()
+
+
+def _train_and_fill(out: Path, dim: int, factory: str, train_size: int, progress: bool) -> faiss.Index:
+    """Create the faiss index from the shards (training it on a sample first if it needs training)."""
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(
+            f"bad faiss factory string {factory!r} (e.g. 'Flat', 'HNSW64', 'IVF4096,PQ64'): {err}"
+        ) from None
+    shards = sorted((out / EMB_DIR).glob("shard_*.npy"))
+    if not index.is_trained:
+        rng = np.random.default_rng(0)
+        sizes = [len(np.load(p, mmap_mode="r")) for p in shards]
+        keep = np.sort(rng.choice(sum(sizes), min(train_size, sum(sizes)), replace=False))
+        bounds = np.cumsum([0, *sizes])
+        sample = np.concatenate(
+            [
+                np.load(p, mmap_mode="r")[keep[(keep >= lo) & (keep < hi)] - lo]
+                for p, lo, hi in zip(shards, bounds, bounds[1:])
+            ]
+        )
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    for path in tqdm(shards, desc="Dense index: add", disable=not progress):
+        index.add(np.ascontiguousarray(np.load(path), dtype=np.float32))
+    return index
+
+
+def build_dense_index(
+    corpus: str,
+    out_dir: str,
+    encoder: TextEncoder,
+    faiss_factory: str = "Flat",
+    shard_size: int = 100_000,
+    train_size: int = 1_000_000,
+    show_progress: bool = True,
+) -> IndexManifest:
+    """Encode ``corpus`` with ``encoder`` and write a dense index folder (resumable; see module doc)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**encoder.settings(), "faiss_factory": faiss_factory, "shard_size": shard_size, "metric": "ip"}
+    _start_manifest(out, corpus, settings)
+    num_docs, sha = _encode_shards(corpus, out, encoder, shard_size, show_progress)
+    index = _train_and_fill(out, encoder.dim, faiss_factory, train_size, show_progress)
+    faiss.write_index(index, str(out / FAISS_FILE))
+    manifest = IndexManifest("dense", str(corpus), sha, num_docs, settings, complete=True)
+    manifest.save(out)
+    return manifest
+
+
+class DenseRetriever(CachedRetriever):
+    """Dense search: encode queries, search the faiss index, fetch passages by row.
+
+    Args:
+        index_dir: folder written by ``searchr1-index build --retriever dense``. If missing and ``corpus``
+            is given, it is built there first.
+        corpus: corpus file. Alone: indexed into a temporary folder (small demos). With an existing
+            ``index_dir``: checked against the manifest's corpus hash.
+        encoder: model name/path; None = the one recorded in the manifest (a different one is an error).
+        faiss_factory: index type when building (a saved index keeps its own).
+        pooling, query_prefix, passage_prefix, max_length: encoder settings; None = the manifest's when
+            loading, E5's (``mean``, ``"query: "``, ``"passage: "``, 256) when building. Given values must
+            match the manifest.
+        batch_size: encoder batch size.
+        device: encoder device (None = CUDA when available).
+        fp16: half-precision encoder on CUDA.
+        use_gpu: move the faiss index to the GPUs (needs ``faiss-gpu``).
+        nprobe: IVF cells probed per query (IVF indexes only).
+        ef_search: HNSW search breadth (HNSW indexes only).
+        shard_size: passages per embedding shard when building.
+        dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | None = None,
+        corpus: str | None = None,
+        encoder: str | None = None,
+        faiss_factory: str = "Flat",
+        pooling: str | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        fp16: bool = True,
+        use_gpu: bool = False,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        shard_size: int = 100_000,
+        dedup: bool = True,
+        cache_size: int = 0,
+    ) -> None:
+        super().__init__(dedup=dedup, cache_size=cache_size)
+        if index_dir is None and corpus is None:
+            raise ValueError("DenseRetriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
+        self._tmp = tempfile.TemporaryDirectory() if index_dir is None else None
+        folder = Path(index_dir) if index_dir is not None else Path(self._tmp.name)
+        pinned = {
+            "encoder": encoder,
+            "pooling": pooling,
+            "query_prefix": query_prefix,
+            "passage_prefix": passage_prefix,
+            "max_length": max_length,
+        }
+        runtime = {"batch_size": batch_size, "device": device, "fp16": fp16}
+        complete = (folder / MANIFEST_FILE).exists() and IndexManifest.load(folder).complete
+        if not complete and corpus is not None:
+            build_args = {k: v for k, v in pinned.items() if v is not None}
+            build_args["model_name_or_path"] = build_args.pop("encoder", "intfloat/e5-base-v2")
+            self.encoder = TextEncoder(**build_args, **runtime)
+            build_dense_index(corpus, str(folder), self.encoder, faiss_factory, shard_size, show_progress=False)
+        self.manifest = IndexManifest.load(folder)
+        expected_sha = corpus_hash(corpus) if corpus is not None and index_dir is not None else None
+        self.manifest.check("dense", corpus_sha256=expected_sha, **pinned)
+        if not hasattr(self, "encoder"):
+            saved = self.manifest.settings
+            self.encoder = TextEncoder(
+                saved["encoder"],
+                pooling=saved["pooling"],
+                query_prefix=saved["query_prefix"],
+                passage_prefix=saved["passage_prefix"],
+                max_length=saved["max_length"],
+                **runtime,
+            )
+        self.index = faiss.read_index(str(folder / FAISS_FILE))
+        self._configure(nprobe, ef_search, use_gpu)
+        self.docs = DocStore.load(folder)
+
+    def _configure(self, nprobe: int | None, ef_search: int | None, use_gpu: bool) -> None:
+        if nprobe is not None:
+            faiss.extract_index_ivf(self.index).nprobe = nprobe
+        if ef_search is not None:
+            faiss.downcast_index(self.index).hnsw.efSearch = ef_search
+        if use_gpu:
+            if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+                raise RuntimeError(
+                    "use_gpu=True needs faiss-gpu and a visible GPU; install faiss-gpu or set use_gpu=False"
+                )
+            self.index = faiss.index_cpu_to_all_gpus(self.index)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        emb = self.encoder.encode(queries, is_query=True)  # (B, H)
+        scores, rows = self.index.search(emb, min(topk, self.index.ntotal))  # (B, k), (B, k)
+        return [
+            [self.docs.passage(int(r), float(s)) for r, s in zip(row, sc) if r >= 0] for row, sc in zip(rows, scores)
+        ]
