@@ -1,0 +1,52 @@
+"""QA data: typed examples, validating readers and the Lightning data module.
+
+``build_prompt`` (from ``searchr1.data.prompts``) is re-exported lazily, so importing this package does not import
+the prompt module; the data module (and Lightning) are imported lazily too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from searchr1.data.qa import (
+    EVAL_SPLITS,
+    FLASHRAG_REPO,
+    TRAIN_SOURCES,
+    DataError,
+    DataSource,
+    QAExample,
+    parse_source,
+    read_examples,
+    to_flashrag_record,
+    to_search_r1_record,
+)
+
+_LAZY = {
+    "QADataModule": "searchr1.data.datamodule",
+    "TrainBatchStream": "searchr1.data.datamodule",
+    "EvalBatches": "searchr1.data.datamodule",
+    "shard_eval": "searchr1.data.datamodule",
+    "build_prompt": "searchr1.data.prompts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'searchr1.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "EVAL_SPLITS",
+    "FLASHRAG_REPO",
+    "TRAIN_SOURCES",
+    "DataError",
+    "DataSource",
+    "QAExample",
+    "parse_source",
+    "read_examples",
+    "to_flashrag_record",
+    "to_search_r1_record",
+    *_LAZY,
+]
