@@ -1,0 +1,161 @@
+"""Console scripts: ``searchr1-index build`` and ``searchr1-retrieval serve``.
+
+Examples::
+
+    searchr1-index build --corpus wiki-18.jsonl.gz --retriever bm25 --out indexes/wiki18-bm25
+    searchr1-index build --corpus wiki-18.jsonl.gz --retriever dense --encoder intfloat/e5-base-v2 \\
+        --faiss Flat --out indexes/wiki18-e5
+    searchr1-retrieval serve --index indexes/wiki18-bm25 --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+
+from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.manifest import IndexManifest
+
+BUILDERS: dict[str, Callable[[argparse.Namespace], IndexManifest]] = {}
+
+
+def register_builder(kind: str) -> Callable:
+    """Decorator adding an index builder ``(args) -> manifest`` for ``--retriever kind``."""
+
+    def wrap(fn: Callable[[argparse.Namespace], IndexManifest]) -> Callable:
+        BUILDERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+@register_builder("bm25")
+def _build_bm25(args: argparse.Namespace) -> IndexManifest:
+    from searchr1.retrieval.bm25 import BM25Retriever
+
+    return BM25Retriever.build(args.corpus, args.out, k1=args.k1, b=args.b, stopwords=args.stopwords)
+
+
+@register_builder("dense")
+def _build_dense(args: argparse.Namespace) -> IndexManifest:
+    from searchr1.retrieval.dense import build_dense_index
+    from searchr1.retrieval.encoder import TextEncoder
+
+    encoder = TextEncoder(
+        args.encoder, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size, device=args.device
+    )
+    return build_dense_index(
+        args.corpus, args.out, encoder, args.faiss, shard_size=args.shard_size, train_size=args.train_size
+    )
+
+
+def load_retriever(
+    index_dir: str,
+    dedup: bool = True,
+    cache_size: int = 0,
+    device: str | None = None,
+    use_gpu: bool = False,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+) -> CachedRetriever:
+    """Open an index folder with the retriever its manifest names."""
+    kind = IndexManifest.load(index_dir).kind
+    if kind == "bm25":
+        from searchr1.retrieval.bm25 import BM25Retriever
+
+        return BM25Retriever(index_dir=index_dir, dedup=dedup, cache_size=cache_size)
+    if kind == "dense":
+        from searchr1.retrieval.dense import DenseRetriever
+
+        return DenseRetriever(
+            index_dir=index_dir,
+            device=device,
+            use_gpu=use_gpu,
+            nprobe=nprobe,
+            ef_search=ef_search,
+            dedup=dedup,
+            cache_size=cache_size,
+        )
+    raise ValueError(f"{index_dir}: unknown index kind {kind!r}; valid: {sorted(BUILDERS)}")
+
+
+def _index_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchr1-index", description="Build retrieval indexes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="index a wiki-18 style corpus (.jsonl / .jsonl.gz)")
+    b.add_argument("--corpus", required=True, help="JSONL corpus, lines {'id': str, 'contents': '\"Title\"\\ntext'}")
+    b.add_argument("--retriever", required=True, choices=sorted(BUILDERS))
+    b.add_argument("--out", required=True, help="index folder to write (a dense build resumes in it)")
+    b.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (pyserini default)")
+    b.add_argument("--b", type=float, default=0.4, help="BM25 b (pyserini default)")
+    b.add_argument("--stopwords", default="en", help="BM25 stopword list: en, en_plus, none")
+    b.add_argument("--encoder", default="intfloat/e5-base-v2", help="dense: HF model name or local folder")
+    b.add_argument("--pooling", default="mean", help="dense: mean (E5) or cls")
+    b.add_argument("--max-length", type=int, default=256, help="dense: tokens per passage")
+    b.add_argument("--batch-size", type=int, default=256, help="dense: passages per forward pass")
+    b.add_argument("--device", default=None, help="dense: cuda or cpu (default: cuda if available)")
+    b.add_argument("--faiss", default="Flat", help="dense: faiss index_factory string (Flat, HNSW64, IVF4096,PQ64)")
+    b.add_argument("--shard-size", type=int, default=100_000, help="dense: passages per embedding shard")
+    b.add_argument("--train-size", type=int, default=1_000_000, help="dense: vectors used to train IVF/PQ")
+    return parser
+
+
+def index_main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``searchr1-index``."""
+    args = _index_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    manifest = BUILDERS[args.retriever](args)
+    print(f"built {manifest.kind} index of {manifest.num_docs} passages in {args.out}")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchr1-retrieval", description="Serve an index over HTTP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve POST /retrieve (Search-R1 wire format) and GET /health")
+    s.add_argument("--index", required=True, help="index folder from searchr1-index build")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--topk", type=int, default=3, help="topk when a request gives none")
+    s.add_argument("--max-topk", type=int, default=100)
+    s.add_argument("--max-queries", type=int, default=1024, help="queries per request")
+    s.add_argument("--max-query-chars", type=int, default=4096)
+    s.add_argument("--max-batch-queries", type=int, default=512, help="queries merged into one index call")
+    s.add_argument("--batch-window-ms", type=float, default=2.0, help="micro-batching window")
+    s.add_argument("--cache-size", type=int, default=0, help="LRU results kept across batches")
+    s.add_argument("--no-dedup", action="store_true", help="do not merge identical queries of a batch")
+    s.add_argument("--device", default=None, help="dense: query encoder device")
+    s.add_argument("--use-gpu", action="store_true", help="dense: faiss on GPU (needs faiss-gpu)")
+    s.add_argument("--nprobe", type=int, default=None, help="dense IVF: cells probed")
+    s.add_argument("--ef-search", type=int, default=None, help="dense HNSW: search breadth")
+    s.add_argument("--log-level", default="warning", help="uvicorn log level")
+    return parser
+
+
+def serve_main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``searchr1-retrieval``."""
+    import uvicorn
+
+    from searchr1.retrieval.server import ServerLimits, create_app
+
+    args = _serve_parser().parse_args(argv)
+    retriever = load_retriever(
+        args.index,
+        dedup=not args.no_dedup,
+        cache_size=args.cache_size,
+        device=args.device,
+        use_gpu=args.use_gpu,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+    )
+    limits = ServerLimits(
+        max_queries=args.max_queries,
+        max_query_chars=args.max_query_chars,
+        max_topk=args.max_topk,
+        default_topk=args.topk,
+    )
+    app = create_app(retriever, limits, max_batch_queries=args.max_batch_queries, batch_window_ms=args.batch_window_ms)
+    print(
+        f"serving {type(retriever).__name__} ({len(retriever)} passages) on http://{args.host}:{args.port}", flush=True
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -1,0 +1,128 @@
+"""HTTP client for ``searchr1-retrieval serve`` (or Search-R1's own ``retrieval_server.py``).
+
+One ``httpx.Client`` keeps a keep-alive connection pool. A call is retried on connection errors,
+timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
+(``backoff * 2**attempt`` seconds); then :class:`~searchr1.retrieval.types.RetrievalError` says what
+failed. A 4xx other than 429 is the caller's mistake and raises at once with the server's message.
+Large batches are split into requests of at most ``max_queries_per_request`` queries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.types import Passage, RetrievalError
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class HTTPRetriever(CachedRetriever):
+    """Search through a retrieval server.
+
+    Args:
+        url: server base URL (``/retrieve`` is appended).
+        timeout: seconds per HTTP request (connect + read).
+        max_retries: extra attempts after the first failed one.
+        backoff: first retry delay in seconds, doubled each retry.
+        max_queries_per_request: split bigger batches (the server refuses more than its limit, 1024 by default).
+        max_connections: size of the keep-alive pool.
+        dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_queries_per_request: int = 512,
+        max_connections: int = 16,
+        dedup: bool = True,
+        cache_size: int = 0,
+    ) -> None:
+        super().__init__(dedup=dedup, cache_size=cache_size)
+        if max_retries < 0 or backoff < 0 or timeout <= 0 or max_queries_per_request < 1:
+            raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and max_queries_per_request >= 1")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_queries_per_request = max_queries_per_request
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.Client(timeout=timeout, limits=limits)
+
+    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        out: list[list[Passage]] = []
+        step = self.max_queries_per_request
+        for start in range(0, len(queries), step):
+            payload = {"queries": queries[start : start + step], "topk": topk, "return_scores": True}
+            out.extend(self._parse(self._post(payload), len(payload["queries"])))
+        return out
+
+    def _post(self, payload: dict[str, Any]) -> Any:
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._client.post(f"{self.url}/retrieve", json=payload)
+            except httpx.TimeoutException as err:
+                last = f"timed out after {self.timeout}s ({type(err).__name__})"
+                continue
+            except httpx.TransportError as err:
+                last = f"cannot reach the server ({type(err).__name__}: {err})"
+                continue
+            if resp.status_code in _RETRY_STATUS:
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                continue
+            if resp.status_code >= 400:
+                raise RetrievalError(
+                    f"retrieval server {self.url} refused the request: HTTP {resp.status_code}: {resp.text[:300]}"
+                )
+            try:
+                return resp.json()
+            except ValueError:
+                raise RetrievalError(
+                    f"retrieval server {self.url} sent a non-JSON reply: {resp.text[:200]!r}"
+                ) from None
+        raise RetrievalError(
+            f"retrieval server {self.url} failed after {self.max_retries + 1} attempts: {last}. "
+            "Is `searchr1-retrieval serve` running at that address?"
+        )
+
+    def _parse(self, body: Any, n: int) -> list[list[Passage]]:
+        try:
+            result = body["result"]
+            if len(result) != n:
+                raise ValueError(f"{len(result)} result lists for {n} queries")
+            return [
+                [Passage.from_contents(d["document"]["id"], d["document"]["contents"], d.get("score", 0.0)) for d in r]
+                for r in result
+            ]
+        except (KeyError, TypeError, ValueError) as err:
+            raise RetrievalError(
+                f"retrieval server {self.url} sent an unexpected reply ({err}): {str(body)[:200]}"
+            ) from None
+
+    def health(self) -> dict[str, Any]:
+        """The server's ``GET /health`` answer (raises :class:`RetrievalError` if unreachable)."""
+        try:
+            resp = self._client.get(f"{self.url}/health")
+            resp.raise_for_status()
+            return resp.json()
+        except httpx.HTTPError as err:
+            raise RetrievalError(f"retrieval server {self.url} health check failed: {err}") from None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> HTTPRetriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
