@@ -1,0 +1,78 @@
+"""Thin Lightning callbacks around the rollout: weight sync to a separate generation engine, sample logging.
+
+The HF backend generates with the live policy, so it needs no sync; engines holding their own copy of
+the weights (vLLM) get the policy's parameters after every update, without a disk round-trip.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class WeightSync(Callback):
+    """After each training step, push the policy weights into the generation backend (no-op for ``hf``).
+
+    Also puts the backend to sleep during the update and wakes it before the next rollout, where the backend
+    supports it (vLLM's sleep mode frees the KV cache while the trainer needs the memory).
+    """
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if pl_module.backend_name != "hf":
+            pl_module.engine(True).backend.wake_up()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.backend_name == "hf":
+            return
+        backend = pl_module.engine(True).backend
+        backend.sync_weights((name, p.detach()) for name, p in pl_module.policy.named_parameters())
+        backend.sleep()
+
+
+class SampleLogger(Callback):
+    """Every ``every_n_steps`` training steps, write ``num_samples`` full trajectories to JSONL and TensorBoard.
+
+    Args:
+        every_n_steps: logging period in rollout steps.
+        num_samples: trajectories written each time.
+        filename: JSONL file name inside the logger's (or the trainer's root) folder.
+    """
+
+    def __init__(self, every_n_steps: int = 10, num_samples: int = 2, filename: str = "samples.jsonl") -> None:
+        self.every_n_steps, self.num_samples, self.filename = every_n_steps, num_samples, filename
+
+    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not isinstance(outputs, dict) or "rollout" not in outputs or trainer.global_rank != 0:
+            return
+        step = pl_module._rollout_steps - 1
+        if step % self.every_n_steps:
+            return
+        rollout, scores = outputs["rollout"], outputs["scores"]
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, traj in enumerate(rollout.trajectories[: self.num_samples]):
+            example = batch[traj.prompt_index]
+            rows.append(
+                {
+                    "step": step,
+                    "question": example.question,
+                    "golden_answers": example.golden_answers,
+                    "response": traj.response_text,
+                    "queries": traj.queries,
+                    "finish_reason": traj.finish_reason,
+                    "score": float(scores[i]),
+                }
+            )
+        with open(folder / self.filename, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_text"):
+            text = "\n\n---\n\n".join(
+                f"**score {r['score']}** Q: {r['question']}\n\n```\n{r['response']}\n```" for r in rows
+            )
+            experiment.add_text("samples", text, global_step=step)

@@ -1,0 +1,303 @@
+"""``SearchR1Module``: one LightningModule for PPO and GRPO with search-augmented rollouts.
+
+A training step reads as the Search-R1 recipe: rollout (multi-turn generation with retrieval; retrieved
+tokens have ``loss_mask = 0``) → score (outcome reward, exact match by default) → old/reference
+log-probs and values (no grad) → advantages → policy/critic updates (manual optimization, PPO epochs ×
+mini-batches × token-budget micro-batches) → metrics. PPO and GRPO differ only by the estimator name
+and by whether a critic exists (see ``AlgorithmConfig``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+
+from searchr1.data.prompts import build_prompt
+from searchr1.retrieval import Retriever
+from searchr1.rewards import exact_match, extract_answer, f1_score, get_reward
+from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
+from searchr1.training.config import AlgorithmConfig
+from searchr1.training.optim import build_optimizers
+from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
+from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
+from searchr1.training.update import PolicyCriticUpdater
+
+
+class SearchR1Module(LightningModule):
+    """Policy (+ frozen reference, + critic when the estimator needs one) trained with search rollouts.
+
+    Args:
+        model_name_or_path: policy weights: a hub name (``Qwen/Qwen2.5-3B``), a local folder, or
+            ``tiny:<preset>`` for a randomly initialised tiny Qwen2 built offline (``micro``, ``small``, ``base``).
+        tokenizer: tokenizer name/path; default: the model's.
+        critic_name_or_path: critic backbone; default: the policy's starting weights (as Search-R1).
+        retriever: the search engine (any ``Retriever``; e.g. ``searchr1.retrieval.BM25Retriever`` in-process
+            or ``searchr1.retrieval.HTTPRetriever`` for a server).
+        rollout: generation/search settings for training rollouts.
+        algorithm: advantage estimator, losses, KL, PPO epochs and batch sizes.
+        reward: reward name (``em``, ``em_format``, ``f1``, ``substring``) or a callable.
+        reward_kwargs: arguments of the named reward (e.g. ``em_format`` scores).
+        backend: generation backend, ``hf`` (transformers on the live policy) or ``vllm``.
+        backend_kwargs: extra constructor arguments of the backend.
+        policy_optimizer: optimizer factory for the policy; default AdamW(lr=policy_lr).
+        critic_optimizer: optimizer factory for the critic; default AdamW(lr=critic_lr).
+        policy_lr: policy learning rate (Search-R1: 1e-6).
+        critic_lr: critic learning rate (Search-R1: 1e-5).
+        weight_decay: AdamW weight decay of the default optimizers.
+        lr_warmup_ratio: policy warm-up share of the total steps (constant LR afterwards, as in Search-R1).
+        critic_lr_warmup_ratio: the same for the critic.
+        gradient_checkpointing: activation checkpointing in policy and critic.
+        dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``); None keeps the checkpoint's float32.
+        use_chat_template: format prompts with the tokenizer's chat template (instruct models).
+        val_do_sample: sample during validation/test (default greedy).
+        val_temperature: sampling temperature when ``val_do_sample``.
+        seed: base seed of rollout sampling and mini-batch shuffling (per step and rank).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "tiny:micro",
+        tokenizer: str | None = None,
+        critic_name_or_path: str | None = None,
+        retriever: Retriever | None = None,
+        rollout: RolloutConfig = RolloutConfig(),  # noqa: B008 - immutable-by-convention config
+        algorithm: AlgorithmConfig = AlgorithmConfig(),  # noqa: B008
+        reward: str = "em",
+        reward_kwargs: dict[str, Any] | None = None,
+        backend: str = "hf",
+        backend_kwargs: dict[str, Any] | None = None,
+        policy_optimizer: OptimizerCallable | None = None,
+        critic_optimizer: OptimizerCallable | None = None,
+        policy_lr: float = 1e-6,
+        critic_lr: float = 1e-5,
+        weight_decay: float = 0.01,
+        lr_warmup_ratio: float = 0.0,
+        critic_lr_warmup_ratio: float = 0.0,
+        gradient_checkpointing: bool = False,
+        dtype: str | None = None,
+        use_chat_template: bool = True,
+        val_do_sample: bool = False,
+        val_temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["retriever", "policy_optimizer", "critic_optimizer"])
+        self.automatic_optimization = False
+        self.rollout_config = rollout
+        self.algorithm = algorithm
+        self.retriever = retriever
+        self.reward_fn = get_reward(reward, **(reward_kwargs or {}))
+        self.backend_name = backend
+        self.backend_kwargs = dict(backend_kwargs or {})
+        self._optimizer_factories = (policy_optimizer, critic_optimizer)
+        self.tokenizer = load_tokenizer(tokenizer or model_name_or_path)
+        self.policy: torch.nn.Module | None = None
+        self.reference: torch.nn.Module | None = None
+        self.critic: ValueModel | None = None
+        self._engines: dict[bool, RolloutEngine] = {}
+        self._rollout_steps = 0
+        self._eval_sums: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint)."""
+        if self.policy is not None:
+            return
+        hp = self.hparams
+        dtype = getattr(torch, hp.dtype) if hp.dtype else None
+        self.policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing).train()
+        if self.algorithm.uses_reference:
+            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        if self.algorithm.needs_critic:
+            path = hp.critic_name_or_path or hp.model_name_or_path
+            self.critic = ValueModel(path, dtype, hp.gradient_checkpointing).train()
+        if self.retriever is None:
+            self.retriever = _default_retriever()
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are lists of ``QAExample`` (text): nothing to move; rollouts are built on the device."""
+        return batch
+
+    def configure_optimizers(self):
+        return build_optimizers(self, *self._optimizer_factories)
+
+    def engine(self, train: bool = True) -> RolloutEngine:
+        """The rollout engine (sampling settings for training, greedy-by-default ones for evaluation)."""
+        if train not in self._engines:
+            from searchr1.rollout.backends.base import get_backend_class
+
+            cls = get_backend_class(self.backend_name)
+            if self.backend_name == "hf":
+                backend = cls(self.policy, self.tokenizer, **self.backend_kwargs)
+            else:
+                backend = cls(model=self.hparams.model_name_or_path, **self.backend_kwargs)
+            config = self.rollout_config
+            if not train:
+                config = dataclasses.replace(
+                    config, do_sample=self.hparams.val_do_sample, temperature=self.hparams.val_temperature
+                )
+            self._engines[train] = RolloutEngine(backend, self.retriever, self.tokenizer, config)
+        return self._engines[train]
+
+    # ------------------------------------------------------------------------------------ training
+    def training_step(self, batch: list, batch_idx: int) -> dict[str, Any]:
+        timings: dict[str, float] = {}
+        with _timer(timings, "rollout"):
+            rollout = self.rollout(batch, train=True)
+        with _timer(timings, "score"):
+            scores = score_rollout(rollout, [ex.golden_answers for ex in batch], self.reward_fn)
+        with _timer(timings, "old_ref_values"):
+            old_lp, ref_lp, values = self.no_grad_passes(rollout)
+        with _timer(timings, "advantages"):
+            data, token_rewards = self.compute_advantages(rollout, scores, old_lp, ref_lp, values)
+        with _timer(timings, "update"):
+            stats = PolicyCriticUpdater(self).run(data, step=self._rollout_steps)
+        self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
+        self._rollout_steps += 1
+        return {"rollout": rollout, "scores": scores}
+
+    def rollout(self, batch: list, train: bool) -> RolloutBatch:
+        """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training)."""
+        prompts = [build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
+        n = self.algorithm.n_samples if train else 1
+        seed = self.hparams.seed + 1_000_003 * self._rollout_steps + 7919 * self.global_rank if train else None
+        return self.engine(train).generate(prompts, n=n, seed=seed).to(self.device)
+
+    def no_grad_passes(self, rollout: RolloutBatch):
+        """Old log-probs (unless fully on-policy), reference log-probs and critic values."""
+        cfg, budget, temp = self.algorithm, self.algorithm.micro_token_budget, self.rollout_config.temperature
+        single_update = cfg.ppo_epochs == 1 and (cfg.mini_batch_size is None or cfg.mini_batch_size >= len(rollout))
+        need_old = not single_update or (cfg.kl_in_reward and cfg.kl_coef > 0)
+        old_lp = batched_logprobs(self.policy, rollout, temp, budget) if need_old else None
+        ref_lp = batched_logprobs(self.reference, rollout, temp, budget) if self.reference is not None else None
+        values = batched_values(self.critic, rollout, budget) if self.critic is not None else None
+        return old_lp, ref_lp, values
+
+    def compute_advantages(self, rollout, scores, old_lp, ref_lp, values):
+        cfg = self.algorithm
+        return build_update_batch(
+            rollout,
+            scores,
+            cfg.estimator,
+            old_logprobs=old_lp,
+            ref_logprobs=ref_lp,
+            values=values,
+            kl_coef=cfg.kl_coef,
+            kl_kind=cfg.kl_kind,
+            kl_in_reward=cfg.kl_in_reward,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+        )
+
+    def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:
+        golds = [batch[int(i)].golden_answers for i in rollout.prompt_index.tolist()]
+        answers = [extract_answer(t.response_text) for t in rollout.trajectories]
+        em = [float(a is not None and exact_match(a, g)) for a, g in zip(answers, golds)]
+        metrics = {f"rollout/{k}": float(v) for k, v in rollout.metrics().items()}
+        metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
+        metrics.update({f"time/{k}": v for k, v in timings.items()})
+        metrics["train/reward"] = scores.mean().item()
+        metrics["train/em"] = sum(em) / max(len(em), 1)
+        metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
+        metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
+        self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
+        self.log_dict(
+            {"em": metrics["train/em"], "reward": metrics["train/reward"]},
+            batch_size=len(rollout),
+            prog_bar=True,
+            logger=False,
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "mark_batch_consumed"):
+            datamodule.mark_batch_consumed()
+
+    # ---------------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def _eval_step(self, batch: list) -> None:
+        rollout = self.rollout(batch, train=False)
+        for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist()):
+            example = batch[int(i)]
+            if example.metadata.get("is_padding"):
+                continue
+            answer = extract_answer(traj.response_text)
+            row = torch.tensor(
+                [
+                    1.0,
+                    float(answer is not None and exact_match(answer, example.golden_answers)),
+                    0.0 if answer is None else f1_score(answer, example.golden_answers),
+                    float(traj.num_searches),
+                ],
+                device=self.device,
+            )
+            key = example.data_source
+            self._eval_sums[key] = self._eval_sums.get(key, torch.zeros(4, device=self.device)) + row
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _log_eval(self, prefix: str) -> None:
+        sums, self._eval_sums = self._eval_sums, {}
+        sources = sorted(sums)
+        if self.trainer.world_size > 1:  # every rank must reduce the same sources in the same order
+            gathered: list[list[str]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, sources)
+            sources = sorted({s for part in gathered for s in part})
+        ems = []
+        for source in sources:
+            total = self.trainer.strategy.reduce(sums.get(source, torch.zeros(4, device=self.device)), reduce_op="sum")
+            count = total[0].clamp(min=1)
+            ems.append(total[1] / count)
+            self.log(f"{prefix}/{source}/em", total[1] / count, rank_zero_only=True)
+            self.log(f"{prefix}/{source}/f1", total[2] / count, rank_zero_only=True)
+            self.log(f"{prefix}/{source}/searches", total[3] / count, rank_zero_only=True)
+        if ems:
+            self.log(f"{prefix}/em", torch.stack(ems).mean(), prog_bar=True, rank_zero_only=True)
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
+        # the reference is frozen at its starting weights: rebuilt at load, not stored
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        if self.reference is not None:
+            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+
+
+def _default_retriever() -> Retriever:
+    """In-process BM25 over the HotpotQA sample corpus shipped in the package (laptop default)."""
+    from importlib.resources import files
+
+    from searchr1.retrieval import BM25Retriever
+
+    return BM25Retriever(corpus=str(files("searchr1") / "assets" / "hotpotqa_dev_sample" / "corpus.jsonl"))
+
+
+class _timer:
+    """Context manager adding elapsed seconds to ``store[name]``."""
+
+    def __init__(self, store: dict[str, float], name: str) -> None:
+        self.store, self.name = store, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.store[self.name] = self.store.get(self.name, 0.0) + time.perf_counter() - self.start

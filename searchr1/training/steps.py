@@ -1,0 +1,116 @@
+"""Pieces of one RL step that need models but no Trainer: scoring, the no-grad passes, advantages.
+
+The LightningModule strings these together (``SearchR1Module.training_step``); keeping them here keeps
+each testable on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from searchr1.algorithms import AdvantageInputs, compute_advantages, kl_penalty
+from searchr1.rewards import RewardFn
+from searchr1.rollout import RolloutBatch
+from searchr1.training.batch import UpdateBatch
+from searchr1.training.policy import ValueModel, response_logprobs, response_values
+
+
+def score_rollout(rollout: RolloutBatch, golden_answers: Sequence[Sequence[str]], reward_fn: RewardFn) -> Tensor:
+    """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,)."""
+    scores = [
+        float(reward_fn(traj.response_text, golden_answers[int(i)]))
+        for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist())
+    ]
+    return torch.tensor(scores, dtype=torch.float32, device=rollout.loss_mask.device)
+
+
+def last_token_rewards(scores: Tensor, loss_mask: Tensor) -> Tensor:
+    """Put each sequence's score on its last policy-sampled token: (B,), (B, R) → (B, R).
+
+    (Search-R1 puts it on the last response token; the last *sampled* one is the same except when a
+    trajectory is cut inside an observation, where a masked position would drop the reward.)
+    """
+    positions = torch.arange(loss_mask.shape[1], device=loss_mask.device).expand_as(loss_mask)
+    last = torch.where(loss_mask.bool(), positions, -1).max(dim=1).values  # (B,)
+    rewards = torch.zeros(loss_mask.shape, dtype=torch.float32, device=loss_mask.device)
+    has = last >= 0
+    rewards[has.nonzero().squeeze(-1), last[has]] = scores[has].float()
+    return rewards
+
+
+@torch.no_grad()
+def batched_logprobs(model: nn.Module, rollout: RolloutBatch, temperature: float, token_budget: int) -> Tensor:
+    """Response log-probs of the whole rollout under ``model`` in micro-batches, no grad: (B, R)."""
+    outs = []
+    for mb in _chunks(rollout, token_budget):
+        lp, _ = response_logprobs(
+            model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature
+        )
+        outs.append(lp)
+    return torch.cat(outs) * rollout.loss_mask
+
+
+@torch.no_grad()
+def batched_values(critic: ValueModel, rollout: RolloutBatch, token_budget: int) -> Tensor:
+    """Critic values of the whole rollout in micro-batches, no grad: (B, R), 0 off the loss mask."""
+    outs = [
+        response_values(critic, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length)
+        for mb in _chunks(rollout, token_budget)
+    ]
+    return torch.cat(outs) * rollout.loss_mask
+
+
+def _chunks(rollout: RolloutBatch, token_budget: int) -> list[RolloutBatch]:
+    return rollout.split(max(1, token_budget // rollout.input_ids.shape[1]))
+
+
+def build_update_batch(
+    rollout: RolloutBatch,
+    scores: Tensor,
+    estimator: str,
+    *,
+    old_logprobs: Tensor | None,
+    ref_logprobs: Tensor | None,
+    values: Tensor | None,
+    kl_coef: float,
+    kl_kind: str,
+    kl_in_reward: bool,
+    gamma: float,
+    lam: float,
+) -> tuple[UpdateBatch, Tensor]:
+    """Token rewards (score on the last sampled token, minus β·KL when KL is in the reward) → advantages.
+
+    Returns:
+        ``(update_batch, token_rewards)``; token_rewards is (B, R).
+    """
+    mask = rollout.loss_mask
+    token_rewards = last_token_rewards(scores, mask)
+    if kl_in_reward and kl_coef > 0:
+        if old_logprobs is None or ref_logprobs is None:
+            raise ValueError("KL in the reward needs old and reference log-probs")
+        token_rewards = token_rewards - kl_coef * kl_penalty(old_logprobs, ref_logprobs, kl_kind) * mask
+    inputs = AdvantageInputs(
+        token_rewards=token_rewards,
+        scores=scores,
+        loss_mask=mask,
+        group_ids=rollout.group_ids,
+        values=values,
+        gamma=gamma,
+        lam=lam,
+    )
+    advantages, returns = compute_advantages(estimator, inputs)
+    batch = UpdateBatch(
+        input_ids=rollout.input_ids,
+        attention_mask=rollout.attention_mask,
+        position_ids=rollout.position_ids,
+        loss_mask=mask,
+        advantages=advantages,
+        old_logprobs=old_logprobs,
+        ref_logprobs=None if kl_in_reward else ref_logprobs,
+        returns=returns,
+        old_values=values,
+    )
+    return batch, token_rewards
