@@ -50,7 +50,10 @@ def convert_rows(rows: Iterable[dict[str, Any]], data_source: str, where: str) -
         where: location prefix for error messages, e.g. ``"hf://RUC-NLPIR/FlashRAG_datasets/nq/test"``.
     """
     located = [
-        (make_example({**dict(row), "data_source": data_source}, data_source, f"{where} row {i}", i), f"{where} row {i}")
+        (
+            make_example({**dict(row), "data_source": data_source}, data_source, f"{where} row {i}", i),
+            f"{where} row {i}",
+        )
         for i, row in enumerate(rows)
     ]
     check_unique_ids(located)
@@ -151,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         "--test-sources", default=",".join(EVAL_SPLITS), help=f"comma-separated subset of {', '.join(EVAL_SPLITS)}"
     )
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), help="file formats to write")
-    parser.add_argument("--subset", type=int, default=None, help="random rows kept per evaluation set (Search-R1: 1000)")
+    parser.add_argument(
+        "--subset", type=int, default=None, help="random rows kept per evaluation set (Search-R1: 1000)"
+    )
     parser.add_argument("--repo", default=FLASHRAG_REPO, help="hub dataset repository")
     args = parser.parse_args(argv)
     written = prepare(

@@ -14,10 +14,12 @@ calls :meth:`QADataModule.mark_batch_consumed` once per finished ``training_step
 ``{"epoch", "batches_consumed"}`` (saved in Lightning checkpoints) and a new iterator starts at the first
 unconsumed batch. Resuming requires the same data, seed and ``batch_size * world_size``.
 
-Evaluation (:func:`shard_eval`): each source's rows are cut into ``world_size * K`` contiguous batches of nearly
-equal size, ``K = ceil(n / (world_size * batch_size))``, rank ``r`` taking batches ``[r*K, (r+1)*K)``: no duplicates
-and the same batch count on every rank. Only when ``n < world_size * K`` (tiny sets, or ``batch_size == 1``) are
-short batches topped up with wrapped copies marked ``metadata["is_padding"] = True``, which metrics must skip.
+Evaluation (:func:`shard_eval`): each source's rows are cut into ``world_size * K`` contiguous batches whose
+sizes differ by at most one (larger first), ``K = ceil(n / (world_size * batch_size))``; rank ``r`` takes batches
+``[r*K, (r+1)*K)``. So no row is duplicated and every rank runs the same number of batches (collective ops in
+``validation_step`` cannot hang). Only when ``n < world_size * K`` (tiny sets, or ``batch_size == 1``) would a batch
+be empty; then the set is topped up with wrapped copies marked ``metadata["is_padding"] = True``, which metrics
+must skip.
 Files whose rows carry several ``data_source`` values (Search-R1's merged ``test.parquet``) are split per source.
 """
 
@@ -168,7 +170,8 @@ def shard_eval(examples: list[QAExample], batch_size: int, rank: int, world_size
     for i in range(max(0, slots - n)):
         source = examples[i % n]
         rows.append(replace(source, metadata={**source.metadata, "is_padding": True}))
-    bounds = [round(j * len(rows) / slots) for j in range(slots + 1)]
+    base, extra = divmod(len(rows), slots)  # the first `extra` batches hold one row more
+    bounds = [j * base + min(j, extra) for j in range(slots + 1)]
     batches = [rows[bounds[j] : bounds[j + 1]] for j in range(slots)]
     return batches[rank * per_rank : (rank + 1) * per_rank]
 
@@ -296,6 +299,11 @@ class QADataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         """One non-shuffled loader per test source, in ``test_sources`` order."""
         return self._eval_loaders(self.test_sets)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are text (``list[QAExample]``): nothing to move. Lightning's default would also reject the frozen
+        dataclasses (``apply_to_collection`` raises on them); tokenization happens later, in the rollout."""
+        return batch
 
     def mark_batch_consumed(self) -> None:
         """Call once per finished ``training_step`` (``self.trainer.datamodule.mark_batch_consumed()``)."""

@@ -46,7 +46,11 @@ def test_extra_columns_become_metadata_and_data_source_overrides(data_dir: Path)
     source = DataSource(str(data_dir / "hotpotqa_dev_sample/questions.jsonl"), data_source="hotpotqa")
     first = read_examples(source)[0]
     assert first.data_source == "hotpotqa"
-    assert first.metadata == {"type": "comparison", "level": "hard", "supporting_titles": ["Scott Derrickson", "Ed Wood"]}
+    assert first.metadata == {
+        "type": "comparison",
+        "level": "hard",
+        "supporting_titles": ["Scott Derrickson", "Ed Wood"],
+    }
 
 
 def test_string_answer_is_wrapped_and_row_data_source_wins(tmp_path: Path) -> None:
