@@ -265,12 +265,12 @@ class QADataModule(LightningDataModule):
             self.rank, self.world_size = trainer.global_rank, trainer.world_size
         if stage in (None, "fit") and self.train_sources_spec:
             examples = _subset(self._read_all(self.train_sources_spec), self.max_train_samples, self.seed)
+            state = self.state_dict()  # a restored state, or the old stream's position when set up again
             self.train_stream = TrainBatchStream(
                 examples, self.batch_size, self.rank, self.world_size, self.seed, self.shuffle, self.drop_last
             )
-            if self._pending_state is not None:
-                self.train_stream.load_state_dict(self._pending_state)
-                self._pending_state = None
+            self.train_stream.load_state_dict(state)
+            self._pending_state = None
         if stage in (None, "fit", "validate") and self.val_sources_spec:
             self.val_sets = self._read_eval(self.val_sources_spec)
         if stage in (None, "test") and self.test_sources_spec:

@@ -60,7 +60,8 @@ class QAExample:
         golden_answers: non-empty list of accepted answer strings.
         data_source: benchmark name (``"nq"``, ``"hotpotqa"``, ...), used to group metrics.
         metadata: any further columns of the row (e.g. HotpotQA ``type``/``level``); ``is_padding`` marks a
-            duplicate added only to even out evaluation shards (see ``searchr1.data.datamodule``).
+            duplicate added only to even out evaluation shards (see ``searchr1.data.datamodule``). Equality
+            (``==``) ignores metadata.
     """
 
     id: str
@@ -119,7 +120,10 @@ def parse_source(spec: str | DataSource) -> DataSource:
         The data source.
     """
     if isinstance(spec, DataSource):
-        return spec
+        if not spec.path.startswith("hf://"):
+            return spec
+        parsed = parse_source(spec.path)
+        return DataSource(parsed.path, spec.name or parsed.name, parsed.split, spec.data_source)
     if not isinstance(spec, str):
         raise DataError(f"data source {spec!r} must be a path string or a DataSource, got {type(spec).__name__}")
     if spec.startswith("hf://"):

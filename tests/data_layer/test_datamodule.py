@@ -111,6 +111,19 @@ def test_resume_continues_at_next_unconsumed_batch(nq: str) -> None:
             assert _take(iter(resumed.train_dataloader()), 3) == uninterrupted[k : k + 3]
 
 
+def test_setting_up_again_keeps_the_position(nq: str) -> None:
+    dm = QADataModule(train_files=[nq], batch_size=4, seed=2)
+    dm.setup("fit")
+    it = iter(dm.train_dataloader())
+    for _ in range(6):
+        next(it)
+        dm.mark_batch_consumed()
+    expected = _ids(next(it))
+    dm.setup("fit")  # e.g. a second trainer.fit with the same data module
+    assert dm.state_dict() == {"epoch": 1, "batches_consumed": 1}
+    assert _ids(next(iter(dm.train_dataloader()))) == expected
+
+
 def test_bad_resume_state_is_rejected(nq: str) -> None:
     dm = QADataModule(train_files=[nq], batch_size=4)
     dm.setup("fit")

@@ -137,7 +137,9 @@ def test_hub_spec_calls_load_dataset_and_transforms_rows(monkeypatch, data_dir: 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     from_hub = read_examples("hf://RUC-NLPIR/FlashRAG_datasets/nq/test")
     from_class = read_examples(DataSource("RUC-NLPIR/FlashRAG_datasets", name="nq", split="test"))
-    assert calls == [("RUC-NLPIR/FlashRAG_datasets", "nq", "test")] * 2
+    from_both = read_examples(DataSource("hf://RUC-NLPIR/FlashRAG_datasets/nq/test", data_source="nq_open"))
+    assert calls == [("RUC-NLPIR/FlashRAG_datasets", "nq", "test")] * 3
+    assert {e.data_source for e in from_both} == {"nq_open"}
     assert from_hub == from_class
     assert {e.data_source for e in from_hub} == {"nq"}
     from_file = read_examples(str(path))
