@@ -21,6 +21,10 @@ sizes differ by at most one (larger first), ``K = ceil(n / (world_size * batch_s
 be empty; then the set is topped up with wrapped copies marked ``metadata["is_padding"] = True``, which metrics
 must skip.
 Files whose rows carry several ``data_source`` values (Search-R1's merged ``test.parquet``) are split per source.
+
+Batches are ``list[QAExample]`` (text). :meth:`QADataModule.transfer_batch_to_device` returns them unchanged:
+Lightning's default transfer raises on frozen dataclasses, so a LightningModule that overrides that hook (it would
+take precedence) must also pass these batches through. Rank and world size are read from the trainer in ``setup``.
 """
 
 from __future__ import annotations
