@@ -87,7 +87,10 @@ class SearchR1Module(LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["retriever", "policy_optimizer", "critic_optimizer"])
+        # plain types only in hparams, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["retriever", "policy_optimizer", "critic_optimizer", "rollout", "algorithm"])
+        self.hparams["rollout"] = dataclasses.asdict(rollout)
+        self.hparams["algorithm"] = dataclasses.asdict(algorithm)
         self.automatic_optimization = False
         self.rollout_config = rollout
         self.algorithm = algorithm
@@ -96,7 +99,7 @@ class SearchR1Module(LightningModule):
         self.backend_name = backend
         self.backend_kwargs = dict(backend_kwargs or {})
         self._optimizer_factories = (policy_optimizer, critic_optimizer)
-        self.tokenizer = load_tokenizer(tokenizer or model_name_or_path)
+        self._tokenizer = None  # loaded on first use, so building the module (config checks) downloads nothing
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.critic: ValueModel | None = None
@@ -105,6 +108,13 @@ class SearchR1Module(LightningModule):
         self._eval_sums: dict[str, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------------------- setup
+    @property
+    def tokenizer(self):
+        """The policy tokenizer (left padding), loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
+        return self._tokenizer
+
     def configure_model(self) -> None:
         """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint)."""
         if self.policy is not None:
