@@ -121,7 +121,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-queries", type=int, default=1024, help="queries per request")
     s.add_argument("--max-query-chars", type=int, default=4096)
     s.add_argument("--max-batch-queries", type=int, default=512, help="queries merged into one index call")
-    s.add_argument("--batch-window-ms", type=float, default=2.0, help="micro-batching window")
+    s.add_argument("--batch-window-ms", type=float, default=1.0, help="micro-batching window")
     s.add_argument("--cache-size", type=int, default=0, help="LRU results kept across batches")
     s.add_argument("--no-dedup", action="store_true", help="do not merge identical queries of a batch")
     s.add_argument("--device", default=None, help="dense: query encoder device")

@@ -71,7 +71,7 @@ class MicroBatcher:
         window_ms: how long to wait for more requests after the first one of a batch.
     """
 
-    def __init__(self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 2.0) -> None:
+    def __init__(self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0) -> None:
         self.retriever = retriever
         self.max_batch_queries = max_batch_queries
         self.window_s = window_ms / 1000.0
@@ -202,7 +202,7 @@ def create_app(
     retriever: Retriever,
     limits: ServerLimits | None = None,
     max_batch_queries: int = 512,
-    batch_window_ms: float = 2.0,
+    batch_window_ms: float = 1.0,
 ) -> FastAPI:
     """Build the FastAPI app serving ``retriever``.
 

@@ -43,25 +43,8 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory, hotpot_corpus: Pa
 
     Saved with ``save_pretrained`` so the real ``from_pretrained`` loading path is exercised.
     """
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     from searchr1.retrieval.corpus import iter_corpus
+    from searchr1.retrieval.tiny import make_tiny_encoder
 
     out = tmp_path_factory.mktemp("tiny_bert")
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator((r.contents for r in iter_corpus(hotpot_corpus)), vocab_size=2000, show_progress=False)
-    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=128)
-    tokenizer.save_pretrained(out)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=wp.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(out)
-    return out
+    return make_tiny_encoder(out, (r.contents for r in iter_corpus(hotpot_corpus)))

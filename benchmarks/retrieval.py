@@ -1,0 +1,216 @@
+"""Retrieval benchmark: prints ONE JSON line of throughput ratios measured in the same run.
+
+On a synthetic random-word corpus (``--passages``, default 100k) and on the HotpotQA sample:
+
+- ``server_vs_inprocess_ratio``: one 512-query request through a real uvicorn subprocess ÷ in-process
+  batched search (target >= 0.8);
+- ``concurrent_vs_inprocess_ratio``: 64 concurrent clients (threads, one keep-alive ``HTTPRetriever``
+  each) × one 8-query request, micro-batched by the server ÷ in-process batched (target >= 0.8);
+- ``dedup_speedup``: a GRPO-shaped batch (each query ``n=5`` times) with de-duplication ÷ without (target >= 4);
+- ``batched_vs_loop_ratio``: one batched call ÷ a one-query-at-a-time loop;
+- ``dense_vs_raw_faiss_ratio`` (synthetic only): ``DenseRetriever`` Flat search (tiny random BERT) ÷
+  the same encoder + a raw ``faiss.IndexFlatIP`` search, i.e. our wrapper's overhead.
+
+Each timing is the best of ``--repeats`` runs. Usage: ``python benchmarks/retrieval.py --passages 20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from searchr1.retrieval import BM25Retriever, HTTPRetriever
+from searchr1.retrieval.launch import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+HOTPOT = ROOT / "tests" / "data" / "hotpotqa_dev_sample"
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Smallest wall time of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def synthetic_corpus(path: Path, n: int, words: int, vocab: int, seed: int) -> list[str]:
+    """Write ``n`` random-word passages (Zipf-ish word frequencies) to ``path``; return the vocabulary."""
+    rng = np.random.default_rng(seed)
+    lexicon = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(3, 10))) for _ in range(vocab)]
+    probs = 1.0 / np.arange(1, vocab + 1)
+    probs /= probs.sum()
+    with open(path, "w") as fh:
+        for start in range(0, n, 10_000):
+            ids = rng.choice(vocab, size=(min(10_000, n - start), words), p=probs)
+            for i, row in enumerate(ids):
+                title = " ".join(lexicon[j] for j in row[:2])
+                text = " ".join(lexicon[j] for j in row[2:])
+                fh.write(json.dumps({"id": str(start + i), "contents": f'"{title}"\n{text}'}) + "\n")
+    return lexicon
+
+
+def synthetic_queries(lexicon: list[str], n: int, seed: int) -> list[str]:
+    """``n`` distinct 3-6 word queries drawn from the mid-frequency part of the lexicon."""
+    rng = np.random.default_rng(seed + 1)
+    queries: dict[str, None] = {}
+    while len(queries) < n:
+        words = rng.integers(20, min(len(lexicon), 20_000), size=rng.integers(3, 7))
+        queries[" ".join(lexicon[w] for w in words)] = None
+    return list(queries)
+
+
+def concurrent_best(url: str, chunks: list[list[str]], topk: int, repeats: int) -> float:
+    """Best wall time of ``len(chunks)`` clients (threads, one keep-alive ``HTTPRetriever`` each) each
+    sending one request at the same time."""
+    clients = [HTTPRetriever(url, dedup=False, timeout=60.0, max_connections=1) for _ in chunks]
+    times = []
+    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+        for _ in range(repeats + 1):  # the first round opens the connections (warm-up)
+            start = time.perf_counter()
+            list(pool.map(lambda pair: pair[0].search(pair[1], topk), zip(clients, chunks)))
+            times.append(time.perf_counter() - start)
+    for c in clients:
+        c.close()
+    return min(times[1:])
+
+
+def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best times of ``a`` and ``b`` measured alternately (so machine load affects both alike)."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, acc in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - start)
+    return min(ta), min(tb)
+
+
+def measure_bm25(index_dir: Path, queries: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """All BM25 ratios for one index and one list of distinct queries."""
+    k, reps = args.topk, args.repeats
+    plain = BM25Retriever(index_dir=str(index_dir), dedup=False)
+    batch = queries[: args.batch]
+    t_batch = best_of(lambda: plain.search(batch, k), reps)
+    loop_q = batch[: args.loop_queries]
+    t_loop = best_of(lambda: [plain.search([q], k) for q in loop_q], reps)
+    inproc_qps = len(batch) / t_batch
+    group = [q for q in batch[: max(1, len(batch) // args.group_n)] for _ in range(args.group_n)]
+    dedup = BM25Retriever(index_dir=str(index_dir), dedup=True)
+    t_dedup, t_nodedup = best_of_pair(lambda: dedup.search(group, k), lambda: plain.search(group, k), max(reps, 10))
+    chunks = [batch[i : i + args.per_client] for i in range(0, len(batch), args.per_client)][: args.clients]
+    with ServerProcess(index_dir, extra_args=["--max-batch-queries", str(len(batch))]) as server:
+        remote = HTTPRetriever(server.url, dedup=False, max_queries_per_request=len(batch), timeout=120.0)
+        t_server = best_of(lambda: remote.search(batch, k), reps)
+        t_conc = concurrent_best(server.url, chunks, k, reps)
+        health = remote.health()
+    n_conc = sum(len(c) for c in chunks)
+    return {
+        "num_docs": len(plain),
+        "batch_queries": len(batch),
+        "inprocess_qps": round(inproc_qps, 1),
+        "loop_qps": round(len(loop_q) / t_loop, 1),
+        "batched_vs_loop_ratio": round(inproc_qps / (len(loop_q) / t_loop), 3),
+        "server_qps": round(len(batch) / t_server, 1),
+        "server_vs_inprocess_ratio": round(len(batch) / t_server / inproc_qps, 3),
+        "concurrent_qps": round(n_conc / t_conc, 1),
+        "concurrent_vs_inprocess_ratio": round(n_conc / t_conc / inproc_qps, 3),
+        "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
+        "dedup_speedup": round(t_nodedup / t_dedup, 3),
+    }
+
+
+def recall_at_k(index_dir: Path, k: int) -> float:
+    """BM25 recall@k of HotpotQA supporting titles."""
+    questions = [json.loads(line) for line in (HOTPOT / "questions.jsonl").read_text().splitlines()]
+    results = BM25Retriever(index_dir=str(index_dir)).search([q["question"] for q in questions], k)
+    found = sum(t in {p.title for p in r} for q, r in zip(questions, results) for t in q["supporting_titles"])
+    return round(found / sum(len(q["supporting_titles"]) for q in questions), 4)
+
+
+def measure_dense(corpus: Path, queries: list[str], work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """DenseRetriever Flat vs encoder + raw faiss on the first ``--dense-passages`` passages."""
+    import faiss
+
+    from searchr1.retrieval.corpus import iter_corpus
+    from searchr1.retrieval.dense import DenseRetriever
+    from searchr1.retrieval.tiny import make_tiny_encoder
+
+    sub = work / "dense_corpus.jsonl"
+    with open(sub, "wb") as fh:
+        for i, rec in enumerate(iter_corpus(corpus)):
+            if i == args.dense_passages:
+                break
+            fh.write(rec.line)
+    enc_dir = make_tiny_encoder(work / "tiny_bert", (r.contents for r in iter_corpus(sub)))
+    start = time.perf_counter()
+    dense = DenseRetriever(
+        index_dir=str(work / "dense"), corpus=str(sub), encoder=str(enc_dir), max_length=64, dedup=False
+    )
+    build_s = time.perf_counter() - start
+    raw = faiss.IndexFlatIP(dense.encoder.dim)
+    for path in sorted((work / "dense" / "embeddings").glob("shard_*.npy")):
+        raw.add(np.load(path))
+    batch = queries[: args.batch]
+    t_ours, t_raw = best_of_pair(
+        lambda: dense.search(batch, args.topk),
+        lambda: raw.search(dense.encoder.encode(batch, is_query=True), args.topk),
+        args.repeats,
+    )
+    return {
+        "dense_passages": len(dense),
+        "dense_build_seconds": round(build_s, 2),
+        "dense_qps": round(len(batch) / t_ours, 1),
+        "raw_faiss_qps": round(len(batch) / t_raw, 1),
+        "dense_vs_raw_faiss_ratio": round(t_raw / t_ours, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=100_000, help="synthetic corpus size")
+    parser.add_argument("--words", type=int, default=60, help="words per synthetic passage")
+    parser.add_argument("--vocab", type=int, default=50_000, help="synthetic vocabulary size")
+    parser.add_argument("--batch", type=int, default=512, help="queries per batch")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--per-client", type=int, default=8)
+    parser.add_argument("--group-n", type=int, default=5, help="GRPO group size (repeats per query)")
+    parser.add_argument("--loop-queries", type=int, default=128, help="queries in the one-at-a-time loop")
+    parser.add_argument("--topk", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dense-passages", type=int, default=3000, help="0 skips the dense comparison")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out: dict[str, object] = {"benchmark": "retrieval", "config": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        corpus = work / "synthetic.jsonl"
+        lexicon = synthetic_corpus(corpus, args.passages, args.words, args.vocab, args.seed)
+        start = time.perf_counter()
+        BM25Retriever.build(str(corpus), str(work / "bm25"), show_progress=False)
+        build_s = time.perf_counter() - start
+        queries = synthetic_queries(lexicon, args.batch, args.seed)
+        out["synthetic"] = {"bm25_build_seconds": round(build_s, 2), **measure_bm25(work / "bm25", queries, args)}
+        BM25Retriever.build(str(HOTPOT / "corpus.jsonl"), str(work / "hotpot"), show_progress=False)
+        questions = [json.loads(x)["question"] for x in (HOTPOT / "questions.jsonl").read_text().splitlines()]
+        hotpot = measure_bm25(work / "hotpot", questions, args)
+        out["hotpotqa"] = {**hotpot, "bm25_recall_at_5": recall_at_k(work / "hotpot", 5)}
+        if args.dense_passages > 0:
+            out["dense"] = measure_dense(corpus, queries, work, args)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

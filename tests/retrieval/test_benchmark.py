@@ -1,0 +1,32 @@
+"""The retrieval benchmark script runs end to end and prints one JSON line (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_benchmark_prints_one_json_line() -> None:
+    args = ["--passages", "2000", "--dense-passages", "200", "--repeats", "1", "--loop-queries", "16"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "retrieval.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    for section in ("synthetic", "hotpotqa"):
+        for key in ("server_vs_inprocess_ratio", "concurrent_vs_inprocess_ratio", "dedup_speedup"):
+            assert out[section][key] > 0
+    assert out["hotpotqa"]["bm25_recall_at_5"] >= 0.65
+    assert out["dense"]["dense_vs_raw_faiss_ratio"] > 0
