@@ -1,0 +1,156 @@
+"""Load what evaluation and inference need: the policy (HF path or Lightning ``.ckpt``), its backend, a retriever.
+
+A ``.ckpt`` written by ``SearchR1Module`` is read with ``torch.load(weights_only=True)`` (its hyperparameters
+are plain types): the model is built from ``hyper_parameters["model_name_or_path"]`` and the ``state_dict``
+entries under ``policy.`` are loaded into it (strictly: a missing or unexpected key is an error). Anything
+else is a Hugging Face model name or folder (or ``tiny:<preset>``) loaded with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from searchr1.retrieval import Retriever
+from searchr1.rollout import GenerationBackend, get_backend_class
+
+POLICY_PREFIX = "policy."
+
+
+@dataclass
+class LoadedPolicy:
+    """A policy ready for generation.
+
+    Attributes:
+        model: the causal LM (eval mode, on ``device``).
+        tokenizer: its tokenizer (left padding, pad token set).
+        use_chat_template: from the checkpoint's hyperparameters (True for plain model paths).
+        base_model: the ``from_pretrained`` path the weights were built on.
+        source: what was given (model path or checkpoint file).
+    """
+
+    model: Any
+    tokenizer: Any
+    use_chat_template: bool
+    base_model: str
+    source: str
+
+
+def is_checkpoint(path: str) -> bool:
+    """True for a Lightning checkpoint file (``.ckpt``)."""
+    return str(path).endswith(".ckpt")
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The hyperparameters and the policy weights (``policy.`` prefix removed) of a ``SearchR1Module`` checkpoint."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "model_name_or_path" not in hparams:
+        raise ValueError(
+            f"{path} has no hyper_parameters['model_name_or_path']; is it a SearchR1Module checkpoint? "
+            "Pass the Hugging Face model folder instead"
+        )
+    state = {k[len(POLICY_PREFIX) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(POLICY_PREFIX)}
+    if not state:
+        raise ValueError(f"{path} has no state_dict entries under '{POLICY_PREFIX}' (no policy weights)")
+    return hparams, state
+
+
+def load_policy(
+    model: str, tokenizer: str | None = None, dtype: str | None = None, device: str | None = None
+) -> LoadedPolicy:
+    """Load a policy from a model path or a ``SearchR1Module`` checkpoint.
+
+    Args:
+        model: Hugging Face name/folder, ``tiny:<preset>``, or a ``.ckpt`` file.
+        tokenizer: tokenizer path; default the checkpoint's ``tokenizer`` hyperparameter, else the model's.
+        dtype: ``float32``, ``bfloat16`` or ``float16``; default the checkpoint's ``dtype``, else float32.
+        device: ``cpu``/``cuda``/…; default CUDA when available.
+    """
+    from searchr1.training.policy import load_causal_lm, load_tokenizer
+
+    hparams: dict[str, Any] = {}
+    state = None
+    base = model
+    if is_checkpoint(model):
+        hparams, state = read_checkpoint(model)
+        base = hparams["model_name_or_path"]
+    dtype = dtype or hparams.get("dtype")
+    if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    lm = load_causal_lm(base, dtype=getattr(torch, dtype) if dtype else None)
+    if state is not None:
+        missing, unexpected = lm.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{model}: policy weights do not fit {base} (missing {list(missing)[:5]}, "
+                f"unexpected {list(unexpected)[:5]}); was the checkpoint trained from another model?"
+            )
+    lm.config.use_cache = True  # training turns the cache off; generation wants it
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
+    return LoadedPolicy(lm.to(device).eval(), tok, bool(hparams.get("use_chat_template", True)), base, model)
+
+
+def build_backend_for(
+    policy: LoadedPolicy, backend: str = "hf", batch_size: int = 64, export_dir: str | None = None, **kwargs: Any
+) -> GenerationBackend:
+    """A generation backend for ``policy``: ``hf`` on the loaded model, or ``vllm`` on its weights.
+
+    vLLM loads weights from a folder: a checkpoint's policy is first saved to ``export_dir`` (required then).
+    """
+    cls = get_backend_class(backend)
+    if backend == "hf":
+        return cls(policy.model, policy.tokenizer, batch_size=batch_size, **kwargs)
+    path = policy.source
+    if is_checkpoint(path):
+        if export_dir is None:
+            raise ValueError(f"backend {backend!r} loads weights from a folder: pass export_dir for {path}")
+        path = str(export_policy(policy, export_dir))
+    else:
+        from searchr1.training.policy import resolve_model_path
+
+        path = resolve_model_path(path)
+    return cls(model=path, **kwargs)
+
+
+def export_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:
+    """Save the policy (model + tokenizer) as a Hugging Face folder (e.g. a ``.ckpt`` for vLLM or the hub)."""
+    out = Path(out_dir)
+    policy.model.save_pretrained(out)
+    policy.tokenizer.save_pretrained(out)
+    return out
+
+
+def build_retriever(
+    corpus: str | None = None, index_dir: str | None = None, url: str | None = None, device: str | None = None
+) -> Retriever | None:
+    """The search engine: a retrieval server (``url``), an index folder (BM25 or dense, by its manifest), or
+    BM25 over a corpus file indexed in memory. None when nothing is given.
+    """
+    given = [x for x in (corpus, index_dir, url) if x]
+    if len(given) > 1 and not (corpus and index_dir and not url):
+        raise ValueError("give one of --corpus, --index-dir or --retriever-url (--corpus with --index-dir builds it)")
+    if url:
+        from searchr1.retrieval import HTTPRetriever
+
+        return HTTPRetriever(url=url)
+    if index_dir:
+        from searchr1.retrieval import BM25Retriever
+        from searchr1.retrieval.cli import load_retriever
+
+        if corpus and not (Path(index_dir) / "manifest.json").exists():
+            return BM25Retriever(index_dir=index_dir, corpus=corpus, show_progress=True)
+        return load_retriever(index_dir, device=device)
+    if corpus:
+        from searchr1.retrieval import BM25Retriever
+
+        if not Path(corpus).is_file():
+            raise FileNotFoundError(f"corpus {corpus} does not exist")
+        return BM25Retriever(corpus=corpus)
+    return None
