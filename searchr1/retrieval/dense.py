@@ -70,6 +70,17 @@ def _encode_shards(corpus: str, out: Path, encoder: TextEncoder, shard_size: int
     return len(store), hasher.hexdigest()
 
 
+def make_faiss_index(dim: int, factory: str) -> faiss.Index:
+    """An empty inner-product faiss index from an ``index_factory`` string (clear error if invalid)."""
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        msg = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ValueError(
+            f"bad faiss factory string {factory!r} (e.g. 'Flat', 'HNSW64', 'IVF4096,PQ64'): {msg}"
+        ) from None
+
+
 def _train_and_fill(out: Path, dim: int, factory: str, train_size: int, progress: bool) -> faiss.Index:
     """Create the faiss index from the shards (training it on a sample first if it needs training)."""
     try:
@@ -108,6 +119,7 @@ def build_dense_index(
     """Encode ``corpus`` with ``encoder`` and write a dense index folder (resumable; see module doc)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    make_faiss_index(encoder.dim, faiss_factory)  # fail before hours of encoding
     settings = {**encoder.settings(), "faiss_factory": faiss_factory, "shard_size": shard_size, "metric": "ip"}
     _start_manifest(out, corpus, settings)
     num_docs, sha = _encode_shards(corpus, out, encoder, shard_size, show_progress)

@@ -48,3 +48,11 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory, hotpot_corpus: Pa
 
     out = tmp_path_factory.mktemp("tiny_bert")
     return make_tiny_encoder(out, (r.contents for r in iter_corpus(hotpot_corpus)))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory, hotpot_corpus: Path) -> Path:
+    """The first 250 HotpotQA passages (keeps the dense tests quick on 2 cores)."""
+    out = tmp_path_factory.mktemp("small") / "corpus.jsonl"
+    out.write_text("".join(hotpot_corpus.read_text().splitlines(keepends=True)[:250]))
+    return out

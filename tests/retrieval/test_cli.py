@@ -25,12 +25,12 @@ def test_build_bm25_then_serve(tmp_path: Path, hotpot_corpus: Path, capsys: pyte
         assert remote.health()["retriever"] == "BM25Retriever"
 
 
-def test_build_dense_with_local_encoder(tmp_path: Path, hotpot_corpus: Path, tiny_encoder_dir: Path) -> None:
+def test_build_dense_with_local_encoder(tmp_path: Path, small_corpus: Path, tiny_encoder_dir: Path) -> None:
     out = tmp_path / "dense"
-    args = ["build", "--corpus", str(hotpot_corpus), "--retriever", "dense", "--out", str(out)]
+    args = ["build", "--corpus", str(small_corpus), "--retriever", "dense", "--out", str(out)]
     index_main([*args, "--encoder", str(tiny_encoder_dir), "--faiss", "HNSW8", "--max-length", "32"])
     retriever = load_retriever(str(out), ef_search=64)
-    assert type(retriever).__name__ == "DenseRetriever" and len(retriever) == 521
+    assert type(retriever).__name__ == "DenseRetriever" and len(retriever) == 250
     assert len(retriever.search(["Ed Wood"], topk=3)[0]) == 3
     with pytest.raises(IndexMismatchError, match="faiss_factory"):  # resuming with other settings
         index_main([*args, "--encoder", str(tiny_encoder_dir), "--faiss", "Flat", "--max-length", "32"])

@@ -18,10 +18,10 @@ QUERIES = ["Ed Wood film director", "Scott Derrickson nationality", "Kiss and Te
 
 
 @pytest.fixture(scope="module")
-def flat_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, hotpot_corpus: Path) -> Path:
+def flat_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path, small_corpus: Path) -> Path:
     out = tmp_path_factory.mktemp("dense_flat")
-    encoder = TextEncoder(str(tiny_encoder_dir), max_length=64)
-    build_dense_index(str(hotpot_corpus), str(out), encoder, "Flat", shard_size=200, show_progress=False)
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
+    build_dense_index(str(small_corpus), str(out), encoder, "Flat", shard_size=100, show_progress=False)
     return out
 
 
@@ -33,11 +33,11 @@ def test_mean_pool_hand_computed() -> None:
     assert mean_pool(hidden, mask).tolist() == [[2.0, 3.0]]  # ((1+3)/2, (2+4)/2)
 
 
-def test_flat_equals_brute_force(flat_index: Path, tiny_encoder_dir: Path, hotpot_corpus: Path) -> None:
+def test_flat_equals_brute_force(flat_index: Path, tiny_encoder_dir: Path, small_corpus: Path) -> None:
     retriever = DenseRetriever(index_dir=str(flat_index))
-    assert retriever.manifest.settings["faiss_factory"] == "Flat" and len(retriever) == 521
-    encoder = TextEncoder(str(tiny_encoder_dir), max_length=64)
-    records = list(iter_corpus(hotpot_corpus))
+    assert retriever.manifest.settings["faiss_factory"] == "Flat" and len(retriever) == 250
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
+    records = list(iter_corpus(small_corpus))
     passages = encoder.encode([r.contents for r in records], is_query=False)  # (N, H)
     queries = encoder.encode(QUERIES, is_query=True)  # (B, H)
     np.testing.assert_allclose(np.linalg.norm(passages, axis=1), 1.0, rtol=1e-5)
@@ -56,24 +56,24 @@ def test_hnsw_and_ivf_agree_with_flat(
     tmp_path: Path,
     flat_index: Path,
     tiny_encoder_dir: Path,
-    hotpot_corpus: Path,
+    small_corpus: Path,
     factory: str,
     kwargs: dict,
     min_overlap: float,
 ) -> None:
-    encoder = TextEncoder(str(tiny_encoder_dir), max_length=64)
-    build_dense_index(str(hotpot_corpus), str(tmp_path), encoder, factory, shard_size=200, show_progress=False)
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
+    build_dense_index(str(small_corpus), str(tmp_path), encoder, factory, shard_size=100, show_progress=False)
     approx = DenseRetriever(index_dir=str(tmp_path), **kwargs).search(QUERIES, topk=5)
     exact = DenseRetriever(index_dir=str(flat_index)).search(QUERIES, topk=5)
     overlap = np.mean([len({p.id for p in a} & {p.id for p in e}) / 5 for a, e in zip(approx, exact)])
     assert overlap >= min_overlap
 
 
-def test_resume_skips_existing_shards(tmp_path: Path, flat_index: Path, tiny_encoder_dir: Path, hotpot_corpus: Path):
-    encoder = TextEncoder(str(tiny_encoder_dir), max_length=64)
-    build_dense_index(str(hotpot_corpus), str(tmp_path), encoder, "Flat", shard_size=200, show_progress=False)
+def test_resume_skips_existing_shards(tmp_path: Path, flat_index: Path, tiny_encoder_dir: Path, small_corpus: Path):
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
+    build_dense_index(str(small_corpus), str(tmp_path), encoder, "Flat", shard_size=100, show_progress=False)
     shards = sorted((tmp_path / "embeddings").glob("shard_*.npy"))
-    assert len(shards) == 3  # 521 passages / 200
+    assert len(shards) == 3  # 250 passages / 100
     before = {p.name: p.stat().st_mtime_ns for p in shards[:2]}
     # simulate a crash after two shards: third shard and index missing, manifest incomplete
     shards[2].unlink()
@@ -85,28 +85,28 @@ def test_resume_skips_existing_shards(tmp_path: Path, flat_index: Path, tiny_enc
         DenseRetriever(index_dir=str(tmp_path))
     os.utime(shards[0], ns=(1, 1))  # a re-encoded shard would get a fresh mtime
     before[shards[0].name] = 1
-    build_dense_index(str(hotpot_corpus), str(tmp_path), encoder, "Flat", shard_size=200, show_progress=False)
+    build_dense_index(str(small_corpus), str(tmp_path), encoder, "Flat", shard_size=100, show_progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in shards[:2]} == before
     resumed = DenseRetriever(index_dir=str(tmp_path)).search(QUERIES, topk=3)
     assert resumed == DenseRetriever(index_dir=str(flat_index)).search(QUERIES, topk=3)
 
 
-def test_manifest_mismatches(tmp_path: Path, flat_index: Path, tiny_encoder_dir: Path, hotpot_corpus: Path) -> None:
+def test_manifest_mismatches(tmp_path: Path, flat_index: Path, tiny_encoder_dir: Path, small_corpus: Path) -> None:
     with pytest.raises(IndexMismatchError, match="encoder="):
         DenseRetriever(index_dir=str(flat_index), encoder="intfloat/e5-base-v2")
     with pytest.raises(IndexMismatchError, match="max_length="):
         DenseRetriever(index_dir=str(flat_index), max_length=512)
     with pytest.raises(IndexMismatchError, match="built for retriever 'dense'"):
         BM25Retriever(index_dir=str(flat_index))
-    encoder = TextEncoder(str(tiny_encoder_dir), max_length=64)
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
     with pytest.raises(IndexMismatchError, match="other settings"):
-        build_dense_index(str(hotpot_corpus), str(flat_index), encoder, "HNSW32", shard_size=200, show_progress=False)
+        build_dense_index(str(small_corpus), str(flat_index), encoder, "HNSW32", shard_size=100, show_progress=False)
     with pytest.raises(ValueError, match="bad faiss factory"):
-        build_dense_index(str(hotpot_corpus), str(tmp_path), encoder, "NotAnIndex", show_progress=False)
+        build_dense_index(str(small_corpus), str(tmp_path), encoder, "NotAnIndex", show_progress=False)
 
 
-def test_in_memory_from_corpus(tiny_encoder_dir: Path, hotpot_corpus: Path) -> None:
-    retriever = DenseRetriever(corpus=str(hotpot_corpus), encoder=str(tiny_encoder_dir), max_length=64)
+def test_in_memory_from_corpus(tiny_encoder_dir: Path, small_corpus: Path) -> None:
+    retriever = DenseRetriever(corpus=str(small_corpus), encoder=str(tiny_encoder_dir), max_length=32)
     out = retriever.search(QUERIES + QUERIES, topk=2)
     assert out[:4] == out[4:] and all(len(r) == 2 for r in out)
     assert retriever.metrics()["unique_queries"] == 4
