@@ -111,6 +111,12 @@ def run_eval(argv: Sequence[str] | None = None) -> list:
 
     args = eval_parser().parse_args(argv)
     args.out = args.out or str(default_out_dir(args.model))
+    needs = [m for m in args.method if METHODS.get(m).searches or METHODS.get(m).uses_context]
+    if needs and not (args.corpus or args.index_dir or args.retriever_url):
+        raise ValueError(
+            f"method(s) {', '.join(needs)} needs a retriever: pass --corpus FILE, --index-dir DIR or "
+            "--retriever-url URL"
+        )
     datasets = load_datasets(resolve_datasets(args.datasets, args.data_dir), args.max_samples)
     policy, backend, retriever, use_chat = _load(args)
     config = _rollout_config(args)
@@ -156,7 +162,7 @@ def infer_parser() -> argparse.ArgumentParser:
 def run_infer(argv: Sequence[str] | None = None):
     """``searchr1-infer`` as a function: prints each turn, query, retrieved titles and the answer; returns the
     ``InferenceResult``."""
-    from searchr1.evaluation.infer import Printer, infer
+    from searchr1.evaluation.inference import Printer, infer
 
     args = infer_parser().parse_args(argv)
     args.out = None
