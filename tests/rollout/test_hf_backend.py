@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -29,7 +31,14 @@ def test_rollout_logprobs_match_teacher_forcing(tiny_model, tiny_tokenizer, bm25
         temperature=temperature, do_sample=do_sample, top_p=0.95,
     )  # fmt: skip
     engine = RolloutEngine(HFBackend(tiny_model, tiny_tokenizer, batch_size=3), bm25, tiny_tokenizer, cfg)
-    batch = engine.generate_for_questions(QUESTIONS, n=2, seed=0)
+    # hub-style generation defaults on the model (as Qwen instruct ships) must not leak into sampling
+    saved = tiny_model.generation_config
+    tiny_model.generation_config = copy.deepcopy(saved)
+    tiny_model.generation_config.update(repetition_penalty=1.05, top_k=20, top_p=0.8, temperature=0.3)
+    try:
+        batch = engine.generate_for_questions(QUESTIONS, n=2, seed=0)
+    finally:
+        tiny_model.generation_config = saved
     mask = batch.loss_mask.bool()
     assert mask.sum() > 50 and (batch.response_mask.bool() & ~mask).any()  # sampled and inserted tokens present
     reference = teacher_forced_logprobs(tiny_model, batch, temperature)

@@ -128,7 +128,13 @@ class HFBackend:
             max_new_tokens=params.max_new_tokens,
             do_sample=params.do_sample,
             **(sampling if params.do_sample else {}),
+            # explicit neutral values: unset (None) fields would be filled from the model's generation_config
+            # (e.g. Qwen instruct's repetition_penalty=1.05), changing the distribution we report
             repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             bos_token_id=None,
