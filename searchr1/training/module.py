@@ -57,7 +57,7 @@ class SearchR1Module(LightningModule):
         use_chat_template: format prompts with the tokenizer's chat template (instruct models).
         val_do_sample: sample during validation/test (default greedy).
         val_temperature: sampling temperature when ``val_do_sample``.
-        seed: base seed of rollout sampling and mini-batch shuffling (per step and rank).
+        seed: base seed of rollout sampling and mini-batch shuffling (per step and rank) and of the value head init.
     """
 
     def __init__(
@@ -126,7 +126,7 @@ class SearchR1Module(LightningModule):
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         if self.algorithm.needs_critic:
             path = hp.critic_name_or_path or hp.model_name_or_path
-            self.critic = ValueModel(path, dtype, hp.gradient_checkpointing).train()
+            self.critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train()
         if self.retriever is None:
             self.retriever = _default_retriever()
 
@@ -170,6 +170,7 @@ class SearchR1Module(LightningModule):
             stats = PolicyCriticUpdater(self).run(data, step=self._rollout_steps)
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
+        self._mark_batch_consumed()
         return {"rollout": rollout, "scores": scores}
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:
@@ -224,8 +225,14 @@ class SearchR1Module(LightningModule):
             logger=False,
         )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+    def _mark_batch_consumed(self) -> None:
+        """Advance the data module's resumable position together with the weights, inside ``training_step``.
+
+        Not in ``on_train_batch_end``: Lightning runs the callbacks' ``on_train_batch_end`` (``ModelCheckpoint``
+        saving ``every_n_train_steps``) before the module's, so a checkpoint would hold the updated weights with
+        the old data position, and a resumed run would train on the last batch again.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "mark_batch_consumed"):
             datamodule.mark_batch_consumed()
 

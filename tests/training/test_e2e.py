@@ -16,17 +16,21 @@ from searchr1.training import AlgorithmConfig, SearchR1Module
 from .conftest import DATA
 
 GRPO = dict(estimator="grpo", n_samples=2, kl_coef=0.001, kl_kind="k3")
-PPO = dict(estimator="gae", n_samples=1, kl_coef=0.001, kl_kind="k1", kl_in_reward=True, ppo_epochs=2, mini_batch_size=2)
+PPO = dict(
+    estimator="gae", n_samples=1, kl_coef=0.001, kl_kind="k1", kl_in_reward=True, ppo_epochs=2, mini_batch_size=2
+)
 
 
 class Recorder(Callback):
-    """Keeps the logged metrics of every training step."""
+    """Keeps the logged metrics and the example ids of every training step."""
 
     def __init__(self):
         self.steps = []
+        self.batches = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.batches.append([ex.id for ex in batch])
         self.last_rollout = outputs["rollout"]
 
 
@@ -140,9 +144,20 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, bm25, algo):
     finally:
         torch.use_deterministic_algorithms(False)
     assert len(rec_c.steps) == 1
+    # the resumed step trains on the 3rd batch, not the 2nd again (checkpoint saved before the data position moved)
+    assert rec_c.batches[-1] == rec_a.batches[2] != rec_a.batches[1]
     last_a, last_c = rec_a.steps[-1], rec_c.steps[-1]
     for key in ("train/reward", "train/policy/pg_loss", "train/response_length", "rollout/searches_mean"):
         key = next(k for k in last_a if k.startswith(key))
         assert last_c[key] == pytest.approx(last_a[key], rel=1e-5, abs=1e-6), key
     for (name, pa), pc in zip(module_a.policy.named_parameters(), module_c.policy.parameters()):
         assert torch.allclose(pa, pc, atol=1e-6), (name, (pa - pc).abs().max().item(), (pa - pc).abs().argmax().item())
+
+
+def test_critic_value_head_init_follows_seed_not_global_rng(tiny_model_dir):
+    from searchr1.training.policy import ValueModel
+
+    first = ValueModel(tiny_model_dir, seed=3).value_head.weight
+    torch.rand(1000)  # a run that consumed global random numbers first (as a resumed run does) must not differ
+    assert torch.equal(ValueModel(tiny_model_dir, seed=3).value_head.weight, first)
+    assert not torch.equal(ValueModel(tiny_model_dir, seed=4).value_head.weight, first)
