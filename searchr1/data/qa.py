@@ -71,6 +71,9 @@ class QAExample:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+GENERIC_STEMS = frozenset({"questions", "test", "train", "dev", "val", "validation", "data"})
+
+
 @dataclass(frozen=True)
 class DataSource:
     """Where to read QA rows from (usable as a LightningCLI ``class_path``/``init_args`` entry).
@@ -96,11 +99,15 @@ class DataSource:
 
     @property
     def default_data_source(self) -> str:
-        """``data_source`` when given, else the file stem / config name / repository name."""
+        """``data_source`` when given, else the file stem (the folder name for generic stems such as
+        ``questions``/``test``/``train``/``dev``) / config name / repository name."""
         if self.data_source:
             return self.data_source
         if self.is_local:
-            return Path(self.path).stem
+            path = Path(self.path)
+            if path.stem.lower() in GENERIC_STEMS and path.parent.name:
+                return path.parent.name
+            return path.stem
         return self.name or self.path.rstrip("/").rsplit("/", 1)[-1]
 
     def describe(self) -> str:

@@ -208,4 +208,4 @@ def test_val_loaders_one_per_source_in_order(tmp_path: Path, data_dir: Path, nq:
 def test_max_val_samples_per_source(hotpot: str, nq: str) -> None:
     dm = QADataModule(val_files=[hotpot, nq], batch_size=4, max_val_samples=10)
     dm.setup("validate")
-    assert {name: len(rows) for name, rows in dm.val_sets.items()} == {"questions": 10, "nq_test": 10}
+    assert {name: len(rows) for name, rows in dm.val_sets.items()} == {"hotpotqa_dev_sample": 10, "nq_test": 10}

@@ -38,7 +38,8 @@ def test_reads_each_real_sample(data_dir: Path, rel: str) -> None:
         assert example.id == row["id"]
         assert example.question == row["question"]
         assert example.golden_answers == row["golden_answers"]
-        assert example.data_source == path.stem  # default: the file's stem
+        # default: the file's stem, or its folder's name for a generic stem such as "questions"
+        assert example.data_source == (path.parent.name if path.stem == "questions" else path.stem)
     assert len({e.id for e in examples}) == len(examples)
 
 
@@ -187,3 +188,12 @@ def test_qaexample_is_frozen() -> None:
     example = QAExample("1", "q?", ["a"], "nq")
     with pytest.raises(AttributeError):
         example.question = "other"  # type: ignore[misc]
+
+
+def test_generic_file_names_take_the_folder_name():
+    from searchr1.data import DataSource
+
+    assert DataSource("data/bamboogle/questions.jsonl").default_data_source == "bamboogle"
+    assert DataSource("data/search_r1/test/nq.jsonl").default_data_source == "nq"
+    assert DataSource("x/test.parquet").default_data_source == "x"
+    assert DataSource("x/test.parquet", data_source="nq").default_data_source == "nq"
