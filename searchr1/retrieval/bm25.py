@@ -106,6 +106,24 @@ def bm25_csc(
     return scores[order], docs[order], indptr
 
 
+def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
+    """``(V, B)`` query term counts in canonical CSC form (terms sorted, repeats summed: a repeated query
+    term counts twice, as in ``bm25s``), built directly rather than through scipy's slower COO path.
+
+    Args:
+        token_ids: the ``B`` queries' token ids.
+        n_vocab: ``V``.
+    """
+    lens = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
+    terms = np.fromiter((t for c in token_ids for t in c), dtype=np.int64, count=int(lens.sum()))
+    keys, counts = np.unique(
+        np.repeat(np.arange(len(token_ids), dtype=np.int64), lens) * n_vocab + terms, return_counts=True
+    )
+    indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // n_vocab, minlength=len(token_ids)), out=indptr[1:])
+    return sp.csc_matrix((counts.astype(np.float32), keys % n_vocab, indptr), shape=(n_vocab, len(token_ids)))
+
+
 def topk_per_column(scores: sp.csc_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Top ``k`` rows of each column of a sparse ``(N, B)`` score matrix, best first.
 
@@ -249,13 +267,8 @@ class BM25Retriever(CachedRetriever):
         return len(self.docs)
 
     def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        cols = [tokenize_query(q, self.vocab) for q in queries]
-        rows = np.fromiter((t for c in cols for t in c), dtype=np.int64)
-        col_idx = np.repeat(np.arange(len(cols)), [len(c) for c in cols])
-        q = sp.csc_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, col_idx)), shape=(self._matrix.shape[1], len(cols))
-        )
-        scores = (self._matrix @ q).tocsc()  # (N, B); duplicate query terms count twice, as in bm25s
+        q = query_matrix([tokenize_query(q, self.vocab) for q in queries], self._matrix.shape[1])
+        scores = (self._matrix @ q).tocsc()  # (N, B)
         scores.sort_indices()
         return [
             [self.docs.passage(int(r), float(v)) for r, v in zip(rows_j, vals_j)]

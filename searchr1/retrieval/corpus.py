@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import orjson
 
 from searchr1.retrieval.types import Passage
 
@@ -150,7 +151,8 @@ class DocStore:
 
     def __init__(self, buffer: bytes | mmap.mmap, offsets: np.ndarray) -> None:
         self._buffer = buffer
-        self.offsets = offsets
+        # a plain ndarray view of the (possibly memory-mapped) offsets: np.memmap's Python __getitem__ costs ~1 us
+        self.offsets = offsets.view(np.ndarray) if isinstance(offsets, np.memmap) else offsets
 
     @classmethod
     def load(cls, folder: str | Path) -> DocStore:
@@ -171,7 +173,11 @@ class DocStore:
     def contents(self, row: int) -> tuple[str, str]:
         """``(id, contents)`` of row ``row``."""
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-        obj = json.loads(self._buffer[start:end])
+        line = self._buffer[start:end]
+        try:
+            obj = orjson.loads(line)  # ~5x faster than json.loads on a passage line
+        except orjson.JSONDecodeError:  # what orjson refuses but json takes (e.g. "\ud800" escapes)
+            obj = json.loads(line)
         return obj["id"], obj["contents"]
 
     def passage(self, row: int, score: float = 0.0) -> Passage:

