@@ -12,9 +12,15 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from searchr1.training.scaling import iter_full_params
+
 
 class WeightSync(Callback):
     """After each training step, push the policy weights into the generation backend (no-op for ``hf``).
+
+    The weights come from :func:`~searchr1.training.scaling.iter_full_params`: under DDP or one device the live
+    parameters, under FSDP / DeepSpeed ZeRO-3 full tensors gathered layer by layer (every rank takes part; each
+    rank feeds its own colocated engine) — in memory, with the Hugging Face parameter names, never via disk.
 
     Also puts the backend to sleep during the update and wakes it before the next rollout, where the backend
     supports it (vLLM's sleep mode frees the KV cache while the trainer needs the memory).
@@ -28,7 +34,7 @@ class WeightSync(Callback):
         if pl_module.backend_name == "hf":
             return
         backend = pl_module.engine(True).backend
-        backend.sync_weights((name, p.detach()) for name, p in pl_module.policy.named_parameters())
+        backend.sync_weights(iter_full_params(pl_module.policy))
         backend.sleep()
 
 

@@ -9,6 +9,7 @@ and by whether a critic exists (see ``AlgorithmConfig``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -25,6 +26,13 @@ from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.optim import build_optimizers
 from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
+from searchr1.training.scaling import (
+    ScaleSetup,
+    check_setup,
+    fsdp_wrap,
+    full_params_for_generation,
+    strategy_kind,
+)
 from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater
 
@@ -115,20 +123,53 @@ class SearchR1Module(LightningModule):
             self._tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
         return self._tokenizer
 
+    def setup(self, stage: str) -> None:
+        """Check the strategy/hardware/batch layout on every rank before any model is loaded."""
+        if self._trainer is None:
+            return
+        check_setup(self.scale_setup(self.trainer))
+
+    def scale_setup(self, trainer) -> ScaleSetup:
+        """What :func:`~searchr1.training.scaling.check_setup` needs, read from ``trainer`` and this module."""
+        datamodule = getattr(trainer, "datamodule", None)
+        return ScaleSetup(
+            strategy=strategy_kind(trainer.strategy),
+            accelerator="cpu" if type(trainer.accelerator).__name__ == "CPUAccelerator" else "gpu",
+            backend=self.backend_name,
+            estimator=self.algorithm.estimator,
+            needs_critic=self.algorithm.needs_critic,
+            critic_name_or_path=self.hparams.critic_name_or_path,
+            batch_size=getattr(datamodule, "batch_size", None),
+            n_samples=self.algorithm.n_samples,
+            mini_batch_size=self.algorithm.mini_batch_size,
+        )
+
     def configure_model(self) -> None:
-        """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint)."""
+        """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint).
+
+        Under ``FSDPStrategy`` (this hook runs inside its wrapping context) each model becomes its own FSDP root
+        with one unit per decoder layer, so the direct ``policy(...)``/``critic(...)`` calls of the update shard
+        and reduce-scatter as usual; elsewhere ``fsdp_wrap`` returns the model unchanged.
+        """
         if self.policy is not None:
             return
         hp = self.hparams
         dtype = getattr(torch, hp.dtype) if hp.dtype else None
-        self.policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing).train()
+        policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing).train()
         if self.algorithm.uses_reference:
-            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            self.reference = fsdp_wrap(copy.deepcopy(policy).eval().requires_grad_(False))
+        self.policy = fsdp_wrap(policy)
         if self.algorithm.needs_critic:
             path = hp.critic_name_or_path or hp.model_name_or_path
-            self.critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train()
+            self.critic = fsdp_wrap(ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train())
         if self.retriever is None:
             self.retriever = _default_retriever()
+
+    @property
+    def averages_gradients(self) -> bool:
+        """Whether the updater must all-reduce gradients itself (DDP with several ranks; FSDP/DeepSpeed do it)."""
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1 and strategy_kind(trainer.strategy) == "ddp"
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Batches are lists of ``QAExample`` (text): nothing to move; rollouts are built on the device."""
@@ -178,7 +219,10 @@ class SearchR1Module(LightningModule):
         prompts = [build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
         n = self.algorithm.n_samples if train else 1
         seed = self.hparams.seed + 1_000_003 * self._rollout_steps + 7919 * self.global_rank if train else None
-        return self.engine(train).generate(prompts, n=n, seed=seed).to(self.device)
+        gather = full_params_for_generation(self.policy) if self.backend_name == "hf" else contextlib.nullcontext()
+        with gather:
+            rollout = self.engine(train).generate(prompts, n=n, seed=seed)
+        return rollout.to(self.device)
 
     def no_grad_passes(self, rollout: RolloutBatch):
         """Old log-probs (unless fully on-policy), reference log-probs and critic values."""

@@ -14,6 +14,7 @@ import torch
 from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, masked_mean, value_loss
 from searchr1.training.batch import UpdateBatch, micro_weight
 from searchr1.training.policy import response_logprobs, response_values
+from searchr1.training.scaling import all_reduce_gradients, ddp_reducer_off
 
 if TYPE_CHECKING:
     from searchr1.training.module import SearchR1Module
@@ -53,12 +54,15 @@ class PolicyCriticUpdater:
     def _step(self, optimizer, model: torch.nn.Module, mini: UpdateBatch, loss_fn) -> None:
         """One optimizer update on a mini-batch, accumulating over micro-batches."""
         optimizer.zero_grad()
-        for micro in mini.micro_batches(self.cfg.micro_token_budget):
-            weight = micro_weight(micro.loss_mask, mini.loss_mask, self.cfg.loss_agg)
-            if weight == 0.0:
-                continue
-            loss = loss_fn(micro)
-            self.module.manual_backward(loss * weight)
+        with ddp_reducer_off(self.module.trainer.strategy.model):
+            for micro in mini.micro_batches(self.cfg.micro_token_budget):
+                weight = micro_weight(micro.loss_mask, mini.loss_mask, self.cfg.loss_agg)
+                if weight == 0.0:
+                    continue
+                loss = loss_fn(micro)
+                self.module.manual_backward(loss * weight)
+        if self.module.averages_gradients:  # DDP: mean of the ranks' accumulated gradients (see training.scaling)
+            all_reduce_gradients(model.parameters(), self.module.trainer.world_size)
         if self.cfg.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
             self.stats[f"{'critic' if model is self.module.critic else 'policy'}/grad_norm"].append(float(norm))

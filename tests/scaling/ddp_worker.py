@@ -1,0 +1,114 @@
+"""A tiny GRPO run under ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` (gloo), launched by the tests.
+
+Lightning's ``ddp`` launcher re-runs this script once per extra rank, so it must be a real file run with
+``python``. Each rank writes what it saw to ``OUT/rank{r}.json`` (example ids and response texts per step, a
+checksum of every policy tensor after each step) and its final policy weights to ``OUT/rank{r}.pt``; the test
+compares the ranks' files.
+
+Usage: python ddp_worker.py --model DIR --out DIR --steps N [--ckpt_every 1] [--resume CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from searchr1.data.datamodule import QADataModule
+from searchr1.retrieval import BM25Retriever
+from searchr1.rollout import RolloutConfig
+from searchr1.training import AlgorithmConfig, SearchR1Module
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
+# GRPO: one backward per step. PPO: critic and policy backwards in the same step, two PPO epochs × two
+# mini-batches, and a token budget small enough to split mini-batches into several micro-batches.
+ALGORITHMS = {
+    "grpo": dict(estimator="grpo", n_samples=2, kl_coef=0.001, kl_kind="k3"),
+    "ppo": dict(
+        estimator="gae",
+        n_samples=1,
+        kl_coef=0.001,
+        kl_kind="k1",
+        kl_in_reward=True,
+        ppo_epochs=2,
+        mini_batch_size=1,
+        micro_token_budget=200,
+    ),
+}
+
+
+class RankRecorder(Callback):
+    """Per step: this rank's example ids, response texts, and a checksum of each policy tensor after the update."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        rollout = outputs["rollout"]
+        self.steps.append(
+            {
+                "batch_idx": batch_idx,
+                "ids": [ex.id for ex in batch],
+                "responses": [t.response_text for t in rollout.trajectories],
+                "reward": float(outputs["scores"].mean()),
+                "param_sums": {n: float(p.detach().double().sum()) for n, p in pl_module.named_parameters()},
+            }
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--ckpt_every", type=int, default=0)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="grpo")
+    args = parser.parse_args()
+    torch.use_deterministic_algorithms(True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    module = SearchR1Module(
+        model_name_or_path=args.model,
+        retriever=BM25Retriever(corpus=str(DATA / "corpus.jsonl")),
+        rollout=RolloutConfig(
+            max_turns=2, max_response_tokens=16, max_obs_tokens=32, max_total_tokens=384, max_prompt_tokens=300, topk=1
+        ),
+        algorithm=AlgorithmConfig(**ALGORITHMS[args.algo]),
+        policy_lr=1e-3,
+        seed=0,
+    )
+    data = QADataModule(train_files=[str(DATA / "questions.jsonl")], batch_size=2, seed=0)
+    recorder = RankRecorder()
+    callbacks: list[Callback] = [recorder]
+    if args.ckpt_every:
+        callbacks.append(
+            ModelCheckpoint(dirpath=out / "ckpt", filename="{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1)
+        )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=1,
+        limit_train_batches=args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(args.ckpt_every),
+        default_root_dir=out,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, data, ckpt_path=args.resume)
+    rank = trainer.global_rank
+    (out / f"rank{rank}.json").write_text(json.dumps({"world_size": trainer.world_size, "steps": recorder.steps}))
+    torch.save({n: p.detach().clone() for n, p in module.policy.named_parameters()}, out / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()
