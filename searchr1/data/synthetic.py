@@ -1,0 +1,227 @@
+"""A seeded synthetic knowledge task whose answers exist only in its own corpus (the CPU learning demo).
+
+``generate_task(seed)`` invents people (names built from syllables), cities and countries, writes one passage per
+entity in the wiki-18 format (``{"id", "contents": "\\"Title\\"\\ntext"}``) and asks questions about the people:
+
+* one-hop (like NQ): ``Where was Kavo Dessin born?`` → the person's passage names the city;
+  ``What is the job of Kavo Dessin?`` → the job;
+* two-hop (like HotpotQA's bridge questions): ``In which country was Kavo Dessin born?`` → search the person,
+  read the city, search the city, read the country.
+
+People are split into *train* and *held-out* entities, so memorising training answers cannot answer held-out
+questions: only reading the retrieved passages can. Every fact is a random draw (uniform over the cities, jobs
+and countries), so a policy that never searches scores about 1 / (number of options) on each question type.
+Names are short syllable words repeated across the corpus, so a tokenizer trained on :func:`tokenizer_texts`
+encodes each name in one or two tokens.
+
+The gold search path of a question (:func:`gold_turns`) is what a perfect Search-R1 policy writes, turn by turn;
+``searchr1.training.sft`` replays it through the real rollout engine to build SFT trajectories.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from searchr1.data.prompts import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE
+from searchr1.data.qa import QAExample
+
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
+_VOWELS = ["a", "e", "i", "o", "u"]
+_CODAS = ["", "", "n", "r", "l", "s"]
+JOBS = ["baker", "pilot", "farmer", "painter", "doctor", "sailor", "teacher", "miner", "singer", "tailor"]
+"""Occupations (real words: one token each in a tokenizer trained on the corpus)."""
+
+TRAIN_SOURCE = "synthetic_train"
+HELDOUT_SOURCE = "synthetic_heldout"
+
+
+@dataclass(frozen=True)
+class Person:
+    """A fictional person: ``name`` (two syllable words), birthplace ``city`` and ``job``."""
+
+    name: str
+    city: str
+    job: str
+
+
+@dataclass
+class SyntheticTask:
+    """The generated world and its questions.
+
+    Attributes:
+        people: every person (train and held-out).
+        cities: city name → country name.
+        train_people: names of the training entities.
+        heldout_people: names of the held-out entities (disjoint from ``train_people``).
+        seed: the generator seed.
+    """
+
+    people: list[Person]
+    cities: dict[str, str]
+    train_people: list[str]
+    heldout_people: list[str]
+    seed: int
+    _by_name: dict[str, Person] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {p.name: p for p in self.people}
+
+    def person(self, name: str) -> Person:
+        """The person called ``name``."""
+        return self._by_name[name]
+
+    def corpus(self) -> list[dict[str, str]]:
+        """Wiki-18-format passages: one per person, then one per city."""
+        rows = [
+            {"id": f"p{i}", "contents": f'"{p.name}"\n{p.name} was born in {p.city}. {p.name} works as a {p.job}.'}
+            for i, p in enumerate(self.people)
+        ]
+        rows += [
+            {"id": f"c{i}", "contents": f'"{city}"\n{city} is a city in {country}.'}
+            for i, (city, country) in enumerate(sorted(self.cities.items()))
+        ]
+        return rows
+
+    def questions(self, split: str, two_hop: bool = True) -> list[QAExample]:
+        """The questions about ``split``'s people (``"train"`` or ``"heldout"``): born-in, job, (country)."""
+        if split not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        names = self.train_people if split == "train" else self.heldout_people
+        source = TRAIN_SOURCE if split == "train" else HELDOUT_SOURCE
+        out = []
+        for name in names:
+            p = self.person(name)
+            rows = [
+                ("born", f"Where was {name} born?", p.city, 1),
+                ("job", f"What is the job of {name}?", p.job, 1),
+            ]
+            if two_hop:
+                rows.append(("country", f"In which country was {name} born?", self.cities[p.city], 2))
+            for kind, question, answer, hops in rows:
+                meta = {"kind": kind, "hops": hops, "entity": name}
+                out.append(QAExample(f"{source}_{len(out)}", question, [answer], source, meta))
+        return out
+
+
+def _word(rng: random.Random, syllables: int) -> str:
+    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)]
+    return ("".join(parts) + rng.choice(_CODAS)).capitalize()
+
+
+def _unique_words(rng: random.Random, n: int, syllables: int, taken: set[str]) -> list[str]:
+    words: list[str] = []
+    while len(words) < n:
+        w = _word(rng, syllables)
+        if w not in taken:
+            taken.add(w)
+            words.append(w)
+    return words
+
+
+def generate_task(
+    seed: int = 0,
+    num_people: int = 200,
+    heldout_fraction: float = 0.25,
+    num_first_names: int = 24,
+    num_last_names: int = 24,
+    num_cities: int = 12,
+    num_countries: int = 4,
+) -> SyntheticTask:
+    """Invent a world: people with unique two-word names, cities in countries, and a held-out split of people.
+
+    Args:
+        seed: the generator seed (same seed, same task).
+        num_people: people in the world (at most ``num_first_names * num_last_names``).
+        heldout_fraction: share of people whose questions form the held-out set.
+        num_first_names: distinct first names (reused across people, so each is a frequent token).
+        num_last_names: distinct last names.
+        num_cities: cities (birthplaces drawn uniformly).
+        num_countries: countries (each city's country drawn uniformly, every country used at least once).
+    """
+    if num_people > num_first_names * num_last_names:
+        raise ValueError(
+            f"num_people={num_people} exceeds the {num_first_names} x {num_last_names} name combinations; "
+            "raise num_first_names / num_last_names"
+        )
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    if num_countries > num_cities:
+        raise ValueError(f"num_countries ({num_countries}) must not exceed num_cities ({num_cities})")
+    rng = random.Random(seed)
+    taken: set[str] = set()
+    firsts = _unique_words(rng, num_first_names, 2, taken)
+    lasts = _unique_words(rng, num_last_names, 2, taken)
+    city_names = _unique_words(rng, num_cities, 2, taken)
+    countries = _unique_words(rng, num_countries, 3, taken)
+    homes = countries + [rng.choice(countries) for _ in range(num_cities - num_countries)]
+    rng.shuffle(homes)
+    cities = dict(zip(city_names, homes))
+    pairs = rng.sample([(f, la) for f in firsts for la in lasts], num_people)
+    people = [Person(f"{f} {la}", rng.choice(city_names), rng.choice(JOBS)) for f, la in pairs]
+    names = [p.name for p in people]
+    n_held = max(1, round(num_people * heldout_fraction))
+    return SyntheticTask(people, cities, sorted(names[n_held:]), sorted(names[:n_held]), seed)
+
+
+def gold_turns(task: SyntheticTask, example: QAExample) -> list[str]:
+    """What a perfect policy writes for ``example``, one string per generation turn (each ends in an action).
+
+    One-hop: search the person, then answer. Two-hop: search the person, search the city, then answer.
+    """
+    p = task.person(example.metadata["entity"])
+    answer = example.golden_answers[0]
+    turns = [f"<think> I need to search {p.name}. </think>\n<search> {p.name} </search>"]
+    if example.metadata["hops"] == 2:
+        turns.append(f"<think> {p.name} was born in {p.city}. </think>\n<search> {p.city} </search>")
+    turns.append(f"<think> The answer is {answer}. </think>\n<answer> {answer} </answer>")
+    return turns
+
+
+def tokenizer_texts(task: SyntheticTask, repeats: int = 3) -> list[str]:
+    """Texts to train the tiny tokenizer on: corpus, questions, gold turns and the prompt/observation text."""
+    examples = task.questions("train") + task.questions("heldout")
+    texts = [row["contents"] for row in task.corpus()] * repeats
+    texts += [ex.question for ex in examples]
+    texts += [turn for ex in examples for turn in gold_turns(task, ex)]
+    texts += [INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE] * 50
+    texts += ['\n\n<information>Doc 1(Title: "X") x\n</information>\n\n'] * 50
+    return texts
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """Where :func:`write_task` put the task: ``corpus``, ``train`` and ``heldout`` JSONL paths."""
+
+    corpus: Path
+    train: Path
+    heldout: Path
+
+
+def write_task(task: SyntheticTask, out_dir: str | Path, two_hop: bool = True) -> TaskFiles:
+    """Write ``corpus.jsonl`` (wiki-18 format) and FlashRAG-format ``train.jsonl`` / ``heldout.jsonl``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = TaskFiles(out / "corpus.jsonl", out / "train.jsonl", out / "heldout.jsonl")
+    _write_jsonl(files.corpus, task.corpus())
+    for split, path in (("train", files.train), ("heldout", files.heldout)):
+        rows = [
+            {
+                "id": ex.id,
+                "question": ex.question,
+                "golden_answers": ex.golden_answers,
+                "data_source": ex.data_source,
+                "metadata": ex.metadata,
+            }
+            for ex in task.questions(split, two_hop)
+        ]
+        _write_jsonl(path, rows)
+    return files
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,279 @@
+"""Supervised fine-tuning (SFT) on search trajectories: the warm start of RL and Search-R1's SFT baseline.
+
+Trajectories come from the real rollout engine: :class:`TeacherBackend` writes a given text for each turn (e.g.
+the synthetic task's gold search path) while the engine runs the real retriever and inserts the real
+``<information>`` observations with ``loss_mask = 0``. They are saved as JSONL (exact token ids + mask) and
+trained on with the RL layout (``RolloutBatch``): the loss is the mean negative log-likelihood over tokens with
+``loss_mask == 1``, so retrieved tokens are never imitated — the same masking as the RL update.
+At the end of ``fit`` the policy is saved with ``save_pretrained`` (``output_dir``), so RL starts from it with
+``model.model_name_or_path: <output_dir>``. Console script: ``searchr1-sft`` (LightningCLI).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch.utils.data import DataLoader
+
+from searchr1.data.prompts import INFORMATION_TAGS
+from searchr1.data.qa import QAExample
+from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
+from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
+from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
+
+_QUESTION = re.compile(r"Question: (.*?)\n")
+
+
+class TeacherBackend:
+    """A generation backend that writes scripted turns per question, whatever the (real) observations were.
+
+    The question is read from the prompt (``Question: <q>`` of the Search-R1 instruction) and the turn index is
+    the number of ``<information>`` blocks after the instruction, so it works for any batch composition.
+
+    Args:
+        turns: normalised question text (with ``?``) → the text of each turn (each ending in an action).
+        tokenizer: the policy tokenizer (turn texts are encoded with it, without special tokens).
+    """
+
+    def __init__(self, turns: dict[str, list[str]], tokenizer: Any) -> None:
+        self.turns, self.tokenizer = turns, tokenizer
+
+    def _turn_text(self, context: str) -> str:
+        match = _QUESTION.search(context)
+        if match is None or match.group(1) not in self.turns:
+            raise KeyError(f"TeacherBackend has no script for the prompt's question ({context[:200]!r}...)")
+        script = self.turns[match.group(1)]
+        seen = context[match.end() :].count(INFORMATION_TAGS[0])  # observations after the instruction
+        return script[min(seen, len(script) - 1)]
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
+        """The next scripted turn of each prompt (log-prob 0.0: the teacher is certain)."""
+        outs = []
+        for ids in prompts:
+            text = self._turn_text(self.tokenizer.decode(ids, skip_special_tokens=False))
+            full = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            new = full[: params.max_new_tokens]
+            stop = next((s for s in params.stop if text.endswith(s)), None)
+            reason = "stop" if stop is not None and len(new) == len(full) else "length"
+            outs.append(GenerationOutput(new, [0.0] * len(new), reason, stop if reason == "stop" else None))
+        return outs
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """No weights."""
+
+    def sleep(self) -> None:
+        """Nothing to free."""
+
+    def wake_up(self) -> None:
+        """Nothing to re-acquire."""
+
+
+def build_sft_trajectories(
+    engine: RolloutEngine,
+    examples: Sequence[QAExample],
+    prompts: Sequence[str],
+    keep: Callable[[QAExample, Trajectory], bool] | None = None,
+    batch_size: int = 64,
+) -> list[Trajectory]:
+    """Roll out ``prompts`` (one per example) with ``engine`` (usually a :class:`TeacherBackend`) and filter.
+
+    Args:
+        engine: the rollout engine with the teacher backend and the real retriever.
+        examples: the questions, aligned with ``prompts``.
+        prompts: built prompts (``searchr1.data.prompts.build_prompt``).
+        keep: keep a trajectory only when ``keep(example, trajectory)`` (default: it ended with an answer).
+        batch_size: prompts per engine call.
+    """
+    keep = keep or (lambda ex, t: t.finish_reason == "answer")
+    out = []
+    for lo in range(0, len(prompts), batch_size):
+        batch = engine.generate(list(prompts[lo : lo + batch_size]))
+        for traj in batch.trajectories:
+            traj.prompt_index += lo
+            if keep(examples[traj.prompt_index], traj):
+                out.append(traj)
+    return out
+
+
+def answer_was_retrieved(example: QAExample, traj: Trajectory) -> bool:
+    """Keep-filter: the trajectory answered and a golden answer appears in its observations."""
+    observed = traj.response_text.split(INFORMATION_TAGS[0], 1)[-1]
+    return traj.finish_reason == "answer" and any(a in observed for a in example.golden_answers)
+
+
+def save_trajectories(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
+    """Write one JSON line per trajectory: ``prompt_ids``, ``response_ids``, ``loss_mask`` (+ text, for reading)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for t in trajectories:
+            row = {"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask}
+            f.write(json.dumps({**row, "response_text": t.response_text}) + "\n")
+    return path
+
+
+def load_trajectories(path: str | Path) -> list[Trajectory]:
+    """Read :func:`save_trajectories` JSONL back; chunks are rebuilt from runs of equal ``loss_mask``."""
+    trajs = []
+    with Path(path).open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            ids, mask = row.get("response_ids"), row.get("loss_mask")
+            if ids is None or mask is None or "prompt_ids" not in row or len(ids) != len(mask):
+                raise ValueError(
+                    f"{path}:{n}: an SFT row needs prompt_ids, response_ids and loss_mask of the same length "
+                    "(write it with searchr1.training.sft.save_trajectories)"
+                )
+            traj = Trajectory(prompt_ids=list(row["prompt_ids"]), prompt_index=len(trajs))
+            start = 0
+            for end in range(1, len(ids) + 1):
+                if end == len(ids) or mask[end] != mask[start]:
+                    chunk = ids[start:end]
+                    if mask[start]:
+                        traj.append(chunk, "policy", [0.0] * len(chunk))
+                    else:
+                        traj.append(chunk, "observation")
+                    start = end
+            traj.response_text = row.get("response_text", "")
+            trajs.append(traj)
+    return trajs
+
+
+def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over masked tokens: (B, R), (B, R) → scalar (0 when nothing is masked in)."""
+    return -(logprobs * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+
+
+class SFTDataModule(LightningDataModule):
+    """Batches of saved trajectories as ``RolloutBatch`` (the RL layout: left-padded prompts, right-padded responses).
+
+    Args:
+        train_file: JSONL written by :func:`save_trajectories`.
+        val_file: optional held-out JSONL (validation loss).
+        batch_size: trajectories per step.
+        pad_token_id: id used for padding (padding is masked out of attention and loss, so any id works).
+        mask_observations: True (default): loss only on sampled tokens; False: also on ``<information>`` tokens
+            (the masking ablation).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        batch_size: int = 16,
+        pad_token_id: int = 0,
+        mask_observations: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_file, self.val_file = train_file, val_file
+        self.batch_size, self.pad_token_id = batch_size, pad_token_id
+        self.mask_observations, self.seed = mask_observations, seed
+        self.train_set: list[Trajectory] = []
+        self.val_set: list[Trajectory] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = load_trajectories(self.train_file)
+        if not self.train_set:
+            raise ValueError(f"{self.train_file} holds no trajectories; build them with build_sft_trajectories")
+        self.val_set = load_trajectories(self.val_file) if self.val_file else []
+
+    def _collate(self, trajs: list[Trajectory]) -> RolloutBatch:
+        batch = RolloutBatch.from_trajectories(trajs, self.pad_token_id)
+        if not self.mask_observations:
+            batch.loss_mask = batch.response_mask.clone()
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.train_set, self.batch_size, shuffle=True, generator=gen, collate_fn=self._collate, drop_last=True
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_set:
+            return []
+        return DataLoader(self.val_set, self.batch_size, collate_fn=self._collate)
+
+
+class SFTModule(LightningModule):
+    """Causal-LM fine-tuning on trajectories with the loss on ``loss_mask == 1`` tokens only.
+
+    Args:
+        model_name_or_path: starting weights (hub name, local folder or ``tiny:<preset>``).
+        tokenizer: tokenizer path; default the model's (saved next to the weights in ``output_dir``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps (constant afterwards).
+        output_dir: where ``save_pretrained`` writes model + tokenizer at the end of ``fit`` (None: not saved).
+        dtype: parameter dtype name, None keeps float32.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        tokenizer: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        output_dir: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.policy: torch.nn.Module | None = None
+
+    def configure_model(self) -> None:
+        if self.policy is None:
+            dtype = getattr(torch, self.hparams.dtype) if self.hparams.dtype else None
+            self.policy = load_causal_lm(self.hparams.model_name_or_path, dtype).train()
+
+    def transfer_batch_to_device(self, batch: RolloutBatch, device: torch.device, dataloader_idx: int):
+        return batch.to(device)
+
+    def _loss(self, batch: RolloutBatch) -> torch.Tensor:
+        lp, _ = response_logprobs(
+            self.policy, batch.input_ids, batch.attention_mask, batch.position_ids, batch.prompt_length
+        )
+        return sft_loss(lp, batch.loss_mask)
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("sft/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+        self.log("sft/val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warm = max(self.hparams.warmup_steps, 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.output_dir and self.trainer.is_global_zero:
+            self.save_pretrained(self.hparams.output_dir)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``)."""
+        out = Path(out_dir)
+        self.policy.save_pretrained(out)
+        load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path).save_pretrained(out)
+        return out
+
+
+def main(args: list[str] | None = None) -> None:
+    """``searchr1-sft fit -c configs/sft_synthetic.yaml``: LightningCLI over ``SFTModule`` and ``SFTDataModule``."""
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(SFTModule, SFTDataModule, args=args, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
