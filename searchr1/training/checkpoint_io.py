@@ -1,0 +1,133 @@
+"""Crash-safe checkpoint files: ``AtomicCheckpointIO`` (Lightning plugin) and ``ExportPretrained`` (callback).
+
+Lightning's ``TorchCheckpointIO`` serialises to memory and writes through an fsspec transaction, which on a local
+path writes a ``tempfile.mkstemp()`` file in the *system* temp folder and then ``shutil.move``-s it to the target.
+When that folder is on another filesystem than the checkpoints (``/tmp`` on local disk, runs on NFS/Lustre: the
+usual cluster layout) the move is a copy into the final path, so a kill during it leaves a truncated ``last.ckpt``
+that resume then picks up; the temp folder must also hold the whole checkpoint, and nothing is fsync-ed.
+``AtomicCheckpointIO`` writes into a hidden temp file next to the target, fsyncs it, ``os.replace``-s it over the
+target (atomic on POSIX within one filesystem) and fsyncs the folder: a reader sees the old file or the new one,
+never a part. Remote (non-local) paths fall back to Lightning's own writer.
+
+``ExportPretrained`` writes ``policy.save_pretrained`` + the tokenizer (loadable with ``from_pretrained``) at the
+end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` so that ``path`` is never seen half-written (temp file + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local saves are atomic (see the module docstring); loading is unchanged.
+
+    Use: ``Trainer(plugins=[AtomicCheckpointIO()])`` or, in a config, ``trainer.plugins:
+    [{class_path: searchr1.training.checkpoint_io.AtomicCheckpointIO}]``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (remote paths: Lightning's writer)."""
+        if storage_options is not None or not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` to ``target``; an older ``target`` is renamed aside first, then deleted.
+
+    ``target`` is never a mix of old and new files; between the two renames it briefly does not exist.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ExportPretrained(Callback):
+    """Export the policy as a Hugging Face folder (``save_pretrained`` + tokenizer), written atomically.
+
+    Args:
+        dirpath: export folder; default ``<trainer.default_root_dir>/hf``. Step exports go to ``<dirpath>/step_N``,
+            the end-of-fit one to ``<dirpath>/last``.
+        every_n_steps: also export every N rollout steps (0: only at the end of fit).
+        safe_serialization: write ``.safetensors`` (no pickle) rather than ``.bin``.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_steps: int = 0, safe_serialization: bool = True) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"ExportPretrained.every_n_steps must be >= 0 (0: only at the end), got {every_n_steps}")
+        self.dirpath = dirpath
+        self.every_n_steps = every_n_steps
+        self.safe_serialization = safe_serialization
+
+    def _root(self, trainer: Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "hf"
+
+    def export(self, trainer: Trainer, pl_module: LightningModule, name: str) -> Path | None:
+        """Write ``<root>/<name>`` (rank 0 only); returns the folder."""
+        if trainer.global_rank != 0:
+            return None
+        target = self._root(trainer) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
+        try:
+            pl_module.policy.save_pretrained(tmp, safe_serialization=self.safe_serialization)
+            pl_module.tokenizer.save_pretrained(tmp)
+            replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int):
+        steps = getattr(pl_module, "_rollout_steps", trainer.global_step)
+        if self.every_n_steps and steps % self.every_n_steps == 0:
+            self.export(trainer, pl_module, f"step_{steps}")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.export(trainer, pl_module, "last")
