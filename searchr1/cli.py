@@ -2,7 +2,9 @@
 
 ``searchr1 fit`` with no ``--config`` runs the embedded default (``searchr1/configs/tiny_cpu.yaml``). Paths
 of the form ``pkg:<relative path>`` in data options point inside the installed package (its shipped
-HotpotQA sample), so the default works from any directory.
+HotpotQA sample), so the default works from any directory. Before any class is built, the parsed config goes
+through :func:`searchr1.training.scaling.check_setup` (strategy vs hardware, optional packages, critic vs
+estimator, mini-batch layout); a bad setup exits with one line saying what to change (see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+
+from searchr1.training.scaling import ScaleSetup, SetupError, check_setup, strategy_kind
 
 PKG_PREFIX = "pkg:"
 DEFAULT_CONFIG = "tiny_cpu.yaml"
@@ -35,6 +39,36 @@ class SearchR1CLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         _resolve_package_paths(config)
+        if self.subcommand:  # a run (fit/validate/test) starts: refuse setups that cannot work, before any loading
+            check_setup(setup_from_config(config))
+
+
+def setup_from_config(config: object) -> ScaleSetup:
+    """The startup-check view of a parsed config (``trainer``/``model``/``data`` namespaces)."""
+    import torch
+
+    from searchr1.algorithms import ADVANTAGE_ESTIMATORS
+
+    trainer, model, data = (getattr(config, k, None) for k in ("trainer", "model", "data"))
+    algorithm = getattr(model, "algorithm", None)
+    estimator = getattr(algorithm, "estimator", "grpo")
+    accelerator = str(getattr(trainer, "accelerator", "auto") or "auto")
+    if not isinstance(getattr(trainer, "accelerator", None), str):
+        accelerator = type(trainer.accelerator).__name__ if trainer and trainer.accelerator else "auto"
+    accelerator = accelerator.lower()
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return ScaleSetup(
+        strategy=strategy_kind(getattr(trainer, "strategy", None) or "auto"),
+        accelerator="cpu" if accelerator.startswith("cpu") else "gpu",
+        backend=getattr(model, "backend", "hf"),
+        estimator=estimator,
+        needs_critic=ADVANTAGE_ESTIMATORS.get(estimator).needs_critic,
+        critic_name_or_path=getattr(model, "critic_name_or_path", None),
+        batch_size=getattr(data, "batch_size", None),
+        n_samples=getattr(algorithm, "n_samples", 1),
+        mini_batch_size=getattr(algorithm, "mini_batch_size", None),
+    )
 
 
 def _resolve_package_paths(node: object) -> object:
@@ -69,11 +103,16 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
 
     sys.argv = sys.argv[:1]  # the arguments come from ``args`` (LightningCLI warns when both are set)
 
-    return SearchR1CLI(
-        SearchR1Module,
-        QADataModule,
-        args=_with_default_config(list(args or [])) if run else list(args or []),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-    )
+    try:
+        return SearchR1CLI(
+            SearchR1Module,
+            QADataModule,
+            args=_with_default_config(list(args or [])) if run else list(args or []),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+        )
+    except SetupError as err:
+        if not run:
+            raise
+        sys.exit(f"searchr1: error: {err}")  # a configuration to fix, not a bug: one message, no traceback

@@ -244,19 +244,24 @@ def iter_full_params(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 def _iter_fsdp(root: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
+    seen: set[int] = set()  # a tied LM head is the embedding's Parameter: yielded once, as named_parameters() does
     for unit_name, unit in root.named_modules():
         if not _is_fsdp(unit):
             continue
         with FullyShardedDataParallel.summon_full_params(unit, recurse=False, writeback=False):
             for name, p in _own_named_params(unit, unit_name):
-                yield clean_param_name(name), p.detach().clone()
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield clean_param_name(name), p.detach().clone()
 
 
 def _iter_zero3(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     import deepspeed
 
+    seen: set[int] = set()
     for module_name, module in model.named_modules():
-        params = list(module.named_parameters(prefix=module_name, recurse=False))
+        params = [(n, p) for n, p in module.named_parameters(prefix=module_name, recurse=False) if id(p) not in seen]
+        seen.update(id(p) for _, p in params)
         if not params:
             continue
         with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
