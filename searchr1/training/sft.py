@@ -103,7 +103,8 @@ def build_sft_trajectories(
 
 def answer_was_retrieved(example: QAExample, traj: Trajectory) -> bool:
     """Keep-filter: the trajectory answered and a golden answer appears in its observations."""
-    observed = traj.response_text.split(INFORMATION_TAGS[0], 1)[-1]
+    open_tag, close_tag = (re.escape(t) for t in INFORMATION_TAGS)
+    observed = " ".join(re.findall(f"{open_tag}(.*?){close_tag}", traj.response_text, flags=re.S))
     return traj.finish_reason == "answer" and any(a in observed for a in example.golden_answers)
 
 

@@ -1,0 +1,56 @@
+"""The synthetic knowledge task: determinism, disjoint entity splits, answers only in the corpus, compact names."""
+
+from __future__ import annotations
+
+import json
+
+from searchr1.data import read_examples
+from searchr1.data.synthetic import generate_task, gold_turns
+from searchr1.rewards import exact_match, extract_answer
+from searchr1.training.policy import load_tokenizer
+
+
+def test_same_seed_same_task_other_seed_other_task():
+    a, b, c = generate_task(seed=1), generate_task(seed=1), generate_task(seed=2)
+    assert a.corpus() == b.corpus() and a.questions("heldout") == b.questions("heldout")
+    assert a.corpus() != c.corpus()
+
+
+def test_heldout_entities_never_appear_in_training_questions(task):
+    assert set(task.train_people).isdisjoint(task.heldout_people)
+    train_text = " ".join(ex.question for ex in task.questions("train"))
+    for name in task.heldout_people:
+        assert name not in train_text
+    assert len(task.questions("heldout")) == 3 * len(task.heldout_people)
+
+
+def test_every_answer_is_stated_in_the_corpus_along_the_gold_path(task, task_files):
+    passages = {}
+    for line in task_files.corpus.read_text().splitlines():
+        row = json.loads(line)
+        title, text = row["contents"].split("\n", 1)
+        assert title.startswith('"') and title.endswith('"')  # wiki-18: "Title"\ntext
+        passages[title.strip('"')] = text
+    for ex in read_examples(str(task_files.heldout)):
+        person = passages[ex.metadata["entity"]]
+        answer = ex.golden_answers[0]
+        if ex.metadata["hops"] == 1:
+            assert answer in person
+        else:  # the person's passage names the city, the city's passage names the country
+            city = task.person(ex.metadata["entity"]).city
+            assert city in person and answer not in person and answer in passages[city]
+
+
+def test_gold_turns_search_the_path_and_answer_correctly(task):
+    ex = next(e for e in task.questions("train") if e.metadata["hops"] == 2)
+    turns = gold_turns(task, ex)
+    assert len(turns) == 3
+    assert f"<search> {ex.metadata['entity']} </search>" in turns[0]
+    assert exact_match(extract_answer(turns[-1]), ex.golden_answers)
+
+
+def test_names_are_one_or_two_tokens_for_the_task_tokenizer(task, model_dir):
+    tok = load_tokenizer(str(model_dir))
+    for p in task.people:
+        for word in p.name.split():
+            assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) <= 2, word
