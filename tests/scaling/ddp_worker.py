@@ -1,11 +1,13 @@
-"""A tiny GRPO run under ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` (gloo), launched by the tests.
+"""A tiny GRPO/PPO run under ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` (gloo), launched by the tests.
+
+The GPU tests reuse it with ``--accelerator gpu --strategy fsdp|deepspeed_stage_2|deepspeed_stage_3``.
 
 Lightning's ``ddp`` launcher re-runs this script once per extra rank, so it must be a real file run with
 ``python``. Each rank writes what it saw to ``OUT/rank{r}.json`` (example ids and response texts per step, a
 checksum of every policy tensor after each step) and its final policy weights to ``OUT/rank{r}.pt``; the test
 compares the ranks' files.
 
-Usage: python ddp_worker.py --model DIR --out DIR --steps N [--ckpt_every 1] [--resume CKPT]
+Usage: python ddp_worker.py --model DIR --out DIR --steps N [--ckpt_every 1] [--resume CKPT] [--algo ppo]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from searchr1.data.datamodule import QADataModule
 from searchr1.retrieval import BM25Retriever
 from searchr1.rollout import RolloutConfig
 from searchr1.training import AlgorithmConfig, SearchR1Module
+from searchr1.training.scaling import iter_full_params
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
 # GRPO: one backward per step. PPO: critic and policy backwards in the same step, two PPO epochs × two
@@ -55,9 +58,17 @@ class RankRecorder(Callback):
                 "ids": [ex.id for ex in batch],
                 "responses": [t.response_text for t in rollout.trajectories],
                 "reward": float(outputs["scores"].mean()),
-                "param_sums": {n: float(p.detach().double().sum()) for n, p in pl_module.named_parameters()},
+                "param_sums": _param_sums(pl_module),
             }
         )
+
+
+def _param_sums(module: SearchR1Module) -> dict[str, float]:
+    """Sum of every full policy/critic tensor (gathered under FSDP/ZeRO-3; every rank takes part)."""
+    sums = {f"policy.{n}": float(t.double().sum()) for n, t in iter_full_params(module.policy)}
+    if module.critic is not None:
+        sums.update({f"critic.{n}": float(t.double().sum()) for n, t in iter_full_params(module.critic)})
+    return sums
 
 
 def main() -> None:
@@ -68,6 +79,10 @@ def main() -> None:
     parser.add_argument("--ckpt_every", type=int, default=0)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="grpo")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--precision", default="32-true")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
@@ -90,9 +105,10 @@ def main() -> None:
             ModelCheckpoint(dirpath=out / "ckpt", filename="{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1)
         )
     trainer = Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        precision=args.precision,
         max_epochs=1,
         limit_train_batches=args.steps,
         limit_val_batches=0,
@@ -107,7 +123,7 @@ def main() -> None:
     trainer.fit(module, data, ckpt_path=args.resume)
     rank = trainer.global_rank
     (out / f"rank{rank}.json").write_text(json.dumps({"world_size": trainer.world_size, "steps": recorder.steps}))
-    torch.save({n: p.detach().clone() for n, p in module.policy.named_parameters()}, out / f"rank{rank}.pt")
+    torch.save({n: t.cpu() for n, t in iter_full_params(module.policy)}, out / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":
