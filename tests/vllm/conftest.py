@@ -138,3 +138,11 @@ def backend(vllm_model_dir: Path):
     )
     print(f"\nvLLM startup: {engine.startup_seconds:.1f} s")
     return engine
+
+
+@pytest.fixture(scope="session")
+def bm25(data_dir: Path):
+    """A real in-memory BM25 retriever over the HotpotQA sample corpus."""
+    from searchr1.retrieval import BM25Retriever
+
+    return BM25Retriever(corpus=str(data_dir / "hotpotqa_dev_sample" / "corpus.jsonl"))
