@@ -273,8 +273,14 @@ class SFTModule(LightningModule):
         return out
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, run: bool = True):
     """``searchr1-sft fit -c configs/sft_synthetic.yaml``: LightningCLI over ``SFTModule`` and ``SFTDataModule``."""
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(SFTModule, SFTDataModule, args=args, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
+    return LightningCLI(
+        SFTModule, SFTDataModule, args=args, run=run, save_config_kwargs={"overwrite": True}, seed_everything_default=0
+    )
+
+
+if __name__ == "__main__":
+    main()
