@@ -58,6 +58,7 @@ def test_bad_data_rows(files, name, where, problem):
     record_figure("bad_input/cases", 1)
 
 
+@pytest.mark.slow
 def test_corpus_line_not_json(files, capsys):
     """Named with file:line; jsonargparse wraps it in a multi-line 'Subtypes/Errors' report (known gap)."""
     err = run_cli(files, f"--model.retriever.init_args.corpus={files / 'corpus.jsonl'}")
@@ -65,6 +66,7 @@ def test_corpus_line_not_json(files, capsys):
     record_figure("bad_input/cases", 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,named",
     [

@@ -145,6 +145,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
     """SIGKILL a process rewriting a 16 MB checkpoint in a loop, at several moments: the file always loads whole."""

@@ -21,6 +21,8 @@ from searchr1.testing import FaultyServerProcess, HookedBackend, search_then_ans
 
 from .conftest import record_figure
 
+pytestmark = pytest.mark.slow  # a real server process, restarted several times (~40 s)
+
 SEARCH_TURNS = 2
 PROMPTS = ["Who directed Ed Wood?", "Where is the Eiffel tower?"]
 N = 2  # samples per prompt: B = 4 trajectories
