@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from trl_grpo import rule_reward, rss_mb  # noqa: E402  (shared by both frameworks)
+from trl_grpo import rss_mb, rule_reward  # noqa: E402  (shared by both frameworks)
 
 MODEL = "tiny:base"
 PHASES = ("rollout", "score", "old_ref_values", "advantages", "update")
@@ -115,23 +115,28 @@ def run_ours(args: argparse.Namespace) -> dict:
     return out
 
 
-def _subprocess_json(cmd: list[str], threads: int) -> dict:
+def _subprocess_json(cmd: list[str], threads: int, name: str) -> dict:
+    """Run one worker; its JSON result is also echoed to stderr (progress of a long run)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    print(name, lines[-1], file=sys.stderr, flush=True)
     return json.loads(lines[-1])
 
 
 def prepare(args: argparse.Namespace, tmp: str) -> tuple[str, str]:
-    """Build (or reuse) the tiny model folder and write the exact prompt strings TRL gets; returns both paths."""
+    """Build (or reuse) the tiny model folder and write the prompt strings TRL gets; returns both paths."""
     from searchr1.data.prompts import build_prompt
     from searchr1.training.policy import load_tokenizer, resolve_model_path
 
     model_dir = resolve_model_path(MODEL)
     tokenizer = load_tokenizer(model_dir)
     prompts = [build_prompt(ex.question, tokenizer, True) for ex in questions(args.prompts)]
+    # TRL 1.x has no max_prompt_length: give it the same left-truncated prompts our engine makes (max_prompt_tokens)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"][-args.max_prompt_length :] for p in prompts]
+    prompts = [tokenizer.decode(i, skip_special_tokens=False) for i in ids]
     path = os.path.join(tmp, "prompts.json")
     with open(path, "w") as f:
         json.dump(prompts, f)
@@ -177,10 +182,10 @@ def orchestrate(args: argparse.Namespace) -> dict:
                     trl = [trl_python, str(HERE / "trl_grpo.py"), "--model", model_dir, "--prompts", prompts_path]
                     jobs.append(("trl_grpo", [*trl, "--beta", str(beta), *common_flags(args)]))
                 for name, cmd in jobs if r % 2 == 0 else jobs[::-1]:  # alternate who goes first
-                    results.setdefault(f"{name}_beta{beta}", []).append(_subprocess_json(cmd, args.threads))
+                    results.setdefault(f"{name}_beta{beta}", []).append(_subprocess_json(cmd, args.threads, name))
             if args.ppo:
                 cmd = [*ours, "--estimator", "gae", "--beta", "0.001"]
-                results.setdefault("ours_ppo_beta0.001", []).append(_subprocess_json(cmd, args.threads))
+                results.setdefault("ours_ppo_beta0.001", []).append(_subprocess_json(cmd, args.threads, "ours_ppo"))
     summary = {name: summarize(runs) for name, runs in results.items()}
     line: dict = {"benchmark": "train_step", "device": "cpu", "threads": args.threads, "model": MODEL}
     line.update(prompts=args.prompts, num_generations=args.num_generations, max_prompt_length=args.max_prompt_length)
