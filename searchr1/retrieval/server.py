@@ -159,6 +159,8 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadRequest(400, f"request body is not valid JSON: {err}") from None
+    except RecursionError:  # json.loads on e.g. 100k nested '[' (was a 500)
+        raise BadRequest(400, "request body is JSON nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequest(422, 'request body must be a JSON object like {"queries": ["..."], "topk": 3}')
     queries = payload.get("queries")
