@@ -165,7 +165,9 @@ def run_seed(out: Path, seed: int, variants: list[str], sft_steps: int, sft_lr: 
     """The whole pipeline for one seed; one result row per evaluated model."""
     t0 = time.perf_counter()
     prep = prepare(out, seed)
-    sft_dir = run_sft(prep, out / "sft", sft_steps, sft_lr, seed=seed)
+    sft_dir = out / "sft"
+    if not (sft_dir / "config.json").exists():  # a finished SFT of this seed is reused
+        run_sft(prep, sft_dir, sft_steps, sft_lr, seed=seed)
     rows = [{"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True)}]
     rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False)})
     rows[-1]["seconds"] = time.perf_counter() - t0
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=["grpo", "ppo", "grpo_nosearch", "grpo_nomask"])
     parser.add_argument("--sft-steps", type=int, default=100, help="deliberately short: the start must be imperfect")
     parser.add_argument("--sft-lr", type=float, default=2e-3)
-    parser.add_argument("--rl-steps", type=int, default=20)
+    parser.add_argument("--rl-steps", type=int, default=12)
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
     args = parser.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
