@@ -99,6 +99,8 @@ class SearchR1Module(LightningModule):
         self.save_hyperparameters(ignore=["retriever", "policy_optimizer", "critic_optimizer", "rollout", "algorithm"])
         self.hparams["rollout"] = dataclasses.asdict(rollout)
         self.hparams["algorithm"] = dataclasses.asdict(algorithm)
+        if callable(reward):  # a user callable is code, not a checkpointable setting: record its name only
+            self.hparams["reward"] = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
         self.automatic_optimization = False
         self.rollout_config = rollout
         self.algorithm = algorithm
@@ -202,7 +204,7 @@ class SearchR1Module(LightningModule):
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
         with _timer(timings, "score"):
-            scores = score_rollout(rollout, [ex.golden_answers for ex in batch], self.reward_fn)
+            scores = score_rollout(rollout, [ex.golden_answers for ex in batch], self.reward_fn, self._rollout_steps)
         with _timer(timings, "old_ref_values"):
             old_lp, ref_lp, values = self.no_grad_passes(rollout)
         with _timer(timings, "advantages"):

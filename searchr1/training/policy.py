@@ -8,6 +8,8 @@ full (B, P+R, V) logits are never materialised.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -28,6 +30,12 @@ TINY_PRESETS: dict[str, dict[str, int]] = {
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``tiny:<preset>`` to a locally built tiny Qwen2 (cached); other names pass through to ``from_pretrained``."""
     if not name_or_path.startswith(TINY_PREFIX):
+        looks_local = name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
+        if looks_local and not Path(name_or_path).expanduser().exists():
+            raise FileNotFoundError(
+                f"model folder not found: {name_or_path!r}. Give an existing local folder (with config.json), a hub "
+                "name such as 'Qwen/Qwen2.5-3B', or 'tiny:micro' for an offline tiny model"
+            )
         return name_or_path
     preset = name_or_path[len(TINY_PREFIX) :] or "micro"
     if preset not in TINY_PRESETS:

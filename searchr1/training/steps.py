@@ -6,6 +6,7 @@ each testable on its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,12 +19,25 @@ from searchr1.training.batch import UpdateBatch
 from searchr1.training.policy import ValueModel, response_logprobs, response_values
 
 
-def score_rollout(rollout: RolloutBatch, golden_answers: Sequence[Sequence[str]], reward_fn: RewardFn) -> Tensor:
-    """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,)."""
+def score_rollout(
+    rollout: RolloutBatch, golden_answers: Sequence[Sequence[str]], reward_fn: RewardFn, step: int | None = None
+) -> Tensor:
+    """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,).
+
+    A non-finite score stops the run with a message naming the reward, the sample and the rollout ``step``.
+    """
     scores = [
         float(reward_fn(traj.response_text, golden_answers[int(i)]))
         for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist())
     ]
+    for row, score in enumerate(scores):
+        if not math.isfinite(score):
+            name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+            golds = list(golden_answers[int(rollout.prompt_index[row])])
+            raise FloatingPointError(
+                f"reward {name} returned {score} at rollout step {step} for sample {row} (golden answers {golds}); "
+                "rewards must be finite numbers"
+            )
     return torch.tensor(scores, dtype=torch.float32, device=rollout.loss_mask.device)
 
 

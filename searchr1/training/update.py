@@ -114,8 +114,10 @@ class PolicyCriticUpdater:
 
 def _check_finite(loss: torch.Tensor, what: str, module: SearchR1Module) -> None:
     if not torch.isfinite(loss):
+        callback = getattr(module._trainer, "checkpoint_callback", None) if module._trainer is not None else None
+        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none yet"
         raise FloatingPointError(
             f"{what} is {loss.item()} at rollout step {module._rollout_steps} (global step {module.global_step}); "
-            "stopping instead of training on garbage. Resume from the last checkpoint with a lower learning rate "
-            "or check the data/rewards of this step."
+            f"stopping instead of training on garbage. Last good checkpoint: {last}. Resume from it with a lower "
+            "learning rate or check the data/rewards of this step."
         )
