@@ -82,6 +82,8 @@ def run_ours(args: argparse.Namespace) -> dict:
         reward=_reward, policy_lr=1e-6, critic_lr=1e-5, seed=args.seed,
     )  # fmt: skip
     records: list[dict] = []
+    hwm: dict[str, float] = {}
+    _record_peak_after(module, ("rollout", "no_grad_passes", "compute_advantages"), hwm)
 
     class StepTimer(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -92,6 +94,8 @@ def run_ours(args: argparse.Namespace) -> dict:
             m = trainer.callback_metrics
             row = {p: float(m[f"time/{p}"]) for p in PHASES if f"time/{p}" in m}
             row.update(step=wall, response_length=float(m.get("train/response_length", float("nan"))))
+            hwm["update"] = rss_mb("VmHWM")
+            row.update({f"peak_rss_after_{k}_mb": v for k, v in hwm.items()})
             records.append(row)
 
     batch = questions(args.prompts)
@@ -110,9 +114,23 @@ def run_ours(args: argparse.Namespace) -> dict:
     out.update(
         response_length=[r["response_length"] for r in timed],
         rss_start_mb=round(rss_start, 1),
+        peak_rss_after_mb={k.removeprefix("peak_rss_after_"): round(v, 1) for k, v in records[0].items() if "rss" in k},
         peak_rss_mb=round(rss_mb("VmHWM"), 1),
     )
     return out
+
+
+def _record_peak_after(module, methods: tuple[str, ...], store: dict[str, float]) -> None:
+    """Wrap ``module.<method>`` so that ``store[method]`` holds the process's peak RSS right after each call."""
+    for name in methods:
+        inner = getattr(module, name)
+
+        def wrapped(*a, _inner=inner, _name=name, **kw):
+            out = _inner(*a, **kw)
+            store[_name] = rss_mb("VmHWM")
+            return out
+
+        setattr(module, name, wrapped)
 
 
 def _subprocess_json(cmd: list[str], threads: int, name: str) -> dict:
