@@ -114,7 +114,7 @@ def run_rl(
         f"--data.train_files=[{prep.files.train}]",
         f"--data.val_files=[{prep.files.heldout}]",
         f"--data.seed={seed}",
-        f"--trainer.max_steps={steps}",
+        f"--trainer.limit_train_batches={steps}",  # rollout steps (max_steps counts optimizer updates)
         f"--trainer.default_root_dir={out_dir}",
         f"--trainer.logger.init_args.save_dir={out_dir}",
     ]
