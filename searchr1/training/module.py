@@ -264,8 +264,13 @@ class SearchR1Module(LightningModule):
         metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
         metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
+        bar = {
+            "em": metrics["train/em"],
+            "reward": metrics["train/reward"],
+            "searches": metrics["rollout/searches_mean"],
+        }
         self.log_dict(
-            {"em": metrics["train/em"], "reward": metrics["train/reward"]},
+            bar,
             batch_size=len(rollout),
             prog_bar=True,
             logger=False,
