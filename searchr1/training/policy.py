@@ -111,6 +111,7 @@ def response_logprobs(
     prompt_length: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs of the response tokens under ``model`` (and optionally the per-token entropy).
 
@@ -122,6 +123,8 @@ def response_logprobs(
         prompt_length: P.
         temperature: logits are divided by it, matching the sampling distribution of the rollout.
         with_entropy: also return the entropy of the (tempered) distribution at each response position.
+        entropy_grad: keep the entropy in the autograd graph (only needed for an entropy bonus; without it the
+            (B, R, V) softmax tensors are not kept for backward).
 
     Returns:
         ``(logprobs, entropy)``: (B, R) float32 each (entropy None unless asked).
@@ -134,10 +137,15 @@ def response_logprobs(
         use_cache=False,
         logits_to_keep=response_length + 1,
     )
-    logits = out.logits[:, :-1, :].float() / temperature  # (B, R, V)
+    logits = out.logits[:, :-1, :].float()  # (B, R, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     responses = input_ids[:, prompt_length:]  # (B, R)
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    # selective log-softmax: no (B, R, V) log-prob tensor is materialised
+    logprobs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    entropy = None
+    if with_entropy:
+        entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
     return logprobs, entropy
 
 

@@ -79,6 +79,7 @@ class PolicyCriticUpdater:
             prompt_length,
             self.module.rollout_config.temperature,
             with_entropy=True,
+            entropy_grad=cfg.entropy_coef != 0,
         )
         old = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
         loss, metrics = POLICY_LOSSES.get(cfg.policy_loss)(

@@ -66,7 +66,7 @@ def test_logits_to_keep_matches_full_logits(temperature):
     data = padded_batch()
     args = (data["input_ids"], data["attention_mask"], data["position_ids"])
     fast_model, ref_model = model, copy.deepcopy(model)
-    lp, ent = response_logprobs(fast_model, *args, P, temperature, with_entropy=True)
+    lp, ent = response_logprobs(fast_model, *args, P, temperature, with_entropy=True, entropy_grad=True)
     ref_lp, ref_ent = full_logits_reference(ref_model, *args, temperature)
     mask = data["loss_mask"]
     torch.testing.assert_close(lp * mask, ref_lp * mask, rtol=1e-5, atol=1e-5)
