@@ -8,8 +8,7 @@ Heavy submodules are imported lazily so ``import searchr1`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from searchr1._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -17,11 +16,7 @@ _LAZY = {
     "SearchR1Module": "searchr1.training.module",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'searchr1' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

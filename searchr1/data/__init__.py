@@ -6,9 +6,7 @@ the prompt module; the data module (and Lightning) are imported lazily too.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from searchr1._lazy import lazy_exports
 from searchr1.data.qa import (
     EVAL_SPLITS,
     FLASHRAG_REPO,
@@ -30,11 +28,7 @@ _LAZY = {
     "build_prompt": "searchr1.data.prompts",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'searchr1.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

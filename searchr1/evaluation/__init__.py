@@ -8,9 +8,7 @@ run's TensorBoard logs into PNG curves. Console scripts: ``searchr1-eval``, ``se
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from searchr1._lazy import lazy_exports
 from searchr1.evaluation.datasets import STANDARD_DATASETS, EvalDataset, load_datasets, resolve_datasets
 from searchr1.evaluation.prompts import DIRECT_TEMPLATE, METHODS, RAG_TEMPLATE, EvalMethod, get_method
 from searchr1.evaluation.results import (
@@ -37,11 +35,7 @@ _LAZY = {
     "read_scalars": "searchr1.evaluation.plots",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'searchr1.evaluation' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

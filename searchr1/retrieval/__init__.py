@@ -8,9 +8,7 @@ metrics through :class:`CachedRetriever`. Heavy modules (torch/faiss, fastapi, h
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from searchr1._lazy import lazy_exports
 from searchr1.retrieval.base import CachedRetriever, RetrievalStats
 from searchr1.retrieval.bm25 import BM25Retriever
 from searchr1.retrieval.corpus import CorpusFormatError, iter_corpus
@@ -23,11 +21,7 @@ _LAZY = {
     "create_app": "searchr1.retrieval.server",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'searchr1.retrieval' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
