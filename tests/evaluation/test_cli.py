@@ -84,6 +84,7 @@ def test_real_training_run_checkpoint_eval_and_plots(tmp_path) -> None:
         ["fit", "--trainer.limit_train_batches=2", f"--trainer.default_root_dir={root}"]
         + [f"--trainer.logger.init_args.save_dir={root}", "--trainer.limit_val_batches=1"]
         + ["--data.max_val_samples=2", "--data.batch_size=2", "--model.algorithm.n_samples=2"]
+        + ["--model.algorithm.mini_batch_size=4"]
     )
     ckpt = root / "tensorboard" / "version_0" / "checkpoints" / "last.ckpt"
     reports = run_eval(

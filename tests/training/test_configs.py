@@ -9,6 +9,7 @@ import pytest
 from searchr1.cli import cli_main, default_config_path
 from searchr1.training import AlgorithmConfig, SearchR1Module
 
+DATA = Path(__file__).resolve().parents[1] / "data"
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # GPU configs are checked on CPU: only the hardware options are replaced
 ON_CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.precision=32-true"]
@@ -24,6 +25,8 @@ def test_config_parses_and_instantiates(path, tmp_path):
     assert text.startswith("#"), "every config opens with a comment: purpose, hardware, launch command"
     assert "Launch" in text and "Hardware:" in text
     args = ["--config", str(path), *ON_CPU, f"--trainer.default_root_dir={tmp_path}"]
+    if path.name.startswith("learn_synthetic"):  # its corpus is written by tools/learn_synthetic.py before the run
+        args.append(f"--model.retriever.init_args.corpus={DATA / 'hotpotqa_dev_sample' / 'corpus.jsonl'}")
     if path.name.startswith("sft_"):  # supervised warm start: its own CLI (searchr1-sft)
         from searchr1.training.sft import SFTModule, main
 
