@@ -47,8 +47,9 @@ class AlgorithmConfig:
     """Passes over the rollout batch per step."""
     mini_batch_size: int | None = None
     """Sequences per optimizer update (None: the whole batch, one update per epoch)."""
-    micro_token_budget: int = 16384
-    """Padded tokens per forward/backward micro-batch (gradient accumulation splits mini-batches by it)."""
+    micro_token_budget: int = 2048
+    """Padded tokens per forward/backward micro-batch (gradient accumulation splits mini-batches by it; the
+    gradient is the same for any budget — raise it on GPUs for speed, lower it to save activation memory)."""
     max_grad_norm: float = 1.0
     """Gradient clipping (L2 norm) for policy and critic; 0 disables."""
     critic_warmup_steps: int = 0
