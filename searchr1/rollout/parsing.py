@@ -41,9 +41,3 @@ def parse_action(text: str) -> Action:
     if kind == "search" and not content:
         return Action("invalid")
     return Action(kind, content)
-
-
-def extract_answer(text: str) -> str | None:
-    """The content of the last complete ``<answer>…</answer>`` in ``text`` (stripped), or None."""
-    answers = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    return answers[-1].strip() if answers else None

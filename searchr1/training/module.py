@@ -351,11 +351,10 @@ class SearchR1Module(LightningModule):
 
 def _default_retriever() -> Retriever:
     """In-process BM25 over the HotpotQA sample corpus shipped in the package (laptop default)."""
-    from importlib.resources import files
-
+    from searchr1.cli import package_path
     from searchr1.retrieval import BM25Retriever
 
-    return BM25Retriever(corpus=str(files("searchr1") / "assets" / "hotpotqa_dev_sample" / "corpus.jsonl"))
+    return BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))
 
 
 class _timer:
