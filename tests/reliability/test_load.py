@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from .conftest import record_figure
+from tests.benchutil import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import record_figure
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_load_benchmark_holds_with_zero_errors_and_flat_memory() -> None:
     args = ["--clients", "32", "--batch", "256", "--requests-per-client", "2", "--time-limit", "120"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "load.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=220,
-        check=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stdout
-    out = json.loads(lines[0])
+    out = run_benchmark("load.py", args, timeout=220)
     assert out["requests"] == out["requests_planned"] == 64
     assert out["errors"] == 0, out["error_kinds"]
     assert out["server_alive_after"]

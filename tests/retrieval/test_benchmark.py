@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchutil import run_benchmark
 
 
 @pytest.mark.slow
 def test_benchmark_prints_one_json_line() -> None:
     args = ["--passages", "2000", "--dense-passages", "200", "--repeats", "1", "--loop-queries", "16"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "retrieval.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1
-    out = json.loads(lines[0])
+    out = run_benchmark("retrieval.py", args, timeout=300)
     for section in ("synthetic", "hotpotqa"):
         for key in ("server_vs_inprocess_ratio", "concurrent_vs_inprocess_ratio", "dedup_speedup"):
             assert out[section][key] > 0
