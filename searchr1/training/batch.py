@@ -45,9 +45,14 @@ class UpdateBatch:
 
     def micro_batches(self, token_budget: int) -> Iterator[UpdateBatch]:
         """Consecutive chunks of at most ``max(1, token_budget // L)`` samples."""
-        size = max(1, token_budget // self.input_ids.shape[1])
+        size = samples_per_micro_batch(token_budget, self.input_ids.shape[1])
         for start in range(0, len(self), size):
             yield self.select(torch.arange(start, min(start + size, len(self)), device=self.input_ids.device))
+
+
+def samples_per_micro_batch(token_budget: int, padded_length: int) -> int:
+    """How many padded sequences of ``padded_length`` tokens fit in ``token_budget`` (at least one)."""
+    return max(1, token_budget // padded_length)
 
 
 def _take(value: Tensor | None, index: Tensor) -> Tensor | None:

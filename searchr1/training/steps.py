@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from searchr1.algorithms import AdvantageInputs, compute_advantages, kl_penalty
 from searchr1.rewards import RewardFn
 from searchr1.rollout import RolloutBatch
-from searchr1.training.batch import UpdateBatch
+from searchr1.training.batch import UpdateBatch, samples_per_micro_batch
 from searchr1.training.policy import ValueModel, response_logprobs, response_values
 
 
@@ -78,7 +78,7 @@ def batched_values(critic: ValueModel, rollout: RolloutBatch, token_budget: int)
 
 
 def _chunks(rollout: RolloutBatch, token_budget: int) -> list[RolloutBatch]:
-    return rollout.split(max(1, token_budget // rollout.input_ids.shape[1]))
+    return rollout.split(samples_per_micro_batch(token_budget, rollout.input_ids.shape[1]))
 
 
 def build_update_batch(
