@@ -30,6 +30,9 @@ class RolloutConfig:
     on_search_error: str = "observe"
     """``"observe"``: a failed search (``RetrievalError``) becomes ``Search failed: …`` in the observation;
     ``"raise"``: the error propagates."""
+    continuous_batching: bool = True
+    """With a backend that supports it (``HFBackend``), each trajectory continues as soon as its own search
+    returns, with its KV cache kept across turns; False runs turn by turn (a barrier per turn)."""
     max_prompt_tokens: int = 2048
     """Longer prompts are left-truncated to this many tokens (keeping the question's end and the
     assistant header) with a warning."""

@@ -23,7 +23,13 @@ from typing import Any
 
 from searchr1.data.prompts import INVALID_ACTION_TEXT, build_prompt, observation, search_failed
 from searchr1.retrieval import RetrievalError, Retriever, format_passages
-from searchr1.rollout.backends.base import GenerationBackend, GenerationOutput, SamplingParams
+from searchr1.rollout.backends.base import (
+    Continuation,
+    GenerationBackend,
+    GenerationOutput,
+    MultiTurnBackend,
+    SamplingParams,
+)
 from searchr1.rollout.config import RolloutConfig
 from searchr1.rollout.parsing import Action, parse_action
 from searchr1.rollout.types import RolloutBatch, Trajectory
@@ -83,6 +89,22 @@ class RolloutEngine:
         if n <= 0:
             raise ValueError(f"n (samples per prompt) must be positive, got {n}")
         trajs = self._init_trajectories(prompts, n)
+        if self.config.continuous_batching and isinstance(self.backend, MultiTurnBackend):
+            gen_s, ret_s = self._run_continuous(trajs, seed)
+        else:
+            gen_s, ret_s = self._run_turns(trajs, seed)
+        for t in trajs:
+            t.response_text = self.tokenizer.decode(t.response_ids, skip_special_tokens=False)
+        batch = RolloutBatch.from_trajectories(trajs, self.pad_token_id)
+        batch.generation_seconds, batch.retrieval_seconds = gen_s, ret_s
+        return batch
+
+    def _run_turns(self, trajs: list[Trajectory], seed: int | None) -> tuple[float, float]:
+        """Turn by turn: every unfinished trajectory generates, then all searches of the turn run together.
+
+        Returns:
+            generation and retrieval seconds.
+        """
         gen_s = ret_s = 0.0
         cfg = self.config
         for turn in range(cfg.max_turns + 1):
@@ -103,11 +125,45 @@ class RolloutEngine:
                 if action is not None and action.kind == "search":
                     searches.append((traj, action.content))
             ret_s += self._execute_searches(searches)
-        for t in trajs:
-            t.response_text = self.tokenizer.decode(t.response_ids, skip_special_tokens=False)
-        batch = RolloutBatch.from_trajectories(trajs, self.pad_token_id)
-        batch.generation_seconds, batch.retrieval_seconds = gen_s, ret_s
-        return batch
+        return gen_s, ret_s
+
+    def _run_continuous(self, trajs: list[Trajectory], seed: int | None) -> tuple[float, float]:
+        """Continuous batching: the backend decodes all rows and calls back whenever some rows end a turn.
+
+        The searches of the rows that ended a turn at the same decoding step go to the retriever in one call.
+
+        Returns:
+            generation seconds (decoding, callback excluded) and retrieval seconds.
+        """
+        cfg = self.config
+        spent = {"callback": 0.0, "retrieval": 0.0}
+
+        def room(traj: Trajectory) -> int:
+            return min(cfg.max_response_tokens, cfg.max_total_tokens - traj.total_tokens)
+
+        def on_turn_end(ended: list[tuple[int, GenerationOutput]]) -> list[Continuation | None]:
+            start = time.perf_counter()
+            searches, marks = [], []
+            for index, out in ended:
+                traj = trajs[index]
+                marks.append(len(traj.response_ids) + min(len(out.token_ids), room(traj)))
+                action = self._take_turn(traj, out, final=traj.num_turns >= cfg.max_turns)
+                if action is not None and action.kind == "search":
+                    searches.append((traj, action.content))
+            spent["retrieval"] += self._execute_searches(searches)
+            conts = [
+                None if trajs[i].done else Continuation(trajs[i].response_ids[mark:], room(trajs[i]))
+                for (i, _), mark in zip(ended, marks)
+            ]
+            spent["callback"] += time.perf_counter() - start
+            return conts
+
+        params = self._sampling_params(cfg.max_response_tokens, seed, 0)
+        start = time.perf_counter()
+        self.backend.generate_multiturn(  # type: ignore[attr-defined]
+            [t.prompt_ids for t in trajs], params, on_turn_end, max_new_tokens=[room(t) for t in trajs]
+        )
+        return time.perf_counter() - start - spent["callback"], spent["retrieval"]
 
     def _init_trajectories(self, prompts: Sequence[str], n: int) -> list[Trajectory]:
         limit = self.config.max_prompt_tokens

@@ -68,6 +68,24 @@ class GenerationOutput:
             raise ValueError(f"finish_reason must be 'stop', 'eos' or 'length', got {self.finish_reason!r}")
 
 
+@dataclass
+class Continuation:
+    """What follows a finished turn in multi-turn generation.
+
+    Attributes:
+        token_ids: inserted ids (observation or invalid-action text, not sampled) fed before the next turn.
+        max_new_tokens: most tokens the next turn may sample.
+    """
+
+    token_ids: list[int]
+    max_new_tokens: int
+
+
+TurnCallback = Callable[[list[tuple[int, GenerationOutput]]], list[Continuation | None]]
+"""Called with ``(prompt index, turn output)`` for every row whose turn ended at one decoding step; returns,
+in the same order, a :class:`Continuation` or None (the row is finished and leaves the batch)."""
+
+
 @runtime_checkable
 class GenerationBackend(Protocol):
     """What the rollout engine needs from an inference engine."""
@@ -86,6 +104,24 @@ class GenerationBackend(Protocol):
 
     def wake_up(self) -> None:
         """Re-acquire what ``sleep`` freed before the next rollout."""
+        ...
+
+
+@runtime_checkable
+class MultiTurnBackend(Protocol):
+    """A backend that keeps each row's context (KV cache) across turns and lets rows continue independently."""
+
+    def generate_multiturn(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        on_turn_end: TurnCallback,
+        max_new_tokens: list[int] | None = None,
+    ) -> None:
+        """Decode all prompts; whenever rows end a turn, ``on_turn_end`` says how each one continues.
+
+        ``max_new_tokens`` (one per prompt) bounds the first turn; default ``params.max_new_tokens``.
+        """
         ...
 
 

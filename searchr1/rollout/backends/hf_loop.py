@@ -1,0 +1,230 @@
+"""The HF backend's decode loop: continuous batching over turns with a persistent, packed KV cache.
+
+Rows are decoded together, one token per step. A row whose turn ends (stop string, EOS or its token
+limit) is handed to a callback; if the callback continues it, the inserted ids (an observation) are
+prefilled into *that row's* cache columns at the next step while the other rows keep decoding, so:
+
+- the context is never re-encoded between turns (prefix reuse);
+- a row never waits for the slowest row of its turn (no turn barrier);
+- finished rows leave the batch at once, and queued prompts take their place (admission).
+
+Cache layout: one ``DynamicCache`` for the batch, ``(B, H, T, D)`` per layer, every row's real columns
+packed at the right end (left padding) with a ``(B, T)`` 0/1 ``mask``. A sub-batch prefill grows the
+cache and re-packs it (``right_align_index``); dropping rows trims the all-padding columns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from searchr1.rollout.backends.base import GenerationOutput, SamplingParams, TurnCallback
+from searchr1.rollout.backends.decoding import (
+    chunk_positions,
+    gather_columns,
+    left_pad,
+    right_align_index,
+    sample_next,
+)
+
+
+class StopMatcher:
+    """Finds the stop string completed by a row's newest token, checking only tokens that could complete one.
+
+    Args:
+        tokenizer: the policy tokenizer.
+        stops: stop strings.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer, self.stops = tokenizer, [s for s in stops if s]
+        last_chars = {s[-1] for s in self.stops}
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
+        self._candidate = [any(c in t for c in last_chars) for t in texts]
+        self._window = max((len(s) for s in self.stops), default=0) + 1  # a char needs at most one token
+
+    def could_complete(self, token: int) -> bool:
+        """Whether ``token``'s text contains the last character of some stop string."""
+        return bool(self.stops) and 0 <= token < len(self._candidate) and self._candidate[token]
+
+    def match(self, turn_tokens: list[int]) -> str | None:
+        """The stop string now present in the turn's text (checked after each token), else None."""
+        tail = self.tokenizer.decode(turn_tokens[-self._window :], skip_special_tokens=False)
+        found = [s for s in self.stops if s in tail]
+        return max(found, key=tail.rfind) if found else None
+
+
+@dataclass
+class _Row:
+    """Python-side state of one batch row."""
+
+    index: int
+    pending: list[int]
+    """Ids not yet in the KV cache; the decode step feeds the last one, a prefill the others."""
+    max_new: int
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+class _PackedCache:
+    """The batch KV cache with its ``(B, T)`` mask, kept right-aligned (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cache = DynamicCache()
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def add_rows(self, n: int) -> None:
+        """Append ``n`` rows with no cached tokens."""
+        self.mask = torch.cat([self.mask, self.mask.new_zeros((n, self.width))])
+        for layer in self._layers():
+            layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((n, *layer.keys.shape[1:]))])
+            layer.values = torch.cat([layer.values, layer.values.new_zeros((n, *layer.values.shape[1:]))])
+
+    def keep_rows(self, keep: list[int]) -> None:
+        """Keep only rows ``keep`` (in that order) and drop the columns that are padding for all of them."""
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.mask = self.mask[idx]
+        width = int(self.mask.sum(1).max()) if keep else 0
+        self.mask = self.mask[:, self.width - width :]
+        for layer in self._layers():
+            layer.keys = layer.keys[idx, :, layer.keys.shape[2] - width :]
+            layer.values = layer.values[idx, :, layer.values.shape[2] - width :]
+
+    def prefill(self, model: torch.nn.Module, rows: list[int], chunks: list[list[int]], pad_id: int) -> None:
+        """Feed ``chunks[i]`` (non-empty) into row ``rows[i]``'s cache; other rows are untouched."""
+        ids, chunk_mask = left_pad(chunks, pad_id, self.device)
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        past_mask = self.mask[idx]
+        past = [(layer.keys[idx], layer.values[idx]) for layer in self._layers()]
+        sub = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
+        model(
+            input_ids=ids,
+            attention_mask=torch.cat([past_mask, chunk_mask], 1),
+            position_ids=chunk_positions(past_mask, chunk_mask),
+            past_key_values=sub,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        grown = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], ids.shape[1]))], 1)
+        grown[idx, self.width :] = chunk_mask
+        index, self.mask = right_align_index(grown)
+        old = {i: (layer.keys, layer.values) for i, layer in enumerate(self._layers())}
+        packed = []
+        for i, layer in enumerate(sub.layers):
+            pair = []
+            for j, new in enumerate((layer.keys, layer.values)):
+                if i in old:
+                    prev = old[i][j]
+                    full = torch.cat([prev, prev.new_zeros((*prev.shape[:2], ids.shape[1], prev.shape[3]))], 2)
+                else:
+                    full = new.new_zeros((grown.shape[0], *new.shape[1:]))
+                full[idx] = new
+                pair.append(gather_columns(full, index))
+            packed.append(tuple(pair))
+        self.cache = DynamicCache(ddp_cache_data=packed)
+
+    def step(self, model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
+        """Feed one token per row; returns the ``(B, V)`` next-token logits."""
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+        attention = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], 1)
+        out = model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=self.mask.sum(1, keepdim=True),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.mask, self.cache = attention, out.past_key_values
+        return out.logits[:, -1]
+
+    def _layers(self) -> list:
+        return [layer for layer in self.cache.layers if getattr(layer, "is_initialized", False)]
+
+
+def decode_loop(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_new: list[int],
+    params: SamplingParams,
+    on_turn_end: TurnCallback,
+    *,
+    batch_size: int,
+    eos_ids: set[int],
+    pad_id: int,
+    stops: StopMatcher | None,
+    generator: torch.Generator | None,
+) -> None:
+    """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time."""
+    device = next(model.parameters()).device
+    queue = deque(_Row(i, list(p), m) for i, (p, m) in enumerate(zip(prompts, max_new)))
+    cache, rows = _PackedCache(device), []
+    while rows or queue:
+        admitted = [queue.popleft() for _ in range(min(batch_size - len(rows), len(queue)))]
+        if admitted:
+            cache.add_rows(len(admitted))
+            rows += admitted
+        feed = [p for p, row in enumerate(rows) if len(row.pending) > 1]
+        if feed:
+            cache.prefill(model, feed, [rows[p].pending[:-1] for p in feed], pad_id)
+        logits = cache.step(model, [row.pending[-1] for row in rows])
+        tokens, logprobs = sample_next(
+            logits, params.temperature, params.top_k, params.top_p, params.do_sample, generator
+        )
+        ended = _record(rows, tokens.tolist(), logprobs.tolist(), eos_ids, stops)
+        if ended:
+            rows = _continue(cache, rows, ended, on_turn_end)
+
+
+def _record(
+    rows: list[_Row], tokens: list[int], logprobs: list[float], eos_ids: set[int], stops: StopMatcher | None
+) -> list[tuple[int, GenerationOutput]]:
+    """Append each row's new token; return ``(batch position, output)`` for the rows whose turn just ended."""
+    ended = []
+    for p, (row, token, logprob) in enumerate(zip(rows, tokens, logprobs)):
+        row.tokens.append(token)
+        row.logprobs.append(logprob)
+        row.pending = [token]
+        stop = stops.match(row.tokens) if stops is not None and stops.could_complete(token) else None
+        if token in eos_ids:
+            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "eos")))
+        elif stop is not None:
+            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "stop", stop)))
+        elif len(row.tokens) >= row.max_new:
+            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "length")))
+    return ended
+
+
+def _continue(
+    cache: _PackedCache, rows: list[_Row], ended: list[tuple[int, GenerationOutput]], on_turn_end: TurnCallback
+) -> list[_Row]:
+    """Ask the callback how each ended row goes on; queue its inserted ids or drop it from the batch."""
+    continuations = on_turn_end([(rows[p].index, out) for p, out in ended])
+    if len(continuations) != len(ended):
+        raise RuntimeError(f"on_turn_end returned {len(continuations)} continuations for {len(ended)} ended turns")
+    finished = set()
+    for (p, _), cont in zip(ended, continuations):
+        row = rows[p]
+        row.tokens, row.logprobs = [], []
+        if cont is None:
+            finished.add(p)
+        elif cont.max_new_tokens <= 0:
+            raise ValueError(f"a continuation needs max_new_tokens > 0, got {cont.max_new_tokens} (prompt {row.index})")
+        else:
+            row.pending = row.pending + list(cont.token_ids)
+            row.max_new = cont.max_new_tokens
+    if not finished:
+        return rows
+    keep = [p for p in range(len(rows)) if p not in finished]
+    cache.keep_rows(keep)
+    return [rows[p] for p in keep]
