@@ -4,6 +4,12 @@ GRPO samples ``n`` responses per prompt and they often issue the same query, so 
 queries many times. :class:`CachedRetriever` sends each distinct query to the backend once per call
 (``dedup=True``, the default) and can keep an LRU cache across calls (``cache_size > 0``). Backends only
 implement ``_search_batch`` over distinct queries; every retriever (BM25, dense, HTTP) inherits this.
+Repeats of a query get the *same* result list object (no copies), so a repeat costs one dict lookup.
+
+:class:`StoreRetriever` is the base of the retrievers that read passages from a
+:class:`~searchr1.retrieval.corpus.DocStore`: their backend returns :class:`~searchr1.retrieval.types.Hits`
+(store rows + scores), de-duplicated and cached as such, and ``search`` reads each distinct result's
+passages once. ``search_hits`` gives the rows themselves (the server answers from the stored lines).
 """
 
 from __future__ import annotations
@@ -13,8 +19,12 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from searchr1.retrieval.types import Passage
+from searchr1.retrieval.types import Hits, Passage
+
+if TYPE_CHECKING:
+    from searchr1.retrieval.corpus import DocStore
 
 
 @dataclass
@@ -56,20 +66,25 @@ class CachedRetriever(ABC):
         self.dedup = dedup
         self.cache_size = cache_size
         self.stats = RetrievalStats()
-        self._cache: OrderedDict[tuple[str, int], list[Passage]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], Any] = OrderedDict()  # one backend result per (query, topk)
         self._lock = threading.Lock()
 
     @abstractmethod
-    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        """Backend search over ``queries`` (already validated, possibly distinct)."""
+    def _search_batch(self, queries: list[str], topk: int) -> list[Any]:
+        """Backend search over ``queries`` (already validated, possibly distinct): one result per query
+        (a passage list, or :class:`Hits` for a :class:`StoreRetriever`)."""
 
     def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
         """Return up to ``topk`` passages per query, best first, in query order.
 
         Args:
-            queries: the batch (repeats allowed).
+            queries: the batch (repeats allowed; a repeat gets the same list object as its first).
             topk: passages per query, >= 1.
         """
+        return self._search_deduped(queries, topk)
+
+    def _search_deduped(self, queries: list[str], topk: int) -> list[Any]:
+        """Backend results for ``queries`` with de-duplication, the LRU cache and the counters."""
         if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         if not isinstance(queries, list | tuple) or not all(isinstance(q, str) for q in queries):
@@ -83,7 +98,7 @@ class CachedRetriever(ABC):
         if not self.dedup and self.cache_size == 0:
             return self._timed(queries, topk)
         distinct = list(dict.fromkeys(queries))  # order-preserving
-        found: dict[str, list[Passage]] = {}
+        found: dict[str, Any] = {}
         for q in distinct:
             hit = self._cache_get(q, topk)
             if hit is not None:
@@ -100,8 +115,8 @@ class CachedRetriever(ABC):
         return [found[q] for q in queries]
 
     def _fill_without_dedup(
-        self, queries: list[str], found: dict[str, list[Passage]], missing: list[str], topk: int
-    ) -> list[list[Passage]]:
+        self, queries: list[str], found: dict[str, Any], missing: list[str], topk: int
+    ) -> list[Any]:
         results = iter(self._timed(missing, topk) if missing else [])
         out = []
         for q in queries:
@@ -115,7 +130,7 @@ class CachedRetriever(ABC):
             self.stats.cache_hits += len(queries) - len(missing)
         return out
 
-    def _timed(self, queries: list[str], topk: int) -> list[list[Passage]]:
+    def _timed(self, queries: list[str], topk: int) -> list[Any]:
         start = time.perf_counter()
         results = self._search_batch(queries, topk)
         with self._lock:
@@ -126,7 +141,7 @@ class CachedRetriever(ABC):
             raise RuntimeError(f"backend returned {len(results)} result lists for {len(queries)} queries")
         return results
 
-    def _cache_get(self, query: str, topk: int) -> list[Passage] | None:
+    def _cache_get(self, query: str, topk: int) -> Any:
         if self.cache_size == 0:
             return None
         with self._lock:
@@ -135,7 +150,7 @@ class CachedRetriever(ABC):
                 self._cache.move_to_end((query, topk))
             return res
 
-    def _cache_put(self, query: str, topk: int, result: list[Passage]) -> None:
+    def _cache_put(self, query: str, topk: int, result: Any) -> None:
         if self.cache_size == 0:
             return
         with self._lock:
@@ -152,3 +167,42 @@ class CachedRetriever(ABC):
         """Zero the counters (the cache is kept)."""
         with self._lock:
             self.stats = RetrievalStats()
+
+
+class StoreRetriever(CachedRetriever):
+    """A :class:`CachedRetriever` whose backend returns :class:`Hits` (rows of ``self.docs``).
+
+    Subclasses set ``self.docs`` and implement ``_search_batch`` returning one :class:`Hits` per query.
+    """
+
+    docs: DocStore
+
+    @abstractmethod
+    def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
+        """Backend search over distinct ``queries``: one :class:`Hits` per query, best first."""
+
+    def search_hits(self, queries: list[str], topk: int) -> list[Hits]:
+        """Like :meth:`search` but returns store rows and scores instead of passages (repeats share one object)."""
+        return self._search_deduped(queries, topk)
+
+    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """Return up to ``topk`` passages per query, best first, in query order.
+
+        Each distinct result's passages are read from the store once; repeats of a query get the same list.
+
+        Args:
+            queries: the batch (repeats allowed).
+            topk: passages per query, >= 1.
+        """
+        hits = self._search_deduped(queries, topk)
+        distinct = list({id(h): h for h in hits}.values())  # repeats of a query share one Hits object
+        flat = self.docs.passages([r for h in distinct for r in h.rows], [s for h in distinct for s in h.scores])
+        read: dict[int, list[Passage]] = {}
+        start = 0
+        for h in distinct:  # one store read for the whole batch, then split per query
+            read[id(h)] = flat[start : start + len(h.rows)]
+            start += len(h.rows)
+        return [read[id(h)] for h in hits]
+
+    def __len__(self) -> int:
+        return len(self.docs)

@@ -5,10 +5,11 @@ chunk turned into compact ``(doc, term, tf)`` numpy arrays (``bm25s`` itself kee
 token lists for the whole corpus), and the CSC score matrix is computed vectorised at the end with the
 same Lucene formulas (a test checks it equals ``bm25s``'s own index). The result is a regular
 ``bm25s.BM25`` saved with ``bm25s``'s ``save`` and loaded with ``mmap=True``. Queries of one call are
-scored together with a single sparse product ``S @ Q`` (``S``: ``(N, V)`` scores, ``Q``: ``(V, B)`` query
-term counts) instead of ``bm25s``'s per-query loop. Tokenisation matches ``bm25s.tokenize`` without a
-stemmer: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed (Search-R1 uses pyserini's Lucene BM25 with
-Porter stemming, so scores differ slightly from theirs).
+scored together with a single sparse product ``Q @ S^T`` (``Q``: ``(B, V)`` query term counts, ``S^T``:
+the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s per-query loop; the ``(B, N)`` CSR
+product needs no format conversion or index sorting before the per-query top-k. Tokenisation matches
+``bm25s.tokenize`` without a stemmer: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed (Search-R1
+uses pyserini's Lucene BM25 with Porter stemming, so scores differ slightly from theirs).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
 from tqdm.auto import tqdm
 
-from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
 from searchr1.retrieval.manifest import IndexManifest
-from searchr1.retrieval.types import Passage
+from searchr1.retrieval.types import Hits
 
 STOPWORDS: dict[str, tuple[str, ...]] = {"en": tuple(STOPWORDS_EN), "en_plus": tuple(STOPWORDS_EN_PLUS), "none": ()}
 _WORD = re.compile(r"(?u)\b\w\w+\b")
@@ -109,6 +110,7 @@ def bm25_csc(
 def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     """``(V, B)`` query term counts in canonical CSC form (terms sorted, repeats summed: a repeated query
     term counts twice, as in ``bm25s``), built directly rather than through scipy's slower COO path.
+    Its transpose ``.T`` is the ``(B, V)`` CSR matrix the search multiplies with, at no cost.
 
     Args:
         token_ids: the ``B`` queries' token ids.
@@ -124,31 +126,34 @@ def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     return sp.csc_matrix((counts.astype(np.float32), keys % n_vocab, indptr), shape=(n_vocab, len(token_ids)))
 
 
-def topk_per_column(scores: sp.csc_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top ``k`` rows of each column of a sparse ``(N, B)`` score matrix, best first.
+def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
+    """Top ``k`` columns of each row of a sparse ``(B, N)`` score matrix, best first.
 
-    Ties break by lower row; when a column has fewer than ``k`` non-zeros it is padded with the lowest
-    rows not already chosen (score 0), so every query gets ``min(k, N)`` passages.
+    Ties break by lower column (all columns tied with the ``k``-th score are considered, not an arbitrary
+    subset); when a row has fewer than ``k`` non-zeros it is padded with the lowest columns not already
+    chosen (score 0), so every query gets ``min(k, N)`` passages. Column indices need not be sorted.
 
     Returns:
-        per column, ``(rows (k,) int64, scores (k,) float32)``.
+        per row, :class:`Hits` of ``min(k, N)`` columns (store rows) and float scores.
     """
-    n_rows = scores.shape[0]
-    k = min(k, n_rows)
+    n_cols = scores.shape[1]
+    k = min(k, n_cols)
+    data, indices = scores.data, scores.indices
+    bounds = scores.indptr.tolist()
     out = []
-    for j in range(scores.shape[1]):
-        lo, hi = scores.indptr[j], scores.indptr[j + 1]
-        rows, vals = scores.indices[lo:hi].astype(np.int64), scores.data[lo:hi]
-        if len(vals) > k:
-            keep = np.argpartition(-vals, k - 1)[:k]
-            rows, vals = rows[keep], vals[keep]
-        order = np.lexsort((rows, -vals))
-        rows, vals = rows[order], vals[order].astype(np.float32)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        vals, cols = data[lo:hi], indices[lo:hi]
+        if hi - lo > k:
+            kth = -np.partition(-vals, k - 1)[k - 1]  # the k-th best score
+            keep = np.flatnonzero(vals >= kth)  # every column tied with it too
+            vals, cols = vals[keep], cols[keep]
+        order = np.lexsort((cols, -vals))[:k]
+        rows, best = cols[order].tolist(), vals[order].tolist()
         if len(rows) < k:
-            pad = np.setdiff1d(np.arange(k + len(rows)), rows)[: k - len(rows)]
-            rows = np.concatenate([rows, pad])
-            vals = np.concatenate([vals, np.zeros(len(pad), dtype=np.float32)])
-        out.append((rows, vals))
+            taken = set(rows)
+            pad = [c for c in range(k + len(rows)) if c not in taken][: k - len(rows)]
+            rows, best = rows + pad, best + [0.0] * len(pad)
+        out.append(Hits(rows, best))
     return out
 
 
@@ -183,7 +188,7 @@ def build_bm25(
     return model
 
 
-class BM25Retriever(CachedRetriever):
+class BM25Retriever(StoreRetriever):
     """BM25 search over a saved index folder, or over a corpus file indexed in memory.
 
     Args:
@@ -195,7 +200,7 @@ class BM25Retriever(CachedRetriever):
         b: BM25 ``b`` (build only).
         stopwords: stopword list name (build only): ``en``, ``en_plus`` or ``none``.
         mmap: memory-map the saved score matrix instead of reading it into RAM.
-        dedup: send each distinct query of a batch once (see :class:`CachedRetriever`).
+        dedup: send each distinct query of a batch once (see :class:`~searchr1.retrieval.base.CachedRetriever`).
         cache_size: LRU entries kept across calls (0 = off).
         show_progress: progress bar while building.
     """
@@ -229,8 +234,9 @@ class BM25Retriever(CachedRetriever):
             self.docs = store.finish()
             self.manifest = None
         s = self.model.scores
-        self._matrix = sp.csc_matrix(
-            (s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1), copy=False
+        # bm25s's CSC (N, V) score matrix read as its (V, N) CSR transpose: each term's posting list is a row
+        self._terms_by_doc = sp.csr_matrix(
+            (s["data"], s["indices"], s["indptr"]), shape=(len(s["indptr"]) - 1, s["num_docs"]), copy=False
         )
         self.vocab: dict[str, int] = self.model.vocab_dict
 
@@ -263,14 +269,6 @@ class BM25Retriever(CachedRetriever):
         manifest.save(out)
         return manifest
 
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        q = query_matrix([tokenize_query(q, self.vocab) for q in queries], self._matrix.shape[1])
-        scores = (self._matrix @ q).tocsc()  # (N, B)
-        scores.sort_indices()
-        return [
-            [self.docs.passage(int(r), float(v)) for r, v in zip(rows_j, vals_j)]
-            for rows_j, vals_j in topk_per_column(scores, topk)
-        ]
+    def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
+        q = query_matrix([tokenize_query(q, self.vocab) for q in queries], self._terms_by_doc.shape[0]).T  # (B, V)
+        return topk_per_row(q @ self._terms_by_doc, topk)  # (B, V) @ (V, N): CSR (B, N), no conversion

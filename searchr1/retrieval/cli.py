@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 from collections.abc import Callable, Sequence
 
@@ -158,4 +159,6 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     print(
         f"serving {type(retriever).__name__} ({len(retriever)} passages) on http://{args.host}:{args.port}", flush=True
     )
+    gc.collect()
+    gc.freeze()  # the index, app and imports are permanent: later collections skip them (no full-heap pauses)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -42,6 +42,26 @@ def loads(body: bytes) -> Any:
         return json.loads(body)
 
 
+def parse_result(body: Any, n: int) -> list[list[Passage]]:
+    """Passages of a parsed ``/retrieve`` answer for ``n`` queries (``score`` optional, 0.0 when absent).
+
+    Raises:
+        KeyError, TypeError, ValueError: the answer does not have the wire format.
+    """
+    result = body["result"]
+    if len(result) != n:
+        raise ValueError(f"{len(result)} result lists for {n} queries")
+    make = Passage.from_contents
+    out = []
+    for r in result:
+        row = []
+        for d in r:
+            doc = d["document"]
+            row.append(make(doc["id"], doc["contents"], d.get("score", 0.0)))
+        out.append(row)
+    return out
+
+
 class HTTPRetriever(CachedRetriever):
     """Search through a retrieval server.
 
@@ -119,18 +139,7 @@ class HTTPRetriever(CachedRetriever):
 
     def _parse(self, body: Any, n: int) -> list[list[Passage]]:
         try:
-            result = body["result"]
-            if len(result) != n:
-                raise ValueError(f"{len(result)} result lists for {n} queries")
-            make = Passage.from_contents
-            out = []
-            for r in result:
-                row = []
-                for d in r:
-                    doc = d["document"]
-                    row.append(make(doc["id"], doc["contents"], d.get("score", 0.0)))
-                out.append(row)
-            return out
+            return parse_result(body, n)
         except (KeyError, TypeError, ValueError) as err:
             raise RetrievalError(
                 f"retrieval server {self.url} sent an unexpected reply ({err}): {str(body)[:200]}"

@@ -153,6 +153,7 @@ class DocStore:
         self._buffer = buffer
         # a plain ndarray view of the (possibly memory-mapped) offsets: np.memmap's Python __getitem__ costs ~1 us
         self.offsets = offsets.view(np.ndarray) if isinstance(offsets, np.memmap) else offsets
+        self._offsets_view = memoryview(np.ascontiguousarray(self.offsets, dtype=np.int64))  # ~40 ns per lookup
 
     @classmethod
     def load(cls, folder: str | Path) -> DocStore:
@@ -173,14 +174,35 @@ class DocStore:
     def contents(self, row: int) -> tuple[str, str]:
         """``(id, contents)`` of row ``row``."""
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-        line = self._buffer[start:end]
-        try:
-            obj = orjson.loads(line)  # ~5x faster than json.loads on a passage line
-        except orjson.JSONDecodeError:  # what orjson refuses but json takes (e.g. "\ud800" escapes)
-            obj = json.loads(line)
+        obj = _loads_line(self._buffer[start:end])
         return obj["id"], obj["contents"]
 
     def passage(self, row: int, score: float = 0.0) -> Passage:
         """Row ``row`` as a :class:`Passage` with the given score."""
         pid, contents = self.contents(row)
         return Passage.from_contents(pid, contents, score=score)
+
+    def lines(self, rows: list[int]) -> list[bytes]:
+        """The stored JSON objects ``{"id": ..., "contents": ...}`` of ``rows`` (UTF-8, no newline)."""
+        at, buf = self._offsets_view, self._buffer  # Python-int indexing: no numpy call per request
+        return [buf[at[r] : at[r + 1] - 1] for r in rows]
+
+    def passages(self, rows: list[int], scores: list[float]) -> list[Passage]:
+        """Rows ``rows`` as passages with ``scores``, parsed with one ``orjson`` call for all of them."""
+        if not rows:
+            return []
+        lines = self.lines(rows)
+        try:
+            objs = orjson.loads(b"[" + b",".join(lines) + b"]")
+        except orjson.JSONDecodeError:  # e.g. "\ud800" escapes: line by line, with the json fallback
+            objs = [_loads_line(x) for x in lines]
+        make = Passage.from_contents
+        return [make(o["id"], o["contents"], s) for o, s in zip(objs, scores)]
+
+
+def _loads_line(line: bytes) -> dict:
+    """One stored line (``orjson``, ~5x faster than ``json``; ``json`` for what orjson refuses, e.g. "\\ud800")."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)

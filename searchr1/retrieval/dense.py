@@ -19,11 +19,11 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
 from searchr1.retrieval.encoder import TextEncoder
 from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexMismatchError
-from searchr1.retrieval.types import Passage
+from searchr1.retrieval.types import Hits
 
 EMB_DIR = "embeddings"
 FAISS_FILE = "faiss.index"
@@ -130,7 +130,7 @@ def build_dense_index(
     return manifest
 
 
-class DenseRetriever(CachedRetriever):
+class DenseRetriever(StoreRetriever):
     """Dense search: encode queries, search the faiss index, fetch passages by row.
 
     Args:
@@ -221,12 +221,13 @@ class DenseRetriever(CachedRetriever):
                 )
             self.index = faiss.index_cpu_to_all_gpus(self.index)
 
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
+    def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
         emb = self.encoder.encode(queries, is_query=True)  # (B, H)
         scores, rows = self.index.search(emb, min(topk, self.index.ntotal))  # (B, k), (B, k)
-        return [
-            [self.docs.passage(int(r), float(s)) for r, s in zip(row, sc) if r >= 0] for row, sc in zip(rows, scores)
-        ]
+        out = []
+        for row, sc in zip(rows.tolist(), scores.tolist()):
+            if row and min(row) < 0:  # faiss pads with -1 when it finds fewer than k
+                kept = [(r, s) for r, s in zip(row, sc) if r >= 0]
+                row, sc = [r for r, _ in kept], [s for _, s in kept]
+            out.append(Hits(row, sc))
+        return out

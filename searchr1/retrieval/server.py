@@ -11,10 +11,12 @@ asyncio queue, a few-ms window, a cap on queries per batch) into one retriever c
 thread, so the event loop keeps answering; and every malformed request gets a 4xx with a message instead
 of a 500 (bad JSON 400, oversized body or too many queries 413, invalid fields 422).
 
-Speed: answers are encoded with ``orjson`` in one call (:func:`encode_results`, byte-identical to the
-``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` that ``JSONResponse`` writes, ~15x faster
-on a 512-query answer); the batcher dispatches as soon as the event loop has no more requests to hand
-it rather than always sleeping out its window.
+Speed: a store-backed retriever (BM25, dense) is asked for :class:`~searchr1.retrieval.types.Hits` (rows and
+scores) and the answer splices each row's stored JSON line into one ``orjson`` call (:func:`encode_hits`), so
+the server never builds, parses or re-encodes a passage; other retrievers' passages are encoded with
+``orjson`` in one call (:func:`encode_results`, byte-identical to ``JSONResponse``'s ``json.dumps``). The
+batcher dispatches as soon as the event loop has no more requests to hand it (or the batch is full) rather
+than always sleeping out its window.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from searchr1.retrieval.types import Passage, Retriever
+from searchr1.retrieval.base import StoreRetriever
+from searchr1.retrieval.corpus import DocStore
+from searchr1.retrieval.types import Hits, Passage, Retriever
 
 
 @dataclass
@@ -71,8 +75,18 @@ class _Pending:
     future: asyncio.Future = field(repr=False)
 
 
+def _head(result: list[Passage] | Hits, k: int) -> list[Passage] | Hits:
+    """The first ``k`` entries of one query's result (the object itself when it has no more)."""
+    if isinstance(result, Hits):
+        return result if len(result.rows) <= k else Hits(result.rows[:k], result.scores[:k])
+    return result if len(result) <= k else result[:k]
+
+
 class MicroBatcher:
-    """Merges concurrent requests into one ``retriever.search`` call run in a worker thread.
+    """Merges concurrent requests into one search call run in a worker thread.
+
+    A :class:`~searchr1.retrieval.base.StoreRetriever` is asked for :class:`Hits` (``search_hits``: store
+    rows, no passages built), any other retriever for passages (``search``).
 
     Args:
         retriever: the backend.
@@ -84,6 +98,7 @@ class MicroBatcher:
 
     def __init__(self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0) -> None:
         self.retriever = retriever
+        self._search = retriever.search_hits if isinstance(retriever, StoreRetriever) else retriever.search
         self.max_batch_queries = max_batch_queries
         self.window_s = window_ms / 1000.0
         self.requests = 0
@@ -93,8 +108,8 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
-    async def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        """Queue one request and wait for its share of a batched search."""
+    async def search(self, queries: list[str], topk: int) -> list[list[Passage]] | list[Hits]:
+        """Queue one request and wait for its share of a batched search (:class:`Hits` from a store retriever)."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:  # first call, or a new event loop
             self._loop, self._queue = loop, asyncio.Queue()
@@ -132,7 +147,7 @@ class MicroBatcher:
             self.requests += len(batch)
             self.batches += 1
             try:
-                results = await loop.run_in_executor(self._executor, self.retriever.search, queries, topk)
+                results = await loop.run_in_executor(self._executor, self._search, queries, topk)
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
                 for item in batch:
                     if not item.future.done():
@@ -141,7 +156,8 @@ class MicroBatcher:
             start = 0
             for item in batch:
                 if not item.future.done():
-                    item.future.set_result([r[: item.topk] for r in results[start : start + len(item.queries)]])
+                    mine = results[start : start + len(item.queries)]
+                    item.future.set_result(mine if item.topk == topk else [_head(r, item.topk) for r in mine])
                 start += len(item.queries)
 
     async def close(self) -> None:
@@ -153,14 +169,22 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bool]:
-    """Validate a ``/retrieve`` body into ``(queries, topk, return_scores)`` or raise :class:`BadRequest`."""
+def _json_loads(body: bytes) -> Any:
+    """``json.loads`` with its errors as :class:`BadRequest` 400."""
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadRequest(400, f"request body is not valid JSON: {err}") from None
     except RecursionError:  # json.loads on e.g. 100k nested '[' (was a 500)
         raise BadRequest(400, "request body is JSON nested too deeply") from None
+
+
+def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bool]:
+    """Validate a ``/retrieve`` body into ``(queries, topk, return_scores)`` or raise :class:`BadRequest`."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:  # bad JSON, or what only json takes ("\\ud800" escapes, ...): json decides
+        payload = _json_loads(body)
     if not isinstance(payload, dict):
         raise BadRequest(422, 'request body must be a JSON object like {"queries": ["..."], "topk": 3}')
     queries = payload.get("queries")
@@ -214,7 +238,9 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
-async def answer_retrieve(body: bytes, limits: ServerLimits, batcher: MicroBatcher) -> tuple[int, bytes]:
+async def answer_retrieve(
+    body: bytes, limits: ServerLimits, batcher: MicroBatcher, docs: DocStore | None
+) -> tuple[int, bytes]:
     """``(status, JSON body)`` of the ``/retrieve`` answer to a request body."""
     try:
         queries, topk, return_scores = parse_request(body, limits)
@@ -223,7 +249,10 @@ async def answer_retrieve(body: bytes, limits: ServerLimits, batcher: MicroBatch
     if not queries:
         return 200, b'{"result":[]}'
     try:
-        return 200, encode_results(await batcher.search(queries, topk), return_scores)
+        results = await batcher.search(queries, topk)
+        if docs is not None:
+            return 200, encode_hits(results, docs, return_scores)  # type: ignore[arg-type]
+        return 200, encode_results(results, return_scores)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
         return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"})
 
@@ -272,6 +301,24 @@ def encode_results(results: list[list[Passage]], with_scores: bool) -> bytes:
         raise TypeError(f"cannot encode the search results as JSON: {err}") from None
 
 
+def encode_hits(hits: list[Hits], docs: DocStore, with_scores: bool) -> bytes:
+    """The ``/retrieve`` answer body for store rows, with the stored passage lines spliced in verbatim.
+
+    Each ``document`` is the stored JSON object of its row (``{"id": ..., "contents": ...}``, written by
+    ``json.dumps`` when the index was built), embedded as an ``orjson.Fragment``: no passage is parsed or
+    re-encoded. The body parses to the same value as :func:`encode_results` of the same passages (only
+    whitespace inside ``document`` differs). Raises ``ValueError`` for a NaN/inf score (orjson would write
+    ``null``).
+    """
+    lines = iter(docs.lines([r for h in hits for r in h.rows]))
+    frag = orjson.Fragment
+    if not with_scores:
+        return orjson.dumps({"result": [[{"document": frag(next(lines))} for _ in h.rows] for h in hits]})
+    if not all(all(map(math.isfinite, h.scores)) for h in hits):
+        raise ValueError("the index returned a non-finite score")
+    return orjson.dumps({"result": [[{"document": frag(next(lines)), "score": s} for s in h.scores] for h in hits]})
+
+
 def create_app(
     retriever: Retriever,
     limits: ServerLimits | None = None,
@@ -288,6 +335,7 @@ def create_app(
     """
     limits = limits or ServerLimits()
     batcher = MicroBatcher(retriever, max_batch_queries=max_batch_queries, window_ms=batch_window_ms)
+    docs = retriever.docs if isinstance(retriever, StoreRetriever) else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -303,7 +351,7 @@ def create_app(
             body = await _receive_body(scope, receive, limits.max_body_bytes)
         except BadRequest as err:
             return err.status, _json({"detail": err.message})
-        return None if body is None else await answer_retrieve(body, limits, batcher)
+        return None if body is None else await answer_retrieve(body, limits, batcher, docs)
 
     async def retrieve_asgi(scope: Scope, receive: Receive, send: Send) -> None:
         answer = await read_and_answer(scope, receive)

@@ -52,7 +52,27 @@ class Passage:
         title = title.strip()
         if len(title) >= 2 and title[0] == '"' and title[-1] == '"':
             title = title[1:-1]
-        return cls(id=str(id), title=title, text=text, score=float(score), raw_contents=contents)
+        # Filling __dict__ directly skips the frozen dataclass's five object.__setattr__ calls (~1 us of
+        # ~1.4 us per passage; thousands per batch on both the in-process and the client path). Same object.
+        p = object.__new__(cls)
+        p.__dict__.update(id=str(id), title=title, text=text, score=float(score), raw_contents=contents)
+        return p
+
+
+@dataclass(frozen=True)
+class Hits:
+    """One query's result as rows of a passage store, before any passage is read.
+
+    Store-backed retrievers (BM25, dense) produce these; the server turns them into its JSON answer from
+    the stored lines without building :class:`Passage` objects, the in-process path reads the passages.
+
+    Attributes:
+        rows: ``(k,)`` passage-store rows, best first.
+        scores: ``(k,)`` their scores (finite floats).
+    """
+
+    rows: list[int]
+    scores: list[float]
 
 
 @runtime_checkable

@@ -20,6 +20,7 @@ from searchr1.retrieval.bm25 import query_matrix
 from searchr1.retrieval.client import dumps, loads
 from searchr1.retrieval.corpus import DocStore
 from searchr1.retrieval.server import MicroBatcher, ServerLimits, encode_results
+from searchr1.retrieval.types import Hits
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_doc_store_and_client_fall_back_to_json() -> None:
 def test_lone_request_does_not_wait_out_the_window(retriever: BM25Retriever) -> None:
     batcher = MicroBatcher(retriever, window_ms=30_000.0)
 
-    async def one() -> list[list[Passage]]:
+    async def one() -> list[Hits]:
         try:
             return await asyncio.wait_for(batcher.search(["Ed Wood film"], 2), timeout=20.0)
         finally:
@@ -118,4 +119,5 @@ def test_lone_request_does_not_wait_out_the_window(retriever: BM25Retriever) -> 
     start = time.monotonic()
     got = asyncio.run(one())
     assert time.monotonic() - start < 20.0  # the old batcher slept the whole 30 s window
-    assert [p.id for p in got[0]] == [p.id for p in retriever.search(["Ed Wood film"], 2)[0]]
+    expected = retriever.search(["Ed Wood film"], 2)[0]
+    assert [retriever.docs.contents(r)[0] for r in got[0].rows] == [p.id for p in expected]

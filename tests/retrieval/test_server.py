@@ -127,15 +127,12 @@ def test_micro_batching_merges_concurrent_requests(hotpot_index: Path, hotpot_qu
         assert [d["document"]["id"] for d in reply["result"][0]] == [p.id for p in expected]
 
 
-def test_backend_failure_is_503_not_crash() -> None:
+def test_backend_failure_is_503_not_crash(hotpot_index: Path) -> None:
     class Broken(BM25Retriever):
-        def __init__(self) -> None:
-            pass
-
-        def search(self, queries, topk):
+        def _search_batch(self, queries, topk):
             raise RuntimeError("index file vanished")
 
-    with TestClient(create_app(Broken())) as c:
+    with TestClient(create_app(Broken(index_dir=str(hotpot_index)))) as c:
         resp = c.post("/retrieve", json={"queries": ["x"]})
         assert resp.status_code == 503 and "index file vanished" in resp.json()["detail"]
         assert c.post("/retrieve", json={"queries": ["x"]}).status_code == 503  # still serving
