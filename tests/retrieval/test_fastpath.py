@@ -1,7 +1,8 @@
 """The fast paths give the same answers as the straightforward code they replaced: orjson response bytes
-vs ``JSONResponse``'s ``json.dumps``, the raw-ASGI ``/retrieve`` vs the FastAPI route, the direct CSC
-query matrix vs scipy's COO construction, ``json`` fallbacks for what orjson refuses, and a lone request
-that does not sit out the batching window."""
+vs ``JSONResponse``'s ``json.dumps``, answers spliced from stored lines vs answers encoded from passages,
+the raw-ASGI ``/retrieve`` vs the FastAPI route, the direct CSC query matrix vs scipy's COO construction,
+the per-row top-k vs a plain sort (ties included), ``json`` fallbacks for what orjson refuses, shared
+results for repeated queries, and a lone request that does not sit out the batching window."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
 from searchr1.retrieval import BM25Retriever, Passage, create_app
-from searchr1.retrieval.bm25 import query_matrix
+from searchr1.retrieval.bm25 import query_matrix, topk_per_row
 from searchr1.retrieval.client import dumps, loads
 from searchr1.retrieval.corpus import DocStore
-from searchr1.retrieval.server import MicroBatcher, ServerLimits, encode_results
+from searchr1.retrieval.server import MicroBatcher, ServerLimits, encode_hits, encode_results
 from searchr1.retrieval.types import Hits
 
 
@@ -121,3 +122,60 @@ def test_lone_request_does_not_wait_out_the_window(retriever: BM25Retriever) -> 
     assert time.monotonic() - start < 20.0  # the old batcher slept the whole 30 s window
     expected = retriever.search(["Ed Wood film"], 2)[0]
     assert [retriever.docs.contents(r)[0] for r in got[0].rows] == [p.id for p in expected]
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_answer_from_stored_lines_parses_like_passage_answer(
+    retriever: BM25Retriever, hotpot_questions: list[dict], with_scores: bool
+) -> None:
+    queries = [q["question"] for q in hotpot_questions] + ["Ed Wood film"]
+    hits = retriever.search_hits(queries, topk=5)
+    body = encode_hits(hits, retriever.docs, with_scores)
+    assert json.loads(body) == json.loads(encode_results(retriever.search(queries, topk=5), with_scores))
+    assert json.loads(encode_hits([], retriever.docs, with_scores)) == {"result": []}
+
+
+def test_answer_from_stored_lines_refuses_non_finite_score(retriever: BM25Retriever) -> None:
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_hits([Hits([0, 1], [1.0, float("nan")])], retriever.docs, True)
+
+
+def _topk_reference(dense: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Best-first (column, score) per row by a plain sort: score descending, then column ascending; rows
+    with fewer than k non-zeros padded with the lowest unused columns at score 0."""
+    out = []
+    for row in dense:
+        nz = sorted(((-float(v), c) for c, v in enumerate(row) if v != 0))[:k]
+        chosen = [(c, -v) for v, c in nz]
+        pad = [c for c in range(len(row)) if c not in {c for c, _ in chosen}][: k - len(chosen)]
+        out.append(chosen + [(c, 0.0) for c in pad])
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_topk_per_row_equals_sort_reference_with_ties(k: int) -> None:
+    rng = np.random.default_rng(0)
+    dense = rng.choice([0.0, 0.0, 0.0, 1.5, 2.0, 2.0, 3.25], size=(40, 12)).astype(np.float32)  # many ties
+    dense[5] = 0.0  # a query without any known word
+    dense[6, :] = 2.0  # every column tied
+    csr = sp.csr_matrix(dense)
+    perm = rng.permutation(csr.indptr[-1])  # scramble column order inside rows: must not matter
+    for j in range(csr.shape[0]):
+        lo, hi = csr.indptr[j], csr.indptr[j + 1]
+        order = lo + np.argsort(perm[lo:hi])
+        csr.indices[lo:hi], csr.data[lo:hi] = csr.indices[order], csr.data[order]
+    got = [list(zip(h.rows, h.scores)) for h in topk_per_row(csr, k)]
+    assert got == _topk_reference(dense, k)
+    assert got[6] == [(c, 2.0) for c in range(k)]  # all tied: lowest columns first
+
+
+def test_repeats_share_one_result_and_store_reads_match_row_reads(retriever: BM25Retriever) -> None:
+    out = retriever.search(["Ed Wood film", "Shirley Temple", "Ed Wood film"], topk=3)
+    assert out[0] is out[2] and out[0] != out[1]  # a repeat costs a lookup, not a copy
+    hits = retriever.search_hits(["Ed Wood film", "Ed Wood film"], topk=3)
+    assert hits[0] is hits[1]
+    rows, scores = hits[0].rows, hits[0].scores
+    assert retriever.docs.passages(rows, scores) == [retriever.docs.passage(r, s) for r, s in zip(rows, scores)]
+    assert [json.loads(x) for x in retriever.docs.lines(rows)] == [
+        dict(zip(("id", "contents"), retriever.docs.contents(r))) for r in rows
+    ]
