@@ -1,17 +1,22 @@
 """Retrieval benchmark: prints ONE JSON line of throughput ratios measured in the same run.
 
-On a synthetic random-word corpus (``--passages``, default 100k) and on the HotpotQA sample:
+On a synthetic random-word corpus (``--passages``, default 100k) and on the HotpotQA sample (a 512-query
+batch: its 53 questions, then title + first-words entity queries of its passages; ``hotpotqa_questions_only``
+repeats every measurement on the 53 questions alone):
 
-- ``server_vs_inprocess_ratio``: one 512-query request through a real uvicorn subprocess ÷ in-process
-  batched search (target >= 0.8);
-- ``concurrent_vs_inprocess_ratio``: 64 concurrent clients (threads, one keep-alive ``HTTPRetriever``
-  each) × one 8-query request, micro-batched by the server ÷ in-process batched (target >= 0.8);
+- ``server_vs_inprocess_ratio``: one 512-query request through a real uvicorn subprocess (``HTTPRetriever``,
+  answers parsed into passages) ÷ in-process batched search (target >= 0.8);
+- ``concurrent_vs_inprocess_ratio``: 64 concurrent clients × one 8-query request each, micro-batched by the
+  server ÷ in-process batched (target >= 0.8). The clients run in a separate process (as trainer processes
+  would), as asyncio tasks with one keep-alive HTTP/1.1 connection each; a wave ends when every answer is
+  parsed into passages;
 - ``dedup_speedup``: a GRPO-shaped batch (each query ``n=5`` times) with de-duplication ÷ without (target >= 4);
 - ``batched_vs_loop_ratio``: one batched call ÷ a one-query-at-a-time loop;
 - ``dense_vs_raw_faiss_ratio`` (synthetic only): ``DenseRetriever`` Flat search (tiny random BERT) ÷
   the same encoder + a raw ``faiss.IndexFlatIP`` search, i.e. our wrapper's overhead.
 
-Each timing is the best of ``--repeats`` runs. Usage: ``python benchmarks/retrieval.py --passages 20000``.
+The two sides of every ratio are timed alternately, ``--pair-repeats`` times each, and the best of each side
+is kept, so changing machine load hits both alike. Usage: ``python benchmarks/retrieval.py --passages 20000``.
 """
 
 from __future__ import annotations
@@ -35,17 +40,6 @@ from searchr1.retrieval.launch import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 HOTPOT = ROOT / "tests" / "data" / "hotpotqa_dev_sample"
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    """Smallest wall time of ``repeats`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def synthetic_corpus(path: Path, n: int, words: int, vocab: int, seed: int) -> list[str]:
@@ -158,9 +152,16 @@ class ClientFleet:
             self._proc.kill()
 
 
+def cpu_seconds(fn: Callable[..., object], *args: object) -> float:
+    """Thread CPU seconds of one ``fn(*args)`` call."""
+    start = time.thread_time()
+    fn(*args)
+    return time.thread_time() - start
+
+
 def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Best times of ``a`` and ``b`` measured alternately (so machine load affects both alike), after a
-    warm-up call of each. ``b`` may return its own time (a float), used instead of the wall time around it."""
+    warm-up call of each. A function returning a float reports its own time, used instead of the wall time."""
     a(), b()
     ta, tb = [], []
     for _ in range(repeats):
@@ -173,40 +174,43 @@ def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int)
 
 def measure_bm25(index_dir: Path, queries: list[str], args: argparse.Namespace) -> dict[str, float]:
     """All BM25 ratios for one index and one list of distinct queries."""
-    k, reps = args.topk, args.repeats
+    k, reps = args.topk, max(args.repeats, args.pair_repeats)
     plain = BM25Retriever(index_dir=str(index_dir), dedup=False)
     batch = queries[: args.batch]
-    t_batch = best_of(lambda: plain.search(batch, k), reps)
     loop_q = batch[: args.loop_queries]
-    t_loop = best_of(lambda: [plain.search([q], k) for q in loop_q], reps)
-    inproc_qps = len(batch) / t_batch
+    t_batch, t_loop = best_of_pair(lambda: plain.search(batch, k), lambda: [plain.search([q], k) for q in loop_q], 3)
     group = [q for q in batch[: max(1, len(batch) // args.group_n)] for _ in range(args.group_n)]
     dedup = BM25Retriever(index_dir=str(index_dir), dedup=True)
-    t_dedup, t_nodedup = best_of_pair(lambda: dedup.search(group, k), lambda: plain.search(group, k), max(reps, 10))
+    t_dedup, t_nodedup = best_of_pair(lambda: dedup.search(group, k), lambda: plain.search(group, k), reps)
+    c_dedup, c_nodedup = best_of_pair(  # the same on this thread's CPU time (blind to preemption by other jobs)
+        lambda: cpu_seconds(dedup.search, group, k), lambda: cpu_seconds(plain.search, group, k), reps
+    )
     chunks = [batch[i : i + args.per_client] for i in range(0, len(batch), args.per_client)][: args.clients]
-    pair_reps = max(reps, args.pair_repeats)
+    n_conc = sum(len(c) for c in chunks)
     with ServerProcess(index_dir, extra_args=["--max-batch-queries", str(len(batch))]) as server:
         remote = HTTPRetriever(server.url, dedup=False, max_queries_per_request=len(batch), timeout=120.0)
-        t_inproc_s, t_server = best_of_pair(lambda: plain.search(batch, k), lambda: remote.search(batch, k), pair_reps)
+        t_inproc_s, t_server = best_of_pair(lambda: plain.search(batch, k), lambda: remote.search(batch, k), reps)
         fleet = ClientFleet(server.url, chunks, k)
         try:
-            t_inproc_c, t_conc = best_of_pair(lambda: plain.search(batch, k), fleet.wave, pair_reps)
+            t_inproc_c, t_conc = best_of_pair(lambda: plain.search(batch[:n_conc], k), fleet.wave, reps)
         finally:
             fleet.close()
         health = remote.health()
-    n_conc = sum(len(c) for c in chunks)
-    return {
+    return {  # each ratio from its own alternated pair of timings (both sides listed)
         "num_docs": len(plain),
         "batch_queries": len(batch),
-        "inprocess_qps": round(inproc_qps, 1),
+        "inprocess_qps": round(len(batch) / t_batch, 1),
         "loop_qps": round(len(loop_q) / t_loop, 1),
-        "batched_vs_loop_ratio": round(inproc_qps / (len(loop_q) / t_loop), 3),
+        "batched_vs_loop_ratio": round(len(batch) / t_batch / (len(loop_q) / t_loop), 3),
         "server_qps": round(len(batch) / t_server, 1),
+        "server_pair_inprocess_qps": round(len(batch) / t_inproc_s, 1),
         "server_vs_inprocess_ratio": round(t_inproc_s / t_server, 3),
         "concurrent_qps": round(n_conc / t_conc, 1),
-        "concurrent_vs_inprocess_ratio": round(n_conc / t_conc / (len(batch) / t_inproc_c), 3),
+        "concurrent_pair_inprocess_qps": round(n_conc / t_inproc_c, 1),
+        "concurrent_vs_inprocess_ratio": round(t_inproc_c / t_conc, 3),
         "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
         "dedup_speedup": round(t_nodedup / t_dedup, 3),
+        "dedup_speedup_cpu_time": round(c_nodedup / c_dedup, 3),
     }
 
 
