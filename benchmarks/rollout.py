@@ -2,9 +2,17 @@
 
 Builds the tiny Qwen2, optionally warms it up (--sft-steps) with SFT on Search-R1-shaped trajectories (so it
 actually searches and answers instead of emitting noise), runs ``RolloutEngine`` (HF backend, real
-BM25 over the packaged HotpotQA sample), then times ``model.generate`` producing the same number of
-sampled tokens in one call (same batch, ``min_new_tokens`` forces the length). Prints ONE JSON line:
-tokens/s of both, their ratio, and where the engine's time goes.
+BM25 over the packaged HotpotQA sample) once to fix the workload, then times, interleaved ``--repeats``
+times (best of each):
+
+- the engine re-running exactly that rollout (same seed);
+- ``matched``: one plain batched ``model.generate`` sampling, for every row, the number of tokens that row
+  sampled in the rollout (the same token budget, with no retrieval, no observations and one turn) —
+  ``ratio`` = engine tokens/s ÷ this;
+- ``uniform``: one plain ``generate`` where every row samples the per-row mean (no ragged lengths at all,
+  the most favourable plain baseline) — ``ratio_vs_uniform``.
+
+Prints ONE JSON line: tokens/s, the ratios, and where the engine's time goes.
 
 Usage: python benchmarks/rollout.py [--batch 32] [--max-turns 2] [--sft-steps 150]
 """
@@ -16,9 +24,10 @@ import json
 import tempfile
 import time
 from importlib import resources
+from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
 from searchr1.data.prompts import build_prompt, observation
 from searchr1.models import build_tiny_qwen2
@@ -61,23 +70,58 @@ def warm_up_policy(model, tokenizer, texts: list[str], steps: int, batch: int = 
     model.eval()
 
 
+class RowLengths(StoppingCriteria):
+    """Stops row ``r`` once it has ``lengths[r]`` new tokens (plain ``generate`` keeps computing finished rows)."""
+
+    def __init__(self, prompt_len: int, lengths: list[int]) -> None:
+        self.prompt_len, self.lengths = prompt_len, torch.tensor(lengths)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return (input_ids.shape[1] - self.prompt_len) >= self.lengths
+
+
+def plain_generate(model, tokenizer, enc, lengths: list[int]) -> None:
+    """One batched ``generate`` sampling exactly ``lengths[r]`` tokens for row ``r``."""
+    longest = max(lengths)
+    with torch.no_grad():
+        model.generate(
+            **enc, max_new_tokens=longest, min_new_tokens=longest, do_sample=True,
+            pad_token_id=tokenizer.pad_token_id, stopping_criteria=[RowLengths(enc.input_ids.shape[1], lengths)],
+        )  # fmt: skip
+
+
+def load_policy(args: argparse.Namespace, retriever, questions: list[dict]):
+    """The tiny Qwen2 after ``--sft-steps`` warm-up steps, reused from ``--policy-cache`` when it is there."""
+    cache = Path(args.policy_cache) if args.policy_cache else None
+    if cache is not None and (cache / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(
+            cache
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_qwen2(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    warm_up_policy(model, tokenizer, sft_texts(tokenizer, retriever, questions), args.sft_steps)
+    if cache is not None:
+        model.save_pretrained(cache)
+        tokenizer.save_pretrained(cache)
+    return model, tokenizer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--max-response-tokens", type=int, default=48)
     parser.add_argument("--sft-steps", type=int, default=0, help="warm-up SFT steps (slow on CPU)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--policy-cache", default=None, help="folder to save the warmed-up policy to / reuse it from")
     args = parser.parse_args()
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = build_tiny_qwen2(tmp)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     retriever = BM25Retriever(corpus=str(ASSETS / "corpus.jsonl"))
     questions = load_questions()
     t0 = time.perf_counter()
-    warm_up_policy(model, tokenizer, sft_texts(tokenizer, retriever, questions), args.sft_steps)
+    model, tokenizer = load_policy(args, retriever, questions)
     sft_s = time.perf_counter() - t0
 
     cfg = RolloutConfig(
@@ -87,30 +131,34 @@ def main() -> None:
     engine = RolloutEngine(backend, retriever, tokenizer, cfg)
     prompts = [build_prompt(q["question"], tokenizer) for q in questions[: args.batch]]
     engine.generate(prompts[:4], seed=1)  # warm-up
-    best = None
-    for r in range(args.repeats):
-        start = time.perf_counter()
-        batch = engine.generate(prompts, seed=r)
-        wall = time.perf_counter() - start
-        if best is None or wall < best[0]:
-            best = (wall, batch)
-    wall, batch = best
+    batch = engine.generate(prompts, seed=0)  # fixes the workload: every repeat re-samples exactly this
     sampled = int(batch.loss_mask.sum())
-
-    per_row = -(-sampled // len(prompts))
     enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-    plain = []
-    with torch.no_grad():
-        for _ in range(args.repeats):
+    lengths = [sum(t.loss_mask) for t in batch.trajectories]
+    per_row = -(-sampled // len(prompts))
+    fastest: dict[str, object] = {}
+
+    def run_engine() -> None:
+        out = engine.generate(prompts, seed=0)
+        if "wall" not in fastest or out.generation_seconds + out.retrieval_seconds < fastest["wall"]:
+            fastest.update(wall=out.generation_seconds + out.retrieval_seconds, batch=out)
+
+    runs = {
+        "engine": run_engine,
+        "matched": lambda: plain_generate(model, tokenizer, enc, lengths),
+        "uniform": lambda: plain_generate(model, tokenizer, enc, [per_row] * len(prompts)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so load changes on this shared machine hit all three alike
+        for name, fn in runs.items():
             start = time.perf_counter()
-            model.generate(
-                **enc, max_new_tokens=per_row, min_new_tokens=per_row, do_sample=True,
-                pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
-            plain.append(time.perf_counter() - start)
-    plain_wall = min(plain)
+            fn()
+            times[name].append(time.perf_counter() - start)
+    wall, matched_wall, plain_wall = (min(times[k]) for k in ("engine", "matched", "uniform"))
+    batch = fastest["batch"]
     m = batch.metrics()
     engine_tps, plain_tps = sampled / wall, per_row * len(prompts) / plain_wall
+    matched_tps = sampled / matched_wall
     print(
         json.dumps(
             {
@@ -121,13 +169,17 @@ def main() -> None:
                 "max_turns": args.max_turns,
                 "sampled_tokens": sampled,
                 "engine_tokens_per_s": round(engine_tps, 1),
-                "plain_generate_tokens_per_s": round(plain_tps, 1),
-                "ratio": round(engine_tps / plain_tps, 3),
+                "matched_generate_tokens_per_s": round(matched_tps, 1),
+                "uniform_generate_tokens_per_s": round(plain_tps, 1),
+                "ratio": round(engine_tps / matched_tps, 3),
+                "ratio_vs_uniform": round(engine_tps / plain_tps, 3),
                 "engine_wall_s": round(wall, 3),
                 "engine_generation_s": round(batch.generation_seconds, 3),
                 "engine_retrieval_s": round(batch.retrieval_seconds, 4),
                 "engine_other_s": round(wall - batch.generation_seconds - batch.retrieval_seconds, 4),
-                "plain_wall_s": round(plain_wall, 3),
+                "matched_wall_s": round(matched_wall, 3),
+                "uniform_wall_s": round(plain_wall, 3),
+                "sampled_per_row_min_max": [min(lengths), max(lengths)],
                 "turns_mean": round(m["turns_mean"], 2),
                 "searches_mean": round(m["searches_mean"], 2),
                 "valid_action_ratio": round(m["valid_action_ratio"], 3),

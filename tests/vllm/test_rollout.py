@@ -20,10 +20,14 @@ def _config(**overrides) -> RolloutConfig:
     return RolloutConfig(**(base | overrides))
 
 
-def test_greedy_rollout_equals_hf_backend(backend, hf_model, tokenizer, bm25):
+@pytest.mark.parametrize("continuous", [True, False])
+def test_greedy_rollout_equals_hf_backend(backend, hf_model, tokenizer, bm25, continuous):
+    """vLLM continuous batching (engine stepped directly) or turn by turn == HF's packed-cache loop, greedy."""
+    ours = RolloutEngine(backend, bm25, tokenizer, _config(do_sample=False, continuous_batching=continuous))
+    ours = ours.generate_for_questions(QUESTIONS, n=1)
     cfg = _config(do_sample=False)
-    ours = RolloutEngine(backend, bm25, tokenizer, cfg).generate_for_questions(QUESTIONS, n=1)
     ref = RolloutEngine(HFBackend(hf_model, tokenizer), bm25, tokenizer, cfg).generate_for_questions(QUESTIONS, n=1)
+    assert sum(t.num_turns for t in ref.trajectories) > len(QUESTIONS)  # multi-turn
     for a, b in zip(ours.trajectories, ref.trajectories):
         assert a.response_ids == b.response_ids
         assert a.loss_mask == b.loss_mask

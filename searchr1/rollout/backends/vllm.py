@@ -19,13 +19,18 @@ How it maps the :class:`GenerationBackend` protocol onto vLLM:
 * ``sleep``/``wake_up`` use vLLM's sleep mode where the platform has it (CUDA/ROCm/XPU); elsewhere
   (CPU) they only log at debug level.
 
-Not done (see docs/vllm.md): the asynchronous ``AsyncLLMEngine`` path where each trajectory continues
-as soon as its own retrieval returns; ``generate`` is one synchronous batch call per turn.
+* ``generate_multiturn`` (continuous batching across turns): every row is a request of vLLM's engine,
+  stepped directly (``LLMEngine.add_request``/``step``); when requests finish a turn the callback runs and
+  each continued row is re-submitted at once with its whole context (prompt caching reuses its KV blocks),
+  so a trajectory never waits for the slowest row of its turn. The rollout engine runs synchronously
+  (no ``AsyncLLMEngine``): searches of the rows that end a turn at the same engine step are batched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import itertools
 import logging
 import os
 import random
@@ -36,9 +41,10 @@ from typing import Any, Literal
 
 import torch
 
-from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
+from searchr1.rollout.backends.base import GenerationOutput, SamplingParams, TurnCallback
 
 logger = logging.getLogger(__name__)
+_CALLS = itertools.count()
 
 INSTALL_HINT = (
     "The vLLM backend needs the optional `vllm` package, which pins its own torch/transformers and so lives "
@@ -212,9 +218,12 @@ class VLLMBackend:
         self.last_sync_seconds: float | None = None
         logger.info("vLLM engine for %s ready in %.1f s", model, self.startup_seconds)
 
-    def _vllm_params(self, params: SamplingParams, index: int) -> Any:
+    def _vllm_params(self, params: SamplingParams, index: int, final_only: bool = False) -> Any:
         """vLLM ``SamplingParams`` for the ``index``-th prompt of a call."""
         from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        extra = {"output_kind": RequestOutputKind.FINAL_ONLY} if final_only else {}
 
         return VSamplingParams(
             n=1,
@@ -228,6 +237,7 @@ class VLLMBackend:
             logprobs=0,
             detokenize=bool(params.stop),
             skip_special_tokens=False,
+            **extra,
         )
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
@@ -242,6 +252,52 @@ class VLLMBackend:
         sampling = [self._vllm_params(params, i) for i in range(len(prompts))]
         results = self.llm.generate(requests, sampling, use_tqdm=False)
         return [_to_output(r.outputs[0]) for r in results]
+
+    def generate_multiturn(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        on_turn_end: TurnCallback,
+        max_new_tokens: list[int] | None = None,
+    ) -> None:
+        """Decode all prompts over as many turns as ``on_turn_end`` continues them (see ``MultiTurnBackend``)."""
+        if self.asleep:
+            raise RuntimeError("VLLMBackend.generate_multiturn called while asleep; call wake_up() first.")
+        from vllm.inputs import TokensPrompt
+
+        engine = self.llm.llm_engine
+        contexts = [list(p) for p in prompts]
+        limits = list(max_new_tokens) if max_new_tokens is not None else [params.max_new_tokens] * len(prompts)
+        turns = [0] * len(prompts)
+        call = f"searchr1-{next(_CALLS)}"
+        live: set[str] = set()
+
+        def submit(i: int) -> None:
+            seed = None if params.seed is None else params.seed + 1_000_003 * turns[i]
+            turn_params = dataclasses.replace(params, max_new_tokens=limits[i], seed=seed)
+            request_id = f"{call}-{i}-{turns[i]}"
+            engine.add_request(
+                request_id, TokensPrompt(prompt_token_ids=contexts[i]), self._vllm_params(turn_params, i, True)
+            )
+            live.add(request_id)
+
+        try:
+            for i in range(len(prompts)):
+                submit(i)
+            while live:
+                finished = [r for r in engine.step() if r.finished and r.request_id in live]
+                if not finished:
+                    continue
+                live.difference_update(r.request_id for r in finished)
+                ended = [(int(r.request_id.split("-")[2]), _to_output(r.outputs[0])) for r in finished]
+                for (i, out), cont in zip(ended, on_turn_end(ended)):
+                    if cont is not None:
+                        contexts[i] += out.token_ids + list(cont.token_ids)
+                        limits[i], turns[i] = cont.max_new_tokens, turns[i] + 1
+                        submit(i)
+        finally:
+            if live:
+                engine.abort_request(sorted(live))
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load policy weights (HF checkpoint names, e.g. from ``model.state_dict().items()``) in place.
