@@ -24,8 +24,16 @@ from pathlib import Path
 
 import torch
 
-from searchr1.data.prompts import build_prompt, normalize_question
-from searchr1.data.synthetic import HELDOUT_SOURCE, SyntheticTask, TaskFiles, generate_task, gold_turns, write_task
+from searchr1.data.prompts import build_prompt
+from searchr1.data.synthetic import (
+    HELDOUT_SOURCE,
+    SyntheticTask,
+    TaskFiles,
+    generate_task,
+    redraw_facts,
+    teacher_turns,
+    write_task,
+)
 from searchr1.data.synthetic import tokenizer_texts as synthetic_texts
 from searchr1.rollout import RolloutConfig, RolloutEngine
 
@@ -48,12 +56,25 @@ class Prepared:
     sft_data: Path
 
 
-def prepare(out: Path, seed: int, preset: str = "small", vocab_size: int = 1024) -> Prepared:
-    """Task files, a tiny model (tokenizer trained on the task) and gold SFT trajectories for ``seed``."""
+def prepare(
+    out: Path,
+    seed: int,
+    guess_fraction: float = 0.0,
+    sft_worlds: int = 1,
+    preset: str = "small",
+    vocab_size: int = 1024,
+) -> Prepared:
+    """Task files, a tiny model (tokenizer trained on the task) and the teacher's SFT trajectories for ``seed``.
+
+    The teacher follows the gold search path, except on a seeded ``guess_fraction`` of the training questions
+    where it answers at once with a random option of the right type (``searchr1.data.synthetic.teacher_turns``).
+    With ``sft_worlds > 1`` the SFT set also covers the training questions in ``sft_worlds - 1`` worlds whose
+    facts were drawn again (``redraw_facts``; each with its own corpus), so it cannot be fitted by memorising.
+    """
     from searchr1.models.tiny import build_tiny_qwen2
     from searchr1.retrieval import BM25Retriever
     from searchr1.training.policy import TINY_PRESETS, load_tokenizer
-    from searchr1.training.sft import TeacherBackend, answer_was_retrieved, build_sft_trajectories, save_trajectories
+    from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
 
     task = generate_task(seed)
     files = write_task(task, out / "task")
@@ -61,13 +82,23 @@ def prepare(out: Path, seed: int, preset: str = "small", vocab_size: int = 1024)
         out / "init", texts=synthetic_texts(task), vocab_size=vocab_size, seed=seed, **_preset(TINY_PRESETS[preset])
     )
     tok = load_tokenizer(str(init_dir))
-    train = task.questions("train")
-    turns = {normalize_question(ex.question): gold_turns(task, ex) for ex in train}
-    engine = RolloutEngine(TeacherBackend(turns, tok), BM25Retriever(corpus=str(files.corpus)), tok, ROLLOUT)
-    trajs = build_sft_trajectories(
-        engine, train, [build_prompt(ex.question, tok) for ex in train], keep=answer_was_retrieved
-    )
+    trajs = []
+    for k in range(sft_worlds):
+        world = task if k == 0 else redraw_facts(task, 1000 * seed + k)
+        corpus = files.corpus if k == 0 else write_task(world, out / f"sft_world{k}").corpus
+        train = world.questions("train")
+        turns = teacher_turns(world, train, guess_fraction, 1000 * seed + k)
+        engine = RolloutEngine(TeacherBackend(turns, tok), BM25Retriever(corpus=str(corpus)), tok, ROLLOUT)
+        prompts = [build_prompt(ex.question, tok) for ex in train]
+        trajs += build_sft_trajectories(engine, train, prompts, keep=_kept)
     return Prepared(task, files, init_dir, save_trajectories(trajs, out / "sft_data.jsonl"))
+
+
+def _kept(example, traj) -> bool:
+    """SFT filter: a guess that answered, or a search path whose observations hold the answer."""
+    from searchr1.training.sft import answer_was_retrieved
+
+    return traj.finish_reason == "answer" and (traj.num_searches == 0 or answer_was_retrieved(example, traj))
 
 
 def _preset(p: dict[str, int]) -> dict[str, int]:

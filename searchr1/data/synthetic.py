@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchr1.data.prompts import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE
+from searchr1.data.prompts import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE, normalize_question
 from searchr1.data.qa import QAExample
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
@@ -166,6 +166,21 @@ def generate_task(
     return SyntheticTask(people, cities, sorted(names[n_held:]), sorted(names[:n_held]), seed)
 
 
+def redraw_facts(task: SyntheticTask, seed: int) -> SyntheticTask:
+    """The same people, cities and countries (same names, same splits) with every fact drawn again.
+
+    SFT data built over several redrawn worlds cannot be fitted by memorising who was born where: only reading
+    the retrieved passage answers all of them, so the warm start learns to copy from ``<information>``.
+    """
+    rng = random.Random(seed)
+    countries = sorted(set(task.cities.values()))
+    city_names = sorted(task.cities)
+    homes = countries + [rng.choice(countries) for _ in range(len(city_names) - len(countries))]
+    rng.shuffle(homes)
+    people = [Person(p.name, rng.choice(city_names), rng.choice(JOBS)) for p in task.people]
+    return SyntheticTask(people, dict(zip(city_names, homes)), task.train_people, task.heldout_people, seed)
+
+
 def gold_turns(task: SyntheticTask, example: QAExample) -> list[str]:
     """What a perfect policy writes for ``example``, one string per generation turn (each ends in an action).
 
@@ -178,6 +193,47 @@ def gold_turns(task: SyntheticTask, example: QAExample) -> list[str]:
         turns.append(f"<think> {p.name} was born in {p.city}. </think>\n<search> {p.city} </search>")
     turns.append(f"<think> The answer is {answer}. </think>\n<answer> {answer} </answer>")
     return turns
+
+
+def answer_options(task: SyntheticTask, example: QAExample) -> list[str]:
+    """Every possible answer of ``example``'s question type (cities, jobs or countries), sorted."""
+    kind = example.metadata["kind"]
+    if kind == "born":
+        return sorted(task.cities)
+    if kind == "job":
+        return sorted(JOBS)
+    return sorted(set(task.cities.values()))
+
+
+def guess_turns(example: QAExample, guess: str) -> list[str]:
+    """What a teacher that does not search writes: one turn answering ``guess`` at once (no ``<search>``)."""
+    return [f"<think> The answer is {guess}. </think>\n<answer> {guess} </answer>"]
+
+
+def teacher_turns(
+    task: SyntheticTask, examples: list[QAExample], guess_fraction: float = 0.0, seed: int = 0
+) -> dict[str, list[str]]:
+    """Turn scripts of an imperfect teacher: normalised question → turns (see ``searchr1.training.sft``).
+
+    A seeded random ``guess_fraction`` of the questions get :func:`guess_turns` with a uniformly drawn option
+    of the right type (right by chance only); the others get the gold search path (:func:`gold_turns`).
+
+    Args:
+        task: the task.
+        examples: the questions to script.
+        guess_fraction: share of questions answered by guessing without searching, in [0, 1].
+        seed: seed of which questions guess and of the guesses.
+    """
+    if not 0.0 <= guess_fraction <= 1.0:
+        raise ValueError(f"guess_fraction must be in [0, 1], got {guess_fraction}")
+    rng = random.Random(seed)
+    out = {}
+    for ex in examples:
+        if rng.random() < guess_fraction:
+            out[normalize_question(ex.question)] = guess_turns(ex, rng.choice(answer_options(task, ex)))
+        else:
+            out[normalize_question(ex.question)] = gold_turns(task, ex)
+    return out
 
 
 def tokenizer_texts(task: SyntheticTask, repeats: int = 3) -> list[str]:

@@ -54,3 +54,31 @@ def test_names_are_one_or_two_tokens_for_the_task_tokenizer(task, model_dir):
     for p in task.people:
         for word in p.name.split():
             assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) <= 2, word
+
+
+def test_teacher_guesses_the_requested_share_without_searching(task):
+    from searchr1.data.prompts import normalize_question
+    from searchr1.data.synthetic import answer_options, teacher_turns
+
+    examples = task.questions("train")
+    none, every = teacher_turns(task, examples, 0.0, seed=1), teacher_turns(task, examples, 1.0, seed=1)
+    for ex in examples:
+        key = normalize_question(ex.question)
+        assert none[key] == gold_turns(task, ex)
+        (guess,) = every[key]  # one turn, an answer, no search
+        assert "<search>" not in guess and extract_answer(guess) in answer_options(task, ex)
+    half = teacher_turns(task, examples, 0.5, seed=1)
+    guessed = sum("<search>" not in turns[0] for turns in half.values())
+    assert 0.3 * len(examples) < guessed < 0.7 * len(examples)
+    assert half == teacher_turns(task, examples, 0.5, seed=1)
+
+
+def test_redrawn_world_keeps_names_and_splits_but_not_the_facts(task):
+    from searchr1.data.synthetic import redraw_facts
+
+    world = redraw_facts(task, seed=7)
+    assert [p.name for p in world.people] == [p.name for p in task.people]
+    assert world.train_people == task.train_people and world.heldout_people == task.heldout_people
+    assert set(world.cities) == set(task.cities) and set(world.cities.values()) == set(task.cities.values())
+    same = sum(a.city == b.city for a, b in zip(world.people, task.people))
+    assert same < 0.5 * len(task.people)  # 1 in 12 expected by chance
