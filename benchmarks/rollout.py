@@ -9,6 +9,8 @@ times (best of each):
 - ``matched``: one plain batched ``model.generate`` sampling, for every row, the number of tokens that row
   sampled in the rollout (the same token budget, with no retrieval, no observations and one turn) —
   ``ratio`` = engine tokens/s ÷ this;
+- ``turn_by_turn``: the same engine with ``continuous_batching=False`` (a barrier per turn, each turn
+  re-encodes its context) — ``turn_by_turn_ratio`` = its tokens/s (own sample count) ÷ matched;
 - ``uniform``: one plain ``generate`` where every row samples the per-row mean (no ragged lengths at all,
   the most favourable plain baseline) — ``ratio_vs_uniform``.
 
@@ -20,6 +22,7 @@ Usage: python benchmarks/rollout.py [--batch 32] [--max-turns 2] [--sft-steps 15
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -143,8 +146,11 @@ def main() -> None:
         if "wall" not in fastest or out.generation_seconds + out.retrieval_seconds < fastest["wall"]:
             fastest.update(wall=out.generation_seconds + out.retrieval_seconds, batch=out)
 
+    turn_by_turn = RolloutEngine(backend, retriever, tokenizer, dataclasses.replace(cfg, continuous_batching=False))
+    turn_tokens = int(turn_by_turn.generate(prompts, seed=0).loss_mask.sum())
     runs = {
         "engine": run_engine,
+        "turn_by_turn": lambda: turn_by_turn.generate(prompts, seed=0),
         "matched": lambda: plain_generate(model, tokenizer, enc, lengths),
         "uniform": lambda: plain_generate(model, tokenizer, enc, [per_row] * len(prompts)),
     }
@@ -159,6 +165,7 @@ def main() -> None:
     m = batch.metrics()
     engine_tps, plain_tps = sampled / wall, per_row * len(prompts) / plain_wall
     matched_tps = sampled / matched_wall
+    turn_tps = turn_tokens / min(times["turn_by_turn"])
     print(
         json.dumps(
             {
@@ -173,6 +180,7 @@ def main() -> None:
                 "uniform_generate_tokens_per_s": round(plain_tps, 1),
                 "ratio": round(engine_tps / matched_tps, 3),
                 "ratio_vs_uniform": round(engine_tps / plain_tps, 3),
+                "turn_by_turn_ratio": round(turn_tps / matched_tps, 3),
                 "engine_wall_s": round(wall, 3),
                 "engine_generation_s": round(batch.generation_seconds, 3),
                 "engine_retrieval_s": round(batch.retrieval_seconds, 4),

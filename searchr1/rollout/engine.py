@@ -2,7 +2,10 @@
 
 Each turn, every unfinished trajectory is sent to the backend, which generates until ``</search>``,
 ``</answer>``, EOS or ``max_response_tokens``; the first ``<search>``/``<answer>`` action of the turn
-decides what happens. All queries of a turn go to the retriever in one batched call. After
+decides what happens. With a backend that batches continuously across turns (``MultiTurnBackend``:
+``HFBackend``, ``VLLMBackend``) each trajectory continues as soon as its own search returns, and the
+searches of all rows that end a turn at the same decoding step go to the retriever in one call;
+otherwise the engine runs turn by turn and all queries of a turn go in one call. After
 ``max_turns`` search turns a final turn runs in which searches are not executed. Sampled ids are kept
 exactly as the backend produced them; observations and invalid-action messages are tokenized once
 and appended with loss mask 0 (``Trajectory.append``). Nothing is decoded and re-tokenized.
