@@ -22,8 +22,9 @@ class WeightSync(Callback):
     parameters, under FSDP / DeepSpeed ZeRO-3 full tensors gathered layer by layer (every rank takes part; each
     rank feeds its own colocated engine) — in memory, with the Hugging Face parameter names, never via disk.
 
-    Also puts the backend to sleep during the update and wakes it before the next rollout, where the backend
-    supports it (vLLM's sleep mode frees the KV cache while the trainer needs the memory).
+    The module puts the backend to sleep right after its rollout (before the log-prob passes and the update);
+    this callback wakes it to load the new weights, so it is awake for the next rollout (vLLM's sleep mode
+    frees the KV cache and offloads weights while the trainer needs the memory; a no-op where unsupported).
     """
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -34,8 +35,8 @@ class WeightSync(Callback):
         if pl_module.backend_name == "hf":
             return
         backend = pl_module.engine(True).backend
+        backend.wake_up()
         backend.sync_weights(iter_full_params(pl_module.policy))
-        backend.sleep()
 
 
 class SampleLogger(Callback):

@@ -203,6 +203,8 @@ class SearchR1Module(LightningModule):
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
+        if self.backend_name != "hf":  # free the engine's memory (vLLM: KV cache, weights) for the passes below
+            self.engine(True).backend.sleep()
         with _timer(timings, "score"):
             scores = score_rollout(rollout, [ex.golden_answers for ex in batch], self.reward_fn, self._rollout_steps)
         with _timer(timings, "old_ref_values"):
