@@ -1,8 +1,8 @@
-"""Proof that it learns: synthetic knowledge task → tiny policy → short SFT → GRPO / PPO, with ablations.
+"""The learning experiment: synthetic knowledge task → tiny policy → short SFT → GRPO / PPO, with ablations.
 
 For each seed: generate the task (``searchr1.data.synthetic``), build a tiny Qwen2 whose tokenizer is trained on
 the task's corpus + prompt text, build gold SFT trajectories with the real rollout engine and BM25
-(``searchr1.training.sft``), run a deliberately short SFT, then RL with ``configs/learn_synthetic_{grpo,ppo}.yaml``
+(``searchr1.training.sft``), run a short SFT, then RL with ``configs/learn_synthetic_{grpo,ppo}.yaml``
 (``searchr1 fit``'s CLI). Held-out EM (greedy, ``searchr1.evaluation.Evaluator``) is measured before RL (the SFT
 model) and after RL, plus two ablations: the no-search pipeline (``EmptyRetriever`` in RL and evaluation) and RL
 with retrieved-token masking off (``UnmaskedSearchR1Module``). Results: ``<out>/results.json`` (one row per run)
@@ -163,7 +163,12 @@ def run_rl(
 
 
 def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = None) -> dict[str, float]:
-    """Greedy held-out EM, searches and response tokens per question of the policy in ``model_dir``."""
+    """Greedy held-out EM, searches, response tokens, and two reading checks of the policy in ``model_dir``.
+
+    ``query_is_entity``: share of questions whose first search query is the asked person's name;
+    ``distinct_answers``: how many different answers the policy gave over the questions (a policy that ignores
+    the question gives one per question type).
+    """
     from searchr1.evaluation import Evaluator
     from searchr1.retrieval import BM25Retriever
     from searchr1.rollout.backends.hf import HFBackend
@@ -179,11 +184,16 @@ def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = 
     with torch.no_grad():
         _, results = evaluator.run({HELDOUT_SOURCE: examples})
     n = len(results)
+    pairs = list(zip(results, examples))
     out = {
         "em": sum(r.em for r in results) / n,
         "searches": sum(r.num_searches for r in results) / n,
         "response_tokens": sum(r.response_tokens for r in results) / n,
         "n": n,
+        # does the policy read the question? share of questions whose first search names the asked entity
+        "query_is_entity": sum(bool(r.queries) and r.queries[0] == ex.metadata["entity"] for r, ex in pairs) / n,
+        "distinct_answers": len({r.answer for r in results}),
+        "answered": sum(r.answer is not None for r in results) / n,
     }
     for hops in (1, 2):
         rows = [r for r, ex in zip(results, examples) if ex.metadata["hops"] == hops]
@@ -192,10 +202,19 @@ def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = 
     return out
 
 
-def run_seed(out: Path, seed: int, variants: list[str], sft_steps: int, sft_lr: float, rl_steps: int) -> list[dict]:
+def run_seed(
+    out: Path,
+    seed: int,
+    variants: list[str],
+    sft_steps: int,
+    sft_lr: float,
+    rl_steps: int,
+    guess_fraction: float = 0.0,
+    sft_worlds: int = 1,
+) -> list[dict]:
     """The whole pipeline for one seed; one result row per evaluated model."""
     t0 = time.perf_counter()
-    prep = prepare(out, seed)
+    prep = prepare(out, seed, guess_fraction, sft_worlds)
     sft_dir = out / "sft"
     if not (sft_dir / "config.json").exists():  # a finished SFT of this seed is reused
         run_sft(prep, sft_dir, sft_steps, sft_lr, seed=seed)
@@ -238,9 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/learn_synthetic", help="output folder (one sub-folder per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=["grpo", "ppo", "grpo_nosearch", "grpo_nomask"])
-    parser.add_argument("--sft-steps", type=int, default=100, help="deliberately short: the start must be imperfect")
+    parser.add_argument("--sft-steps", type=int, default=100, help="100 steps learn the format only (docs/learning.md)")
     parser.add_argument("--sft-lr", type=float, default=2e-3)
     parser.add_argument("--rl-steps", type=int, default=12)
+    parser.add_argument("--guess-fraction", type=float, default=0.0, help="share of SFT demos that guess, no search")
+    parser.add_argument("--sft-worlds", type=int, default=1, help="SFT over this many worlds (facts redrawn)")
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
     args = parser.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
@@ -249,7 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     rows: list[dict] = []
     for seed in args.seeds:
-        rows += run_seed(out / f"seed{seed}", seed, args.variants, args.sft_steps, args.sft_lr, args.rl_steps)
+        rows += run_seed(
+            out / f"seed{seed}",
+            seed,
+            args.variants,
+            args.sft_steps,
+            args.sft_lr,
+            args.rl_steps,
+            args.guess_fraction,
+            args.sft_worlds,
+        )
         _dump(out, rows)
         (out / "summary.md").write_text(summary_markdown(rows))
     print(summary_markdown(rows))
