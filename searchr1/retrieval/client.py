@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from searchr1.retrieval.base import CachedRetriever
+from searchr1.retrieval.corpus import loads
 from searchr1.retrieval.types import Passage, RetrievalError
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -32,14 +33,6 @@ def dumps(payload: Any) -> bytes:
         return orjson.dumps(payload)
     except orjson.JSONEncodeError:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def loads(body: bytes) -> Any:
-    """Parse a JSON reply (``orjson``; ``json.loads`` for inputs ``orjson`` refuses but ``json`` takes)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
 
 
 def parse_result(body: Any, n: int) -> list[list[Passage]]:

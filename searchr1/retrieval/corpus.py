@@ -21,7 +21,7 @@ import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -173,8 +173,7 @@ class DocStore:
 
     def contents(self, row: int) -> tuple[str, str]:
         """``(id, contents)`` of row ``row``."""
-        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-        obj = _loads_line(self._buffer[start:end])
+        obj = loads(self.lines([row])[0])
         return obj["id"], obj["contents"]
 
     def passage(self, row: int, score: float = 0.0) -> Passage:
@@ -195,14 +194,15 @@ class DocStore:
         try:
             objs = orjson.loads(b"[" + b",".join(lines) + b"]")
         except orjson.JSONDecodeError:  # e.g. "\ud800" escapes: line by line, with the json fallback
-            objs = [_loads_line(x) for x in lines]
+            objs = [loads(x) for x in lines]
         make = Passage.from_contents
         return [make(o["id"], o["contents"], s) for o, s in zip(objs, scores)]
 
 
-def _loads_line(line: bytes) -> dict:
-    """One stored line (``orjson``, ~5x faster than ``json``; ``json`` for what orjson refuses, e.g. "\\ud800")."""
+def loads(data: bytes) -> Any:
+    """Parse JSON with ``orjson`` (~5x faster than ``json``), falling back to ``json.loads`` for what ``orjson``
+    refuses but ``json`` takes (e.g. ``"\\ud800"`` escapes). Used for stored lines and for server replies."""
     try:
-        return orjson.loads(line)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(line)
+        return json.loads(data)

@@ -40,6 +40,12 @@ from searchr1.rollout.types import RolloutBatch, Trajectory
 STOP_STRINGS = ["</search>", "</answer>"]
 
 
+def _inserted_after_last_turn(traj: Trajectory) -> list[int]:
+    """The ids appended after the trajectory's last sampled chunk (its observation or invalid-action text)."""
+    end = max((stop for _, stop, kind in traj.chunks if kind == "policy"), default=0)
+    return traj.response_ids[end:]
+
+
 class RolloutEngine:
     """Runs batched multi-turn rollouts with search.
 
@@ -146,17 +152,16 @@ class RolloutEngine:
 
         def on_turn_end(ended: list[tuple[int, GenerationOutput]]) -> list[Continuation | None]:
             start = time.perf_counter()
-            searches, marks = [], []
+            searches = []
             for index, out in ended:
                 traj = trajs[index]
-                marks.append(len(traj.response_ids) + min(len(out.token_ids), room(traj)))
                 action = self._take_turn(traj, out, final=traj.num_turns >= cfg.max_turns)
                 if action is not None and action.kind == "search":
                     searches.append((traj, action.content))
             spent["retrieval"] += self._execute_searches(searches)
             conts = [
-                None if trajs[i].done else Continuation(trajs[i].response_ids[mark:], room(trajs[i]))
-                for (i, _), mark in zip(ended, marks)
+                None if trajs[i].done else Continuation(_inserted_after_last_turn(trajs[i]), room(trajs[i]))
+                for i, _ in ended
             ]
             spent["callback"] += time.perf_counter() - start
             return conts

@@ -52,22 +52,13 @@ def test_engine_sleeps_through_the_update_and_rolls_out_with_synced_weights(tiny
         module, data = make(tiny_model_dir, bm25, GRPO)
         module.backend_name = "copy-test"
         sleeping_updates = []
-        step = module.training_step
+        passes = module.no_grad_passes
 
-        def checked_step(batch, batch_idx):
-            original = module.no_grad_passes
+        def checked_passes(rollout):  # the log-prob passes (and the update after them) must run asleep
+            sleeping_updates.append(module.engine(True).backend.asleep)
+            return passes(rollout)
 
-            def passes(rollout):
-                sleeping_updates.append(module.engine(True).backend.asleep)
-                return original(rollout)
-
-            module.no_grad_passes = passes
-            try:
-                return step(batch, batch_idx)
-            finally:
-                module.no_grad_passes = original
-
-        module.training_step = checked_step
+        module.no_grad_passes = checked_passes
         EVENTS.clear()
         trainer(tmp_path, 2, callbacks=[WeightSync()]).fit(module, datamodule=data)
         assert sleeping_updates == [True, True]  # the log-prob passes and the update ran with the engine asleep

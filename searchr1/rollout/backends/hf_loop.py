@@ -118,19 +118,12 @@ class _PackedCache:
         grown = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], ids.shape[1]))], 1)
         grown[idx, self.width :] = chunk_mask
         index, self.mask = right_align_index(grown)
-        old = {i: (layer.keys, layer.values) for i, layer in enumerate(self._layers())}
+        old = [(layer.keys, layer.values) for layer in self._layers()]
         packed = []
         for i, layer in enumerate(sub.layers):
-            pair = []
-            for j, new in enumerate((layer.keys, layer.values)):
-                if i in old:
-                    prev = old[i][j]
-                    full = torch.cat([prev, prev.new_zeros((*prev.shape[:2], ids.shape[1], prev.shape[3]))], 2)
-                else:
-                    full = new.new_zeros((grown.shape[0], *new.shape[1:]))
-                full[idx] = new
-                pair.append(gather_columns(full, index))
-            packed.append(tuple(pair))
+            prev = old[i] if i < len(old) else (None, None)
+            new = (layer.keys, layer.values)
+            packed.append(tuple(_merge_rows(p, n, idx, index) for p, n in zip(prev, new)))
         self.cache = DynamicCache(ddp_cache_data=packed)
 
     def step(self, model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
@@ -150,6 +143,24 @@ class _PackedCache:
 
     def _layers(self) -> list:
         return [layer for layer in self.cache.layers if getattr(layer, "is_initialized", False)]
+
+
+def _merge_rows(prev: torch.Tensor | None, new: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Batch states after a sub-batch prefill, packed.
+
+    Args:
+        prev: ``(B, H, T, D)`` states before the prefill (None when nothing was cached yet).
+        new: ``(k, H, T + W, D)`` states of the prefilled ``rows`` (``(k,)`` batch positions).
+        index: ``(B, T')`` packing index of the grown ``(B, T + W)`` mask (``right_align_index``).
+
+    Returns:
+        ``(B, H, T', D)``.
+    """
+    full = new.new_zeros((index.shape[0], *new.shape[1:]))
+    if prev is not None:  # rows that were not prefilled keep their cached columns
+        full[:, :, : prev.shape[2]] = prev
+    full[rows] = new
+    return gather_columns(full, index)
 
 
 def decode_loop(

@@ -270,7 +270,7 @@ class VLLMBackend:
         limits = list(max_new_tokens) if max_new_tokens is not None else [params.max_new_tokens] * len(prompts)
         turns = [0] * len(prompts)
         call = f"searchr1-{next(_CALLS)}"
-        live: set[str] = set()
+        live: dict[str, int] = {}  # request id -> prompt index
 
         def submit(i: int) -> None:
             seed = None if params.seed is None else params.seed + 1_000_003 * turns[i]
@@ -279,7 +279,7 @@ class VLLMBackend:
             engine.add_request(
                 request_id, TokensPrompt(prompt_token_ids=contexts[i]), self._vllm_params(turn_params, i, True)
             )
-            live.add(request_id)
+            live[request_id] = i
 
         try:
             for i in range(len(prompts)):
@@ -288,8 +288,7 @@ class VLLMBackend:
                 finished = [r for r in engine.step() if r.finished and r.request_id in live]
                 if not finished:
                     continue
-                live.difference_update(r.request_id for r in finished)
-                ended = [(int(r.request_id.split("-")[2]), _to_output(r.outputs[0])) for r in finished]
+                ended = [(live.pop(r.request_id), _to_output(r.outputs[0])) for r in finished]
                 for (i, out), cont in zip(ended, on_turn_end(ended)):
                     if cont is not None:
                         contexts[i] += out.token_ids + list(cont.token_ids)
