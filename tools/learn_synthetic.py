@@ -48,11 +48,16 @@ ROLLOUT = RolloutConfig(
 
 @dataclass
 class Prepared:
-    """One seed's task files, initial model and SFT data."""
+    """One seed's task files, initial model and the two SFT data files.
+
+    ``read_data``: the gold teacher's trajectories (always searches and reads; stage 1, where the tiny model
+    learns to read passages); ``sft_data``: the imperfect teacher's (stage 2, the warm start RL begins from).
+    """
 
     task: SyntheticTask
     files: TaskFiles
     init_dir: Path
+    read_data: Path
     sft_data: Path
 
 
@@ -64,12 +69,13 @@ def prepare(
     preset: str = "small",
     vocab_size: int = 1024,
 ) -> Prepared:
-    """Task files, a tiny model (tokenizer trained on the task) and the teacher's SFT trajectories for ``seed``.
+    """Task files, a tiny model (tokenizer trained on the task) and the teachers' SFT trajectories for ``seed``.
 
-    The teacher follows the gold search path, except on a seeded ``guess_fraction`` of the training questions
-    where it answers at once with a random option of the right type (``searchr1.data.synthetic.teacher_turns``).
-    With ``sft_worlds > 1`` the SFT set also covers the training questions in ``sft_worlds - 1`` worlds whose
-    facts were drawn again (``redraw_facts``; each with its own corpus), so it cannot be fitted by memorising.
+    Both data files hold the training questions of ``sft_worlds`` worlds: the real one plus ``sft_worlds - 1``
+    whose facts were drawn again (``redraw_facts``; each with its own corpus), so they cannot be fitted by
+    memorising who was born where. The gold teacher follows the gold search path everywhere (``read_data``);
+    the imperfect teacher (``sft_data``) answers a seeded ``guess_fraction`` of the questions at once with a
+    random option of the right type (``searchr1.data.synthetic.teacher_turns``).
     """
     from searchr1.models.tiny import build_tiny_qwen2
     from searchr1.retrieval import BM25Retriever
@@ -82,16 +88,20 @@ def prepare(
         out / "init", texts=synthetic_texts(task), vocab_size=vocab_size, seed=seed, **_preset(TINY_PRESETS[preset])
     )
     tok = load_tokenizer(str(init_dir))
-    trajs = []
+    gold: list = []
+    mixed: list = []
     for k in range(sft_worlds):
         world = task if k == 0 else redraw_facts(task, 1000 * seed + k)
         corpus = files.corpus if k == 0 else write_task(world, out / f"sft_world{k}").corpus
         train = world.questions("train")
-        turns = teacher_turns(world, train, guess_fraction, 1000 * seed + k)
-        engine = RolloutEngine(TeacherBackend(turns, tok), BM25Retriever(corpus=str(corpus)), tok, ROLLOUT)
         prompts = [build_prompt(ex.question, tok) for ex in train]
-        trajs += build_sft_trajectories(engine, train, prompts, keep=_kept)
-    return Prepared(task, files, init_dir, save_trajectories(trajs, out / "sft_data.jsonl"))
+        retriever = BM25Retriever(corpus=str(corpus))
+        for fraction, acc in ((0.0, gold), (guess_fraction, mixed)):
+            turns = teacher_turns(world, train, fraction, 1000 * seed + k)
+            engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUT)
+            acc += build_sft_trajectories(engine, train, prompts, keep=_kept)
+    read_data = save_trajectories(gold, out / "read_data.jsonl")
+    return Prepared(task, files, init_dir, read_data, save_trajectories(mixed, out / "sft_data.jsonl"))
 
 
 def _kept(example, traj) -> bool:
@@ -105,15 +115,15 @@ def _preset(p: dict[str, int]) -> dict[str, int]:
     return {k: p[k] for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")}
 
 
-def run_sft(prep: Prepared, out_dir: Path, steps: int, lr: float, batch_size: int = 16, seed: int = 0) -> Path:
-    """Short SFT from the initial model; the policy is saved to ``out_dir`` (``save_pretrained``)."""
+def run_sft(start: Path, data: Path, out_dir: Path, steps: int, lr: float, batch_size: int = 16, seed: int = 0) -> Path:
+    """SFT of the policy in ``start`` on the trajectories in ``data``; the policy is saved to ``out_dir``."""
     from lightning.pytorch import Trainer, seed_everything
 
     from searchr1.training.sft import SFTDataModule, SFTModule
 
     seed_everything(seed, verbose=False)
-    module = SFTModule(str(prep.init_dir), lr=lr, warmup_steps=10, output_dir=str(out_dir))
-    data = SFTDataModule(str(prep.sft_data), batch_size=batch_size, seed=seed)
+    module = SFTModule(str(start), lr=lr, warmup_steps=10, output_dir=str(out_dir))
+    data_module = SFTDataModule(str(data), batch_size=batch_size, seed=seed)
     trainer = Trainer(
         accelerator="cpu",
         max_steps=steps,
@@ -122,7 +132,7 @@ def run_sft(prep: Prepared, out_dir: Path, steps: int, lr: float, batch_size: in
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, data)
+    trainer.fit(module, data_module)
     return out_dir
 
 
@@ -202,31 +212,47 @@ def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = 
     return out
 
 
-def run_seed(
-    out: Path,
-    seed: int,
-    variants: list[str],
-    sft_steps: int,
-    sft_lr: float,
-    rl_steps: int,
-    guess_fraction: float = 0.0,
-    sft_worlds: int = 1,
-) -> list[dict]:
-    """The whole pipeline for one seed; one result row per evaluated model."""
+@dataclass
+class Plan:
+    """The experiment's settings (``main``'s flags); see docs/learning.md for the measured choices."""
+
+    variants: list[str]
+    read_steps: int = 1200
+    read_lr: float = 1e-3
+    sft_steps: int = 60
+    sft_lr: float = 1e-3
+    rl_steps: int = 30
+    guess_fraction: float = 0.6
+    sft_worlds: int = 8
+
+
+def _stage(start: Path, data: Path, out_dir: Path, steps: int, lr: float, seed: int) -> Path:
+    """One SFT stage, reused when its folder is complete (``steps == 0``: the stage is skipped)."""
+    if steps <= 0:
+        return start
+    if not (out_dir / "config.json").exists():
+        run_sft(start, data, out_dir, steps, lr, seed=seed)
+    return out_dir
+
+
+def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
+    """The whole pipeline for one seed; one result row per evaluated model (plus a row per stage's timing)."""
     t0 = time.perf_counter()
-    prep = prepare(out, seed, guess_fraction, sft_worlds)
-    sft_dir = out / "sft"
-    if not (sft_dir / "config.json").exists():  # a finished SFT of this seed is reused
-        run_sft(prep, sft_dir, sft_steps, sft_lr, seed=seed)
-    rows = [{"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True)}]
+    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
+    read_dir = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
+    rows = [{"seed": seed, "run": "read", "search": True, **evaluate(read_dir, prep, True)}]
+    rows[-1]["seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sft_dir = _stage(read_dir, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
+    rows.append({"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True)})
     rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False)})
     rows[-1]["seconds"] = time.perf_counter() - t0
     _dump(out, rows)
-    for variant in variants:
+    for variant in plan.variants:
         algo, _, ablation = variant.partition("_")
         search, mask = ablation != "nosearch", ablation != "nomask"
         t0 = time.perf_counter()
-        policy = run_rl(prep, sft_dir, algo, out / variant, rl_steps, seed, search, mask)
+        policy = run_rl(prep, sft_dir, algo, out / variant, plan.rl_steps, seed, search, mask)
         rows.append({"seed": seed, "run": variant, "search": search, **evaluate(policy, prep, search)})
         rows[-1]["seconds"] = time.perf_counter() - t0
         _dump(out, rows)
@@ -257,29 +283,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/learn_synthetic", help="output folder (one sub-folder per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=["grpo", "ppo", "grpo_nosearch", "grpo_nomask"])
-    parser.add_argument("--sft-steps", type=int, default=100, help="100 steps learn the format only (docs/learning.md)")
-    parser.add_argument("--sft-lr", type=float, default=2e-3)
-    parser.add_argument("--rl-steps", type=int, default=12)
-    parser.add_argument("--guess-fraction", type=float, default=0.0, help="share of SFT demos that guess, no search")
-    parser.add_argument("--sft-worlds", type=int, default=1, help="SFT over this many worlds (facts redrawn)")
+    parser.add_argument("--read-steps", type=int, default=Plan.read_steps, help="stage 1: gold SFT (reading)")
+    parser.add_argument("--read-lr", type=float, default=Plan.read_lr)
+    parser.add_argument("--sft-steps", type=int, default=Plan.sft_steps, help="stage 2: imperfect-teacher SFT")
+    parser.add_argument("--sft-lr", type=float, default=Plan.sft_lr)
+    parser.add_argument("--rl-steps", type=int, default=Plan.rl_steps, help="RL rollout steps")
+    parser.add_argument("--guess-fraction", type=float, default=Plan.guess_fraction, help="stage 2 demos that guess")
+    parser.add_argument("--sft-worlds", type=int, default=Plan.sft_worlds, help="SFT data over this many worlds")
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
     args = parser.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
         parser.error(f"unknown variants {bad}; valid: {', '.join(VARIANTS)}")
     out = Path(args.out)
+    plan = Plan(
+        args.variants,
+        args.read_steps,
+        args.read_lr,
+        args.sft_steps,
+        args.sft_lr,
+        args.rl_steps,
+        args.guess_fraction,
+        args.sft_worlds,
+    )
     rows: list[dict] = []
     for seed in args.seeds:
-        rows += run_seed(
-            out / f"seed{seed}",
-            seed,
-            args.variants,
-            args.sft_steps,
-            args.sft_lr,
-            args.rl_steps,
-            args.guess_fraction,
-            args.sft_worlds,
-        )
+        rows += run_seed(out / f"seed{seed}", seed, plan)
         _dump(out, rows)
         (out / "summary.md").write_text(summary_markdown(rows))
     print(summary_markdown(rows))

@@ -184,14 +184,23 @@ def redraw_facts(task: SyntheticTask, seed: int) -> SyntheticTask:
 def gold_turns(task: SyntheticTask, example: QAExample) -> list[str]:
     """What a perfect policy writes for ``example``, one string per generation turn (each ends in an action).
 
-    One-hop: search the person, then answer. Two-hop: search the person, search the city, then answer.
+    One-hop: search the person, restate the fact as the passage words it, answer. Two-hop: search the person,
+    restate the birthplace, search the city, restate its country, answer. Restating the passage's sentence is the
+    reasoning step: after the question-determined words (``X was born in``) the fact is the word that followed
+    them in ``<information>``, which a small model learns to copy far sooner than picking it out by its context.
     """
     p = task.person(example.metadata["entity"])
     answer = example.golden_answers[0]
+    born = f"{p.name} was born in {p.city}."
     turns = [f"<think> I need to search {p.name}. </think>\n<search> {p.name} </search>"]
-    if example.metadata["hops"] == 2:
-        turns.append(f"<think> {p.name} was born in {p.city}. </think>\n<search> {p.city} </search>")
-    turns.append(f"<think> The answer is {answer}. </think>\n<answer> {answer} </answer>")
+    if example.metadata["kind"] == "job":
+        fact = f"{p.name} works as a {p.job}."
+    elif example.metadata["hops"] == 2:
+        turns.append(f"<think> {born} </think>\n<search> {p.city} </search>")
+        fact = f"{p.city} is a city in {answer}."
+    else:
+        fact = born
+    turns.append(f"<think> {fact} </think>\n<answer> {answer} </answer>")
     return turns
 
 
