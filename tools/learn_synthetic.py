@@ -259,6 +259,21 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     return rows
 
 
+def quick_check(out: Path, seed: int, rl_steps: int = 20, limit: int = 60) -> dict[str, dict[str, float]]:
+    """The reduced experiment of the ``slow`` test: both SFT stages, then GRPO with BM25 and GRPO with the empty
+    retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of every model."""
+    plan = Plan(variants=[])
+    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
+    found = {"untrained": evaluate(prep.init_dir, prep, True, limit)}
+    read = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
+    sft = _stage(read, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
+    found["sft"] = evaluate(sft, prep, True, limit)
+    for name, search in (("grpo", True), ("grpo_nosearch", False)):
+        policy = run_rl(prep, sft, "grpo", out / name, rl_steps, seed, search, mask=True)
+        found[name] = evaluate(policy, prep, search, limit)
+    return found
+
+
 def _dump(out: Path, rows: list[dict]) -> None:
     (out / "results.json").write_text(json.dumps(rows, indent=1))
 

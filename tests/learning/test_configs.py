@@ -12,13 +12,14 @@ from searchr1.data.synthetic import generate_task
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sft_config_builds_module_and_data(monkeypatch):
+@pytest.mark.parametrize(("name", "steps"), [("sft_synthetic_read", 1200), ("sft_synthetic", 60)])
+def test_sft_configs_build_module_and_data(monkeypatch, name, steps):
     from searchr1.training.sft import SFTDataModule, SFTModule, main
 
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
-    cli = main(["--config", str(ROOT / "configs" / "sft_synthetic.yaml")], run=False)
+    cli = main(["--config", str(ROOT / "configs" / f"{name}.yaml")], run=False)
     assert isinstance(cli.model, SFTModule) and isinstance(cli.datamodule, SFTDataModule)
-    assert cli.datamodule.mask_observations and cli.trainer.max_steps == 100
+    assert cli.datamodule.mask_observations and cli.trainer.max_steps == steps
 
 
 @pytest.mark.parametrize(("name", "estimator"), [("grpo", "grpo"), ("ppo", "gae")])

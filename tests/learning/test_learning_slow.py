@@ -1,9 +1,10 @@
-"""Slow: the reduced learning pipeline on CPU — task → tiny policy → short SFT → greedy held-out evaluation.
+"""Slow: the reduced learning pipeline on CPU — RL with search raises held-out EM over the SFT start (~8 minutes).
 
-What this checks is what was measured (docs/learning.md): the short SFT start learns the Search-R1 *format* (it
-searches and answers on every held-out question, from EM 0.0 untrained). It does not check that the policy reads
-the retrieved passages or that RL improves it: on seed 0 the 100-step SFT policy gives one answer per question type
-whatever the entity (``distinct_answers``), so its held-out EM is the share of entities that answer happens to fit.
+``tools/learn_synthetic.py``'s ``quick_check`` for seed 0 (docs/learning.md): a tiny Qwen2 learns to read on the
+gold teacher's trajectories (stage 1), a short SFT on a teacher that guesses 60 % of the time gives the warm start
+(stage 2: greedy, it guesses), then GRPO with BM25 and GRPO with a retriever that returns nothing (the no-search
+ablation), 20 rollout steps each. Held-out questions are about people never seen in training, so their EM can
+only come from reading retrieved passages. The margins are below what every measured seed gave (docs/learning.md).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 
 @pytest.mark.slow
-def test_short_sft_learns_the_search_format_on_heldout_questions(tmp_path):
+def test_rl_with_search_raises_heldout_em_over_the_sft_start_and_no_search_does_not(tmp_path):
     import learn_synthetic as ls
 
-    prep = ls.prepare(tmp_path, seed=0)
-    untrained = ls.evaluate(prep.init_dir, prep, search=True, limit=60)
-    sft_dir = ls.run_sft(prep, tmp_path / "sft", steps=100, lr=2e-3, seed=0)
-    after = ls.evaluate(sft_dir, prep, search=True, limit=60)
-    assert untrained["em"] == 0.0
-    assert after["searches"] >= 1.0  # every held-out question gets at least one <search> ... </search> call
-    assert after["answered"] >= 0.9  # and ends with an <answer> ... </answer>
+    em = ls.quick_check(tmp_path, seed=0)
+    start, after, blind = em["sft"], em["grpo"], em["grpo_nosearch"]
+    assert em["untrained"]["em"] == 0.0
+    assert start["searches"] < 0.5  # the greedy warm start mostly guesses
+    assert after["em"] >= start["em"] + 0.3, (start, after)  # RL learned that searching pays ...
+    assert after["searches"] >= 1.0 and after["query_is_entity"] >= 0.8  # ... by searching the asked person
+    assert after["em"] >= blind["em"] + 0.2, (after, blind)  # and only because the search answers

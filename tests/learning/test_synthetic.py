@@ -49,6 +49,18 @@ def test_gold_turns_search_the_path_and_answer_correctly(task):
     assert exact_match(extract_answer(turns[-1]), ex.golden_answers)
 
 
+def test_gold_reasoning_restates_the_retrieved_sentence_verbatim(task):
+    """Each later turn's <think> is a sentence of the passage the previous search returns, ending in the fact."""
+    passages = {row["contents"].split("\n")[0].strip('"'): row["contents"] for row in task.corpus()}
+    for ex in task.questions("heldout")[:3]:  # born, job, country of one person
+        turns = gold_turns(task, ex)
+        searched = [t.split("<search> ")[1].split(" </search>")[0] for t in turns if "<search>" in t]
+        for query, turn in zip(searched, turns[1:]):
+            thought = turn.split("<think> ")[1].split(" </think>")[0]
+            assert thought in passages[query], (thought, passages[query])
+        assert thought.endswith(f" {ex.golden_answers[0]}.")
+
+
 def test_names_are_one_or_two_tokens_for_the_task_tokenizer(task, model_dir):
     tok = load_tokenizer(str(model_dir))
     for p in task.people:
