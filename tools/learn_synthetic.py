@@ -172,6 +172,18 @@ def run_rl(
     return policy_dir
 
 
+def constant_baseline(task: SyntheticTask, limit: int | None = None) -> float:
+    """Held-out EM of the best policy that never reads: the most frequent held-out answer of each question type.
+
+    The ceiling of the no-search ablation (a policy whose searches return nothing can at best learn these).
+    """
+    examples = task.questions("heldout")[:limit]
+    by_kind: dict[str, list[str]] = {}
+    for ex in examples:
+        by_kind.setdefault(ex.metadata["kind"], []).append(ex.golden_answers[0])
+    return sum(max(answers.count(a) for a in answers) for answers in by_kind.values()) / len(examples)
+
+
 def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = None) -> dict[str, float]:
     """Greedy held-out EM, searches, response tokens, and two reading checks of the policy in ``model_dir``.
 
@@ -240,7 +252,8 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     t0 = time.perf_counter()
     prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
     read_dir = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
-    rows = [{"seed": seed, "run": "read", "search": True, **evaluate(read_dir, prep, True)}]
+    rows = [{"seed": seed, "run": "best_constant", "search": False, "em": constant_baseline(prep.task)}]
+    rows.append({"seed": seed, "run": "read", "search": True, **evaluate(read_dir, prep, True)})
     rows[-1]["seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sft_dir = _stage(read_dir, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
@@ -264,7 +277,8 @@ def quick_check(out: Path, seed: int, rl_steps: int = 20, limit: int = 60) -> di
     retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of every model."""
     plan = Plan(variants=[])
     prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
-    found = {"untrained": evaluate(prep.init_dir, prep, True, limit)}
+    found = {"untrained": evaluate(prep.init_dir, prep, True, limit), "best_constant": {}}
+    found["best_constant"]["em"] = constant_baseline(prep.task, limit)
     read = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
     sft = _stage(read, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
     found["sft"] = evaluate(sft, prep, True, limit)
@@ -284,11 +298,12 @@ def summary_markdown(rows: list[dict]) -> str:
         "| seed | run | retriever | held-out EM | 1-hop EM | 2-hop EM | searches/q | response tokens |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for r in rows:
         lines.append(
             f"| {r['seed']} | {r['run']} | {'BM25' if r['search'] else 'empty'} | {r['em']:.3f} | "
-            f"{r.get('em_1hop', float('nan')):.3f} | {r.get('em_2hop', float('nan')):.3f} | {r['searches']:.2f} | "
-            f"{r['response_tokens']:.1f} |"
+            f"{r.get('em_1hop', nan):.3f} | {r.get('em_2hop', nan):.3f} | {r.get('searches', nan):.2f} | "
+            f"{r.get('response_tokens', nan):.1f} |"
         )
     return "\n".join(lines) + "\n"
 
