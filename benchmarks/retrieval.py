@@ -7,9 +7,11 @@ repeats every measurement on the 53 questions alone):
 - ``server_vs_inprocess_ratio``: one 512-query request through a real uvicorn subprocess (``HTTPRetriever``,
   answers parsed into passages) ÷ in-process batched search (target >= 0.8);
 - ``concurrent_vs_inprocess_ratio``: 64 concurrent clients × one 8-query request each, micro-batched by the
-  server ÷ in-process batched (target >= 0.8). The clients run in a separate process (as trainer processes
-  would), as asyncio tasks with one keep-alive HTTP/1.1 connection each; a wave ends when every answer is
-  parsed into passages;
+  server ÷ in-process batched (target >= 0.8). The clients are asyncio tasks with one keep-alive HTTP/1.1
+  connection each, in one separate process. A wave's time is what independent trainer processes would see: the
+  latest client's time to receive its answer plus its own parse into passages.
+  ``concurrent_one_client_process_ratio`` charges instead all 64 parses, one after the other, to the wave (this
+  one client process parses every answer);
 - ``dedup_speedup``: a GRPO-shaped batch (each query ``n=5`` times) with de-duplication ÷ without (target >= 4);
 - ``batched_vs_loop_ratio``: one batched call ÷ a one-query-at-a-time loop;
 - ``dense_vs_raw_faiss_ratio`` (synthetic only): ``DenseRetriever`` Flat search (tiny random BERT) ÷
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchr1.retrieval import BM25Retriever, HTTPRetriever, Passage
+from searchr1.retrieval import BM25Retriever, HTTPRetriever
 from searchr1.retrieval.client import dumps, loads, parse_result
 from searchr1.retrieval.launch import ServerProcess
 
@@ -94,24 +96,35 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host
 
 
 async def _serve_waves(url: str, chunks: list[list[str]], topk: int, pipe: Connection) -> None:
-    """Client process body: open one keep-alive connection per client, then for every ``True`` received
-    run one wave (all clients send their request at once and parse the answer into passages, as
-    ``HTTPRetriever`` does) and send back its wall time; stop on ``None``."""
+    """Client process body: open one keep-alive connection per client, then for every ``True`` received run one
+    wave and send back ``(independent, one_process)`` seconds; stop on ``None``.
+
+    In a wave every client sends its request at the same moment. ``one_process`` is the wall time until this
+    process has received every answer and parsed each into passages (as ``HTTPRetriever`` does), one after the
+    other. ``independent`` is what 64 separate trainer processes would see: the latest client's time to
+    receive its answer plus the time to parse that answer alone. Answers are parsed only after all are in, so
+    one client's parsing never delays another's receiving.
+    """
     host, port = url.removeprefix("http://").split(":")
     conns = [await asyncio.open_connection(host, int(port)) for _ in chunks]
+    bodies = [dumps({"queries": queries, "topk": topk, "return_scores": True}) for queries in chunks]
 
-    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], queries: list[str]) -> list[list[Passage]]:
-        answer = await _post(*conn, host, dumps({"queries": queries, "topk": topk, "return_scores": True}))
-        return parse_result(loads(answer), len(queries))
+    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], body: bytes) -> tuple[bytes, float]:
+        answer = await _post(*conn, host, body)
+        return answer, time.perf_counter()
 
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, pipe.recv):
         start = time.perf_counter()
-        results = await asyncio.gather(*(one(c, q) for c, q in zip(conns, chunks)))
-        elapsed = time.perf_counter() - start
-        if any(len(r) != len(q) or any(len(p) != topk for p in r) for r, q in zip(results, chunks)):
-            raise RuntimeError("a client got a wrong-shaped answer")
-        pipe.send(elapsed)
+        answers = await asyncio.gather(*(one(c, b) for c, b in zip(conns, bodies)))
+        latency = 0.0
+        for (answer, received), queries in zip(answers, chunks):
+            parse_start = time.perf_counter()
+            result = parse_result(loads(answer), len(queries))
+            latency = max(latency, received - start + time.perf_counter() - parse_start)
+            if len(result) != len(queries) or any(len(p) != topk for p in result):
+                raise RuntimeError("a client got a wrong-shaped answer")
+        pipe.send((latency, time.perf_counter() - start))
     for _, writer in conns:
         writer.close()
 
@@ -137,13 +150,17 @@ class ClientFleet:
         self._pipe, there = ctx.Pipe()
         self._proc = ctx.Process(target=_client_process, args=(url, chunks, topk, there), daemon=True)
         self._proc.start()
+        self.one_process: list[float] = []
 
     def wave(self) -> float:
+        """One wave; returns its independent-clients time and records the one-process time in ``one_process``."""
         self._pipe.send(True)
         while not self._pipe.poll(1.0):
             if not self._proc.is_alive():
                 raise RuntimeError(f"the client process died (exit code {self._proc.exitcode})")
-        return self._pipe.recv()
+        independent, one_process = self._pipe.recv()
+        self.one_process.append(one_process)
+        return independent
 
     def close(self) -> None:
         self._pipe.send(None)
@@ -199,6 +216,7 @@ def measure_bm25(index_dir: Path, queries: list[str], args: argparse.Namespace) 
         fleet = ClientFleet(server.url, chunks, k)
         try:
             t_inproc_c, t_conc = best_of_pair(lambda: plain.search(batch[:n_conc], k), fleet.wave, reps)
+            t_one_process = min(fleet.one_process[1:] or fleet.one_process)
         finally:
             fleet.close()
         health = remote.health()
@@ -214,6 +232,7 @@ def measure_bm25(index_dir: Path, queries: list[str], args: argparse.Namespace) 
         "concurrent_qps": round(n_conc / t_conc, 1),
         "concurrent_pair_inprocess_qps": round(n_conc / t_inproc_c, 1),
         "concurrent_vs_inprocess_ratio": round(t_inproc_c / t_conc, 3),
+        "concurrent_one_client_process_ratio": round(t_inproc_c / t_one_process, 3),
         "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
         "dedup_speedup": round(t_nodedup / t_dedup, 3),
         "dedup_speedup_cpu_time": round(c_nodedup / c_dedup, 3),
