@@ -3,7 +3,8 @@
 ``tools/learn_synthetic.py``'s ``quick_check`` for seed 0 (docs/learning.md): a tiny Qwen2 learns to read on the
 gold teacher's trajectories (stage 1), a short SFT on a teacher that guesses 60 % of the time gives the warm start
 (stage 2: greedy, it guesses), then GRPO with BM25 and GRPO with a retriever that returns nothing (the no-search
-ablation), 20 rollout steps each. Held-out questions are about people never seen in training, so their EM can
+ablation), 20 rollout steps each (measured: seed 0 SFT 0.150 -> GRPO 1.000, no-search 0.233; seed 1 0.083 -> 0.633,
+no-search 0.217). Held-out questions are about people never seen in training, so their EM can
 only come from reading retrieved passages. The margins are below what every measured seed gave (docs/learning.md).
 """
 
