@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~9 minutes on 2 idle cores; far longer when the machine is shared
 def test_rl_with_search_raises_heldout_em_over_the_sft_start_and_no_search_does_not(tmp_path):
     import learn_synthetic as ls
 
