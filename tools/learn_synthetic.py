@@ -247,19 +247,38 @@ def _stage(start: Path, data: Path, out_dir: Path, steps: int, lr: float, seed: 
     return out_dir
 
 
-def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
-    """The whole pipeline for one seed; one result row per evaluated model (plus a row per stage's timing)."""
+@dataclass
+class WarmStart:
+    """One seed's prepared task and its two SFT stages: ``reader`` (stage 1) and ``start`` (stage 2, where RL
+    begins); ``seconds`` is each stage's wall time (``read`` includes preparing the task and data)."""
+
+    prep: Prepared
+    reader: Path
+    start: Path
+    seconds: dict[str, float]
+
+
+def warm_start(out: Path, seed: int, plan: Plan) -> WarmStart:
+    """Prepare ``seed``'s task and data, then run (or reuse) both SFT stages."""
     t0 = time.perf_counter()
     prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
-    read_dir = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
+    reader = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
+    t1 = time.perf_counter()
+    start = _stage(reader, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
+    return WarmStart(prep, reader, start, {"read": t1 - t0, "sft": time.perf_counter() - t1})
+
+
+def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
+    """The whole pipeline for one seed: the best-constant baseline, then one result row per evaluated model
+    (``seconds``: the stage's or RL run's wall time, its evaluation excluded for the SFT stages)."""
+    warm = warm_start(out, seed, plan)
+    prep, sft_dir = warm.prep, warm.start
     rows = [{"seed": seed, "run": "best_constant", "search": False, "em": constant_baseline(prep.task)}]
-    rows.append({"seed": seed, "run": "read", "search": True, **evaluate(read_dir, prep, True)})
-    rows[-1]["seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sft_dir = _stage(read_dir, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
+    rows.append({"seed": seed, "run": "read", "search": True, **evaluate(warm.reader, prep, True)})
+    rows[-1]["seconds"] = warm.seconds["read"]
     rows.append({"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True)})
     rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False)})
-    rows[-1]["seconds"] = time.perf_counter() - t0
+    rows[-1]["seconds"] = warm.seconds["sft"]
     _dump(out, rows)
     for variant in plan.variants:
         algo, _, ablation = variant.partition("_")
@@ -275,13 +294,13 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
 def quick_check(out: Path, seed: int, rl_steps: int = 20, limit: int = 60) -> dict[str, dict[str, float]]:
     """The reduced experiment of the ``slow`` test: both SFT stages, then GRPO with BM25 and GRPO with the empty
     retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of every model."""
-    plan = Plan(variants=[])
-    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
-    found = {"untrained": evaluate(prep.init_dir, prep, True, limit), "best_constant": {}}
-    found["best_constant"]["em"] = constant_baseline(prep.task, limit)
-    read = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
-    sft = _stage(read, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
-    found["sft"] = evaluate(sft, prep, True, limit)
+    warm = warm_start(out, seed, Plan(variants=[]))
+    prep, sft = warm.prep, warm.start
+    found = {
+        "untrained": evaluate(prep.init_dir, prep, True, limit),
+        "best_constant": {"em": constant_baseline(prep.task, limit)},
+        "sft": evaluate(sft, prep, True, limit),
+    }
     for name, search in (("grpo", True), ("grpo_nosearch", False)):
         policy = run_rl(prep, sft, "grpo", out / name, rl_steps, seed, search, mask=True)
         found[name] = evaluate(policy, prep, search, limit)
