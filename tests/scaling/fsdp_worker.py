@@ -15,6 +15,7 @@ MODEL_DIR OUT``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,14 @@ def main() -> None:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    # Teardown: wait for every rank, destroy the group while the interpreter is whole, then skip interpreter
+    # finalisation. Gloo's worker threads can still hold tensors whose release needs the GIL; at finalisation that
+    # aborts the process now and then ("terminate called without an active exception", SIGABRT).
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

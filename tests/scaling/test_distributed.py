@@ -65,7 +65,7 @@ def test_ddp_ppo_critic_and_micro_batches_stay_in_sync(tmp_path, tiny_model_dir)
 
 @pytest.mark.slow
 def test_fsdp_on_cpu_gathers_full_params_and_generates_like_the_plain_model(tmp_path, tiny_model_dir):
-    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     _run([*run, str(HERE / "fsdp_worker.py"), tiny_model_dir, str(tmp_path)])
     for rank in (0, 1):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
