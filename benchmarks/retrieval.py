@@ -4,21 +4,25 @@ On a synthetic random-word corpus (``--passages``, default 100k) and on the Hotp
 batch: its 53 questions, then title + first-words entity queries of its passages; ``hotpotqa_questions_only``
 repeats every measurement on the 53 questions alone):
 
-- ``server_vs_inprocess_ratio``: one 512-query request through a real uvicorn subprocess (``HTTPRetriever``,
-  answers parsed into passages) ÷ in-process batched search (target >= 0.8);
+- ``server_vs_inprocess_ratio``: one 512-query batch through a real uvicorn subprocess (``HTTPRetriever`` with
+  its defaults: two concurrent 256-query requests that the server answers one after the other, answers parsed
+  into passages) ÷ in-process batched search (target >= 0.8);
 - ``concurrent_vs_inprocess_ratio``: 64 concurrent clients × one 8-query request each, micro-batched by the
   server ÷ in-process batched (target >= 0.8). The clients are asyncio tasks with one keep-alive HTTP/1.1
   connection each, in one separate process. A wave's time is what independent trainer processes would see: the
   latest client's time to receive its answer plus its own parse into passages.
   ``concurrent_one_client_process_ratio`` charges instead all 64 parses, one after the other, to the wave (this
-  one client process parses every answer);
+  one client process parses every answer). ``concurrent_unbatched_ratio``: the same wave against a server that
+  searches each request on its own (``--max-batch-queries 1``, what Search-R1's server does);
 - ``dedup_speedup``: a GRPO-shaped batch (each query ``n=5`` times) with de-duplication ÷ without (target >= 4);
 - ``batched_vs_loop_ratio``: one batched call ÷ a one-query-at-a-time loop;
 - ``dense_vs_raw_faiss_ratio`` (synthetic only): ``DenseRetriever`` Flat search (tiny random BERT) ÷
   the same encoder + a raw ``faiss.IndexFlatIP`` search, i.e. our wrapper's overhead.
 
-The two sides of every ratio are timed alternately, ``--pair-repeats`` times each, and the best of each side
-is kept, so changing machine load hits both alike. Usage: ``python benchmarks/retrieval.py --passages 20000``.
+The two sides of every ratio are timed alternately, in rounds of 5 calls per side, ``--pair-repeats`` calls each,
+and the best of each side is kept, so changing machine load hits both alike. The ``*_paired`` figures are the
+median over rounds of the ratio of the two sides' bests in that round: steadier on this noisy VM, where the best
+of either side can come from a lucky moment. Usage: ``python benchmarks/retrieval.py --passages 20000``.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -176,66 +183,115 @@ def cpu_seconds(fn: Callable[..., object], *args: object) -> float:
     return time.thread_time() - start
 
 
-def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int, block: int = 5) -> tuple[float, float]:
-    """Best times of ``a`` and ``b`` over ``repeats`` calls each, alternating blocks of ``block`` calls (so load
-    changes on this shared machine hit both alike) and discarding the first call of every block (a call right
+class PairTiming(NamedTuple):
+    """Alternated timings of two sides ``a`` and ``b``.
+
+    Attributes:
+        a, b: the best time of each side (seconds).
+        paired: the median over rounds of ``best a of the round / best b of the round``, i.e. ``b``'s speed
+            relative to ``a``'s from neighbouring timings; steadier than ``a / b`` when the machine's speed drifts
+            between rounds.
+    """
+
+    a: float
+    b: float
+    paired: float
+
+
+def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int, block: int = 5) -> PairTiming:
+    """Time ``a`` and ``b`` over ``repeats`` calls each, in rounds of one block of ``block`` calls per side (so
+    load changes on this shared machine hit both alike), discarding the first call of every block (a call right
     after the other side's big batch runs on cold caches: up to 40 % slower for the cheaper side). A function
     returning a float reports its own time, used instead of the wall time. Each result is freed after its timer
     stops."""
-    times: tuple[list[float], list[float]] = ([], [])
+    rounds: list[tuple[float, float]] = []
     for _ in range(max(1, -(-repeats // block))):
-        for fn, acc in zip((a, b), times):
+        bests = []
+        for fn in (a, b):
+            best = math.inf
             for i in range(block + 1):
                 start = time.perf_counter()
                 got = fn()
                 elapsed = time.perf_counter() - start
                 if i:
-                    acc.append(got if isinstance(got, float) else elapsed)
+                    best = min(best, got if isinstance(got, float) else elapsed)
                 del got  # freed outside every timed region
-    return min(times[0]), min(times[1])
+            bests.append(best)
+        rounds.append((bests[0], bests[1]))
+    ratios = [ta / tb for ta, tb in rounds]
+    return PairTiming(min(t for t, _ in rounds), min(t for _, t in rounds), statistics.median(ratios))
+
+
+def measure_inprocess(plain: BM25Retriever, dedup: BM25Retriever, batch: list[str], args: argparse.Namespace) -> dict:
+    """Batched vs one-by-one, and de-duplication of a GRPO-shaped batch, all in this process."""
+    k, reps = args.topk, max(args.repeats, args.pair_repeats)
+    loop_q = batch[: args.loop_queries]
+    t_batch, t_loop, _ = best_of_pair(lambda: plain.search(batch, k), lambda: [plain.search([q], k) for q in loop_q], 3)
+    group = [q for q in batch[: max(1, len(batch) // args.group_n)] for _ in range(args.group_n)]
+    t_dedup, t_nodedup, _ = best_of_pair(lambda: dedup.search(group, k), lambda: plain.search(group, k), reps)
+    c_dedup, c_nodedup, _ = best_of_pair(  # the same on this thread's CPU time (blind to preemption by other jobs)
+        lambda: cpu_seconds(dedup.search, group, k), lambda: cpu_seconds(plain.search, group, k), reps
+    )
+    return {
+        "inprocess_qps": round(len(batch) / t_batch, 1),
+        "loop_qps": round(len(loop_q) / t_loop, 1),
+        "batched_vs_loop_ratio": round(len(batch) / t_batch / (len(loop_q) / t_loop), 3),
+        "dedup_speedup": round(t_nodedup / t_dedup, 3),
+        "dedup_speedup_cpu_time": round(c_nodedup / c_dedup, 3),
+    }
+
+
+def measure_concurrent(url: str, plain: BM25Retriever, chunks: list[list[str]], args: argparse.Namespace) -> dict:
+    """One client fleet (``len(chunks)`` concurrent requests per wave) against the server at ``url``."""
+    flat = [q for c in chunks for q in c]
+    fleet = ClientFleet(url, chunks, args.topk)
+    try:
+        t = best_of_pair(lambda: plain.search(flat, args.topk), fleet.wave, max(args.repeats, args.pair_repeats))
+        one_process = min(fleet.one_process[1:] or fleet.one_process)
+    finally:
+        fleet.close()
+    return {"qps": len(flat) / t.b, "ratio": t.a / t.b, "paired": t.paired, "one_process_ratio": t.a / one_process}
+
+
+def measure_server(index_dir: Path, plain: BM25Retriever, batch: list[str], args: argparse.Namespace) -> dict:
+    """One big request through ``HTTPRetriever``, a wave of concurrent small requests, and the same wave against
+    a server that searches every request on its own (``--max-batch-queries 1``, as Search-R1's server does)."""
+    k, reps = args.topk, max(args.repeats, args.pair_repeats)
+    chunks = [batch[i : i + args.per_client] for i in range(0, len(batch), args.per_client)][: args.clients]
+    server_args = ["--max-batch-queries", str(args.server_batch)] if args.server_batch else []
+    server_args += ["--part-queries", str(args.server_part)] if args.server_part else []
+    client_args = {"max_queries_per_request": args.client_chunk} if args.client_chunk else {}
+    with ServerProcess(index_dir, extra_args=server_args) as server:
+        remote = HTTPRetriever(server.url, dedup=False, timeout=120.0, **client_args)
+        one = best_of_pair(lambda: plain.search(batch, k), lambda: remote.search(batch, k), reps)
+        conc = measure_concurrent(server.url, plain, chunks, args)
+        health = remote.health()
+    with ServerProcess(index_dir, extra_args=["--max-batch-queries", "1", "--part-queries", "1"]) as unbatched:
+        alone = measure_concurrent(unbatched.url, plain, chunks, args)
+    return {
+        "server_qps": round(len(batch) / one.b, 1),
+        "server_pair_inprocess_qps": round(len(batch) / one.a, 1),
+        "server_vs_inprocess_ratio": round(one.a / one.b, 3),
+        "server_vs_inprocess_paired": round(one.paired, 3),
+        "concurrent_qps": round(conc["qps"], 1),
+        "concurrent_vs_inprocess_ratio": round(conc["ratio"], 3),
+        "concurrent_vs_inprocess_paired": round(conc["paired"], 3),
+        "concurrent_one_client_process_ratio": round(conc["one_process_ratio"], 3),
+        "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
+        "concurrent_unbatched_ratio": round(alone["ratio"], 3),
+    }
 
 
 def measure_bm25(index_dir: Path, queries: list[str], args: argparse.Namespace) -> dict[str, float]:
     """All BM25 ratios for one index and one list of distinct queries."""
-    k, reps = args.topk, max(args.repeats, args.pair_repeats)
     plain = BM25Retriever(index_dir=str(index_dir), dedup=False)
-    batch = queries[: args.batch]
-    loop_q = batch[: args.loop_queries]
-    t_batch, t_loop = best_of_pair(lambda: plain.search(batch, k), lambda: [plain.search([q], k) for q in loop_q], 3)
-    group = [q for q in batch[: max(1, len(batch) // args.group_n)] for _ in range(args.group_n)]
     dedup = BM25Retriever(index_dir=str(index_dir), dedup=True)
-    t_dedup, t_nodedup = best_of_pair(lambda: dedup.search(group, k), lambda: plain.search(group, k), reps)
-    c_dedup, c_nodedup = best_of_pair(  # the same on this thread's CPU time (blind to preemption by other jobs)
-        lambda: cpu_seconds(dedup.search, group, k), lambda: cpu_seconds(plain.search, group, k), reps
-    )
-    chunks = [batch[i : i + args.per_client] for i in range(0, len(batch), args.per_client)][: args.clients]
-    n_conc = sum(len(c) for c in chunks)
-    with ServerProcess(index_dir, extra_args=["--max-batch-queries", str(len(batch))]) as server:
-        remote = HTTPRetriever(server.url, dedup=False, max_queries_per_request=len(batch), timeout=120.0)
-        t_inproc_s, t_server = best_of_pair(lambda: plain.search(batch, k), lambda: remote.search(batch, k), reps)
-        fleet = ClientFleet(server.url, chunks, k)
-        try:
-            t_inproc_c, t_conc = best_of_pair(lambda: plain.search(batch[:n_conc], k), fleet.wave, reps)
-            t_one_process = min(fleet.one_process[1:] or fleet.one_process)
-        finally:
-            fleet.close()
-        health = remote.health()
-    return {  # each ratio from its own alternated pair of timings (both sides listed)
+    batch = queries[: args.batch]
+    return {
         "num_docs": len(plain),
         "batch_queries": len(batch),
-        "inprocess_qps": round(len(batch) / t_batch, 1),
-        "loop_qps": round(len(loop_q) / t_loop, 1),
-        "batched_vs_loop_ratio": round(len(batch) / t_batch / (len(loop_q) / t_loop), 3),
-        "server_qps": round(len(batch) / t_server, 1),
-        "server_pair_inprocess_qps": round(len(batch) / t_inproc_s, 1),
-        "server_vs_inprocess_ratio": round(t_inproc_s / t_server, 3),
-        "concurrent_qps": round(n_conc / t_conc, 1),
-        "concurrent_pair_inprocess_qps": round(n_conc / t_inproc_c, 1),
-        "concurrent_vs_inprocess_ratio": round(t_inproc_c / t_conc, 3),
-        "concurrent_one_client_process_ratio": round(t_inproc_c / t_one_process, 3),
-        "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
-        "dedup_speedup": round(t_nodedup / t_dedup, 3),
-        "dedup_speedup_cpu_time": round(c_nodedup / c_dedup, 3),
+        **measure_inprocess(plain, dedup, batch, args),
+        **measure_server(index_dir, plain, batch, args),
     }
 
 
@@ -271,7 +327,7 @@ def measure_dense(corpus: Path, queries: list[str], work: Path, args: argparse.N
     for path in sorted((work / "dense" / "embeddings").glob("shard_*.npy")):
         raw.add(np.load(path))
     batch = queries[: args.batch]
-    t_ours, t_raw = best_of_pair(
+    t_ours, t_raw, _ = best_of_pair(
         lambda: dense.search(batch, args.topk),
         lambda: raw.search(dense.encoder.encode(batch, is_query=True), args.topk),
         args.repeats,
@@ -298,7 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--pair-repeats", type=int, default=15, help="alternated in-process/server timings per ratio (best of each)"
+        "--pair-repeats", type=int, default=40, help="alternated in-process/server timings per ratio (best of each)"
+    )
+    parser.add_argument("--server-batch", type=int, default=0, help="server --max-batch-queries (0: its default)")
+    parser.add_argument("--server-part", type=int, default=0, help="server --part-queries (0: its default)")
+    parser.add_argument(
+        "--client-chunk", type=int, default=0, help="HTTPRetriever max_queries_per_request (0: its default)"
     )
     parser.add_argument("--dense-passages", type=int, default=3000, help="0 skips the dense comparison")
     parser.add_argument("--seed", type=int, default=0)

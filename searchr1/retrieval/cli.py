@@ -121,7 +121,13 @@ def _serve_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-topk", type=int, default=100)
     s.add_argument("--max-queries", type=int, default=1024, help="queries per request")
     s.add_argument("--max-query-chars", type=int, default=4096)
-    s.add_argument("--max-batch-queries", type=int, default=512, help="queries merged into one index call")
+    s.add_argument("--max-batch-queries", type=int, default=512, help="queries merged into one batch")
+    s.add_argument(
+        "--part-queries",
+        type=int,
+        default=256,
+        help="search a batch in parts of whole requests of at least this many queries, each answered when done",
+    )
     s.add_argument("--batch-window-ms", type=float, default=1.0, help="micro-batching window")
     s.add_argument("--cache-size", type=int, default=0, help="LRU results kept across batches")
     s.add_argument("--no-dedup", action="store_true", help="do not merge identical queries of a batch")
@@ -155,7 +161,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         max_topk=args.max_topk,
         default_topk=args.topk,
     )
-    app = create_app(retriever, limits, max_batch_queries=args.max_batch_queries, batch_window_ms=args.batch_window_ms)
+    app = create_app(retriever, limits, args.max_batch_queries, args.batch_window_ms, args.part_queries)
     print(
         f"serving {type(retriever).__name__} ({len(retriever)} passages) on http://{args.host}:{args.port}", flush=True
     )

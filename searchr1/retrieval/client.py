@@ -1,25 +1,32 @@
 """HTTP client for ``searchr1-retrieval serve`` (or Search-R1's own ``retrieval_server.py``).
 
-One ``httpx.Client`` keeps a keep-alive connection pool. A call is retried on connection errors,
-timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
-(``backoff * 2**attempt`` seconds); then :class:`~searchr1.retrieval.types.RetrievalError` says what
-failed. A 4xx other than 429 is the caller's mistake and raises at once with the server's message.
-Large batches are split into requests of at most ``max_queries_per_request`` queries. Bodies are
-encoded and parsed with ``orjson`` (falling back to ``json`` for what ``orjson`` refuses, e.g. a
-Search-R1 server's ``\\ud800`` escapes), about 3x faster than ``httpx``'s ``json=``/``.json()``.
+A :class:`~searchr1.retrieval.pool.ConnectionPool` of standard-library ``http.client`` connections keeps them
+alive between calls (receiving a 1 MB answer costs a third of what it did with ``httpx``). A call is retried on
+connection errors, timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
+(``backoff * 2**attempt`` seconds); then :class:`~searchr1.retrieval.types.RetrievalError` says what failed. A
+4xx other than 429 is the caller's mistake and raises at once with the server's message.
+
+Large batches are split into requests of at most ``max_queries_per_request`` queries, all sent at once on their
+own connections (up to ``max_connections``). Our server searches a batch in parts of whole requests
+(``--part-queries``, the same 256 by default) and answers each part when it is done, so it searches the next part
+while this process receives and parses the previous one (on the 512-query HotpotQA batch: 10.1 ms instead of 12.6,
+best of 40). Bodies are encoded and parsed with ``orjson`` (falling back to ``json`` for what ``orjson`` refuses,
+e.g. a Search-R1 server's ``\\ud800`` escapes), about 3x faster than ``json``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import orjson
 
 from searchr1.retrieval.base import CachedRetriever
 from searchr1.retrieval.corpus import loads
+from searchr1.retrieval.pool import ConnectionPool, HTTPAnswer
 from searchr1.retrieval.types import Passage, RetrievalError
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -27,7 +34,7 @@ _JSON_HEADERS = {"content-type": "application/json"}
 
 
 def dumps(payload: Any) -> bytes:
-    """``payload`` as compact UTF-8 JSON, the bytes ``httpx``'s ``json=`` sends (``json.dumps`` semantics:
+    """``payload`` as compact UTF-8 JSON (``json.dumps(..., separators=(",", ":"))`` semantics:
     a lone surrogate raises ``UnicodeEncodeError``)."""
     try:
         return orjson.dumps(payload)
@@ -63,8 +70,10 @@ class HTTPRetriever(CachedRetriever):
         timeout: seconds per HTTP request (connect + read).
         max_retries: extra attempts after the first failed one.
         backoff: first retry delay in seconds, doubled each retry.
-        max_queries_per_request: split bigger batches (the server refuses more than its limit, 1024 by default).
-        max_connections: size of the keep-alive pool.
+        max_queries_per_request: split bigger batches into requests of this many queries, sent concurrently
+            (keep it at the server's ``--part-queries`` so they are searched one after the other while the
+            answers come back; the server refuses more than its ``--max-queries``, 1024 by default).
+        max_connections: size of the keep-alive pool (requests running at once).
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """
 
@@ -74,7 +83,7 @@ class HTTPRetriever(CachedRetriever):
         timeout: float = 30.0,
         max_retries: int = 3,
         backoff: float = 0.5,
-        max_queries_per_request: int = 512,
+        max_queries_per_request: int = 256,
         max_connections: int = 16,
         dedup: bool = True,
         cache_size: int = 0,
@@ -87,16 +96,24 @@ class HTTPRetriever(CachedRetriever):
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_queries_per_request = max_queries_per_request
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = httpx.Client(timeout=timeout, limits=limits)
+        self.max_connections = max_connections
+        self._pool = ConnectionPool(self.url, timeout=timeout, max_connections=max_connections)
+        self._senders: ThreadPoolExecutor | None = None  # started on the first batch that needs several requests
 
     def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        out: list[list[Passage]] = []
         step = self.max_queries_per_request
-        for start in range(0, len(queries), step):
-            payload = {"queries": queries[start : start + step], "topk": topk, "return_scores": True}
-            out.extend(self._parse(self._post(payload), len(payload["queries"])))
-        return out
+        parts = [queries[start : start + step] for start in range(0, len(queries), step)]
+        if len(parts) == 1:
+            return self._request(parts[0], topk)
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(self.max_connections, thread_name_prefix="retrieval-client")
+        # all parts in flight at once; map yields them in order and re-raises the first failure
+        return [r for part in self._senders.map(self._request, parts, [topk] * len(parts)) for r in part]
+
+    def _request(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """One ``/retrieve`` request (with its retries), parsed."""
+        payload = {"queries": queries, "topk": topk, "return_scores": True}
+        return self._parse(self._post(payload), len(queries))
 
     def _post(self, payload: dict[str, Any]) -> Any:
         body = dumps(payload)
@@ -105,30 +122,32 @@ class HTTPRetriever(CachedRetriever):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                resp = self._client.post(f"{self.url}/retrieve", content=body, headers=_JSON_HEADERS)
-            except httpx.TimeoutException as err:
-                last = f"timed out after {self.timeout}s ({type(err).__name__})"
+                resp = self._pool.request("POST", "/retrieve", body, _JSON_HEADERS)
+            except TimeoutError as err:
+                last = f"timed out after {self.timeout}s ({err or type(err).__name__})"
                 continue
-            except httpx.TransportError as err:
+            except (OSError, http.client.HTTPException) as err:
                 last = f"cannot reach the server ({type(err).__name__}: {err})"
                 continue
-            if resp.status_code in _RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status in _RETRY_STATUS:
+                last = f"HTTP {resp.status}: {resp.text[:300]}"
                 continue
-            if resp.status_code >= 400:
-                raise RetrievalError(
-                    f"retrieval server {self.url} refused the request: HTTP {resp.status_code}: {resp.text[:300]}"
-                )
-            try:
-                return loads(resp.content)
-            except ValueError:
-                raise RetrievalError(
-                    f"retrieval server {self.url} sent a non-JSON reply: {resp.text[:200]!r}"
-                ) from None
+            return self._decode(resp)
         raise RetrievalError(
             f"retrieval server {self.url} failed after {self.max_retries + 1} attempts: {last}. "
             "Is `searchr1-retrieval serve` running at that address?"
         )
+
+    def _decode(self, resp: HTTPAnswer) -> Any:
+        """The parsed JSON of a non-retried answer; :class:`RetrievalError` for a 4xx or a non-JSON body."""
+        if resp.status >= 400:
+            raise RetrievalError(
+                f"retrieval server {self.url} refused the request: HTTP {resp.status}: {resp.text[:300]}"
+            )
+        try:
+            return loads(resp.body)
+        except ValueError:
+            raise RetrievalError(f"retrieval server {self.url} sent a non-JSON reply: {resp.text[:200]!r}") from None
 
     def _parse(self, body: Any, n: int) -> list[list[Passage]]:
         try:
@@ -141,15 +160,19 @@ class HTTPRetriever(CachedRetriever):
     def health(self) -> dict[str, Any]:
         """The server's ``GET /health`` answer (raises :class:`RetrievalError` if unreachable)."""
         try:
-            resp = self._client.get(f"{self.url}/health")
-            resp.raise_for_status()
-            return resp.json()
-        except httpx.HTTPError as err:
+            resp = self._pool.request("GET", "/health")
+            if resp.status != 200:
+                raise RetrievalError(f"retrieval server {self.url} health check failed: HTTP {resp.status}")
+            return loads(resp.body)
+        except (OSError, http.client.HTTPException, ValueError) as err:
             raise RetrievalError(f"retrieval server {self.url} health check failed: {err}") from None
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the connection pool and the sender threads."""
+        if self._senders is not None:
+            self._senders.shutdown(wait=False, cancel_futures=True)
+            self._senders = None
+        self._pool.close()
 
     def __enter__(self) -> HTTPRetriever:
         return self

@@ -88,21 +88,33 @@ class MicroBatcher:
     A :class:`~searchr1.retrieval.base.StoreRetriever` is asked for :class:`Hits` (``search_hits``: store
     rows, no passages built), any other retriever for passages (``search``).
 
+    A big batch is searched in consecutive parts of whole requests, each of at least ``part_queries`` queries,
+    and each part's requests are answered as soon as it is done: the event loop encodes and sends the first
+    answers, and the clients parse them, while the worker searches the next part. (A client splitting a big
+    batch into several concurrent requests, as :class:`~searchr1.retrieval.client.HTTPRetriever` does, gets the
+    same overlap.)
+
     Args:
         retriever: the backend.
         max_batch_queries: stop collecting once a batch holds this many queries.
         window_ms: the longest a batch waits for more requests after its first one. It stops waiting as
             soon as two passes of the event loop bring no new request, so a lone request is not delayed;
             requests arriving while a search runs are merged into the next batch anyway.
+        part_queries: the smallest part of a batch searched on its own (``max_batch_queries`` or more: one call
+            per batch).
     """
 
-    def __init__(self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0) -> None:
+    def __init__(
+        self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0, part_queries: int = 256
+    ) -> None:
         self.retriever = retriever
         self._search = retriever.search_hits if isinstance(retriever, StoreRetriever) else retriever.search
         self.max_batch_queries = max_batch_queries
         self.window_s = window_ms / 1000.0
+        self.part_queries = part_queries
         self.requests = 0
         self.batches = 0
+        self.search_calls = 0
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,27 +150,47 @@ class MicroBatcher:
             size += len(item.queries)
         return batch
 
+    def _parts(self, batch: list[_Pending]) -> list[list[_Pending]]:
+        """``batch`` cut, in order, into runs of whole requests of at least ``part_queries`` queries each (the
+        last run may be smaller; a remainder under half a part joins the run before it)."""
+        parts: list[list[_Pending]] = [[]]
+        size = 0
+        for item in batch:
+            if size >= self.part_queries:
+                parts.append([])
+                size = 0
+            parts[-1].append(item)
+            size += len(item.queries)
+        if len(parts) > 1 and 2 * size < self.part_queries:
+            parts[-2].extend(parts.pop())
+        return parts
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            queries = [q for item in batch for q in item.queries]
-            topk = max(item.topk for item in batch)
             self.requests += len(batch)
             self.batches += 1
-            try:
-                results = await loop.run_in_executor(self._executor, self._search, queries, topk)
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(err)
-                continue
-            start = 0
-            for item in batch:
+            for part in self._parts(batch):
+                await self._answer(part)
+
+    async def _answer(self, part: list[_Pending]) -> None:
+        """One search call for ``part``'s requests; each gets its share (or the search's exception)."""
+        queries = [q for item in part for q in item.queries]
+        topk = max(item.topk for item in part)
+        self.search_calls += 1
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._search, queries, topk)
+        except Exception as err:  # noqa: BLE001 - handed to every waiting request
+            for item in part:
                 if not item.future.done():
-                    mine = results[start : start + len(item.queries)]
-                    item.future.set_result(mine if item.topk == topk else [_head(r, item.topk) for r in mine])
-                start += len(item.queries)
+                    item.future.set_exception(err)
+            return
+        start = 0
+        for item in part:
+            if not item.future.done():
+                mine = results[start : start + len(item.queries)]
+                item.future.set_result(mine if item.topk == topk else [_head(r, item.topk) for r in mine])
+            start += len(item.queries)
 
     async def close(self) -> None:
         """Stop the batching task and the worker thread."""
@@ -324,6 +356,7 @@ def create_app(
     limits: ServerLimits | None = None,
     max_batch_queries: int = 512,
     batch_window_ms: float = 1.0,
+    part_queries: int = 256,
 ) -> FastAPI:
     """Build the FastAPI app serving ``retriever``.
 
@@ -332,9 +365,11 @@ def create_app(
         limits: request limits (defaults: :class:`ServerLimits`).
         max_batch_queries: queries merged into one retriever call at most.
         batch_window_ms: how long a batch waits for more requests.
+        part_queries: search a big batch in parts of whole requests of at least this many queries, answering
+            each part as soon as it is done (see :class:`MicroBatcher`).
     """
     limits = limits or ServerLimits()
-    batcher = MicroBatcher(retriever, max_batch_queries=max_batch_queries, window_ms=batch_window_ms)
+    batcher = MicroBatcher(retriever, max_batch_queries, window_ms=batch_window_ms, part_queries=part_queries)
     docs = retriever.docs if isinstance(retriever, StoreRetriever) else None
 
     @asynccontextmanager
@@ -380,6 +415,7 @@ def create_app(
             "num_docs": size,
             "requests": batcher.requests,
             "batches": batcher.batches,
+            "search_calls": batcher.search_calls,
             "metrics": metrics,
         }
 
