@@ -132,15 +132,19 @@ class MicroBatcher:
         return await future
 
     async def _collect(self) -> list[_Pending]:
+        """The next batch. Requests that queued up during the previous search go at once: waiting for more
+        would let the event loop first answer the whole previous batch (~2 ms for 50 requests) while the
+        search thread sits idle. A request reaching an idle batcher waits up to two loop passes for company."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        queued = not self._queue.empty()
         batch = [await self._queue.get()]
         size = len(batch[0].queries)
         deadline = loop.time() + self.window_s
         idle_passes = 0
         while size < self.max_batch_queries:
             if self._queue.empty():
-                if idle_passes >= 2 or loop.time() >= deadline:
+                if queued or idle_passes >= 2 or loop.time() >= deadline:
                     break
                 await asyncio.sleep(0)  # one event-loop pass: lets requests already read reach the queue
                 idle_passes = idle_passes + 1 if self._queue.empty() else 0
