@@ -107,6 +107,11 @@ class MicroBatcher:
     def __init__(
         self, retriever: Retriever, max_batch_queries: int = 512, window_ms: float = 1.0, part_queries: int = 256
     ) -> None:
+        if max_batch_queries < 1 or part_queries < 1 or window_ms < 0:
+            raise ValueError(
+                f"need max_batch_queries >= 1, part_queries >= 1 and window_ms >= 0, got {max_batch_queries}, "
+                f"{part_queries} and {window_ms}"
+            )
         self.retriever = retriever
         self._search = retriever.search_hits if isinstance(retriever, StoreRetriever) else retriever.search
         self.max_batch_queries = max_batch_queries
@@ -160,7 +165,7 @@ class MicroBatcher:
         parts: list[list[_Pending]] = [[]]
         size = 0
         for item in batch:
-            if size >= self.part_queries:
+            if parts[-1] and size >= self.part_queries:
                 parts.append([])
                 size = 0
             parts[-1].append(item)

@@ -115,12 +115,18 @@ def test_pool_refuses_a_bad_url() -> None:
         ([200, 10], 128, [[200, 10]]),
         ([600], 256, [[600]]),  # a request is never split
         ([256, 256], 512, [[256, 256]]),
+        ([8, 8, 8], 1, [[8], [8], [8]]),  # --part-queries 1: every request searched on its own
     ],
 )
 def test_batch_parts_are_runs_of_whole_requests(hotpot_index: Path, sizes, part, expected) -> None:
     batcher = MicroBatcher(BM25Retriever(index_dir=str(hotpot_index)), part_queries=part)
     batch = [_Pending(["q"] * n, 3, None) for n in sizes]  # type: ignore[arg-type]
     assert [[len(p.queries) for p in run] for run in batcher._parts(batch)] == expected
+
+
+def test_batcher_refuses_a_part_below_one_query(hotpot_index: Path) -> None:
+    with pytest.raises(ValueError, match="part_queries >= 1"):
+        MicroBatcher(BM25Retriever(index_dir=str(hotpot_index)), part_queries=0)
 
 
 class GatedRetriever(BM25Retriever):
