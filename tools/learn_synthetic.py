@@ -95,7 +95,7 @@ def prepare(
         corpus = files.corpus if k == 0 else write_task(world, out / f"sft_world{k}").corpus
         train = world.questions("train")
         prompts = [build_prompt(ex.question, tok) for ex in train]
-        retriever = BM25Retriever(corpus=str(corpus))
+        retriever = BM25Retriever(corpus=str(corpus), stemmer="none")  # made-up names
         for fraction, acc in ((0.0, gold), (guess_fraction, mixed)):
             turns = teacher_turns(world, train, fraction, 1000 * seed + k)
             engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUT)
@@ -199,7 +199,7 @@ def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = 
 
     tok = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir)).eval()
-    retriever = BM25Retriever(corpus=str(prep.files.corpus)) if search else EmptyRetriever()
+    retriever = BM25Retriever(corpus=str(prep.files.corpus), stemmer="none") if search else EmptyRetriever()
     config = RolloutConfig(**{**ROLLOUT.__dict__, "do_sample": False})
     evaluator = Evaluator(HFBackend(model, tok), tok, retriever, "search_r1", config, show_progress=False)
     examples = prep.task.questions("heldout")[:limit]

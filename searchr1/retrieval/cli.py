@@ -35,7 +35,9 @@ def register_builder(kind: str) -> Callable:
 def _build_bm25(args: argparse.Namespace) -> IndexManifest:
     from searchr1.retrieval.bm25 import BM25Retriever
 
-    return BM25Retriever.build(args.corpus, args.out, k1=args.k1, b=args.b, stopwords=args.stopwords)
+    return BM25Retriever.build(
+        args.corpus, args.out, k1=args.k1, b=args.b, stopwords=args.stopwords, stemmer=args.stemmer
+    )
 
 
 @register_builder("dense")
@@ -91,6 +93,9 @@ def _index_parser() -> argparse.ArgumentParser:
     b.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (pyserini default)")
     b.add_argument("--b", type=float, default=0.4, help="BM25 b (pyserini default)")
     b.add_argument("--stopwords", default="en", help="BM25 stopword list: en, en_plus, none")
+    b.add_argument(
+        "--stemmer", default="porter", help="BM25 stemmer: porter (pyserini's), none, or another PyStemmer algorithm"
+    )
     b.add_argument("--encoder", default="intfloat/e5-base-v2", help="dense: HF model name or local folder")
     b.add_argument("--pooling", default="mean", help="dense: mean (E5) or cls")
     b.add_argument("--max-length", type=int, default=256, help="dense: tokens per passage")

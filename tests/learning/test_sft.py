@@ -38,7 +38,7 @@ def _gold(task, files, model_dir, retriever=None):
     tok = load_tokenizer(str(model_dir))
     examples = task.questions("train")
     turns = {normalize_question(ex.question): gold_turns(task, ex) for ex in examples}
-    retriever = retriever or BM25Retriever(corpus=str(files.corpus))
+    retriever = retriever or BM25Retriever(corpus=str(files.corpus), stemmer="none")
     engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, CONFIG)
     prompts = [build_prompt(ex.question, tok) for ex in examples]
     return tok, examples, build_sft_trajectories(engine, examples, prompts, keep=answer_was_retrieved, batch_size=16)
