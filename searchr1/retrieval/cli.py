@@ -172,4 +172,14 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     )
     gc.collect()
     gc.freeze()  # the index, app and imports are permanent: later collections skip them (no full-heap pauses)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # no X-Forwarded-For rewriting (the app never reads client addresses) and no "server" header: ~2 us less
+    # per request (a 64-request wave on a trivial app: 1.77 ms instead of 1.89)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
