@@ -1,4 +1,4 @@
-"""The client's keep-alive pool against a raw socket server, and the server's batch parts answered one by one."""
+"""The client's keep-alive pool against a raw socket server, and the batcher's parts answered one by one."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from searchr1.retrieval import BM25Retriever
+from searchr1.retrieval.batcher import MicroBatcher, _Pending
 from searchr1.retrieval.pool import ConnectionPool, PoolTimeout
-from searchr1.retrieval.server import MicroBatcher, _Pending
 
 
 class RawServer:
