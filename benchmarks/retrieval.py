@@ -351,8 +351,10 @@ def _child(conn: Connection, fn: Callable[..., dict], args: tuple) -> None:
 
 
 def in_fresh_process(fn: Callable[..., dict], *args: object) -> dict:
-    """``fn(*args)`` in a new interpreter. Building the 100k-passage index left this process's heap slower: the
-    HotpotQA server ratio measured after it was 0.67-0.81, in a fresh process 0.83-0.84 (same commit, idle VM)."""
+    """``fn(*args)`` in a new interpreter, so no section runs on the heap and caches that building the 100k-passage
+    index (or an earlier section) left behind. Suspected of slowing later sections once (HotpotQA server ratio
+    0.67-0.81 after the 100k build, 0.83-0.84 with a 2k corpus); fresh-process runs later gave 0.67-0.77 too, so
+    on this VM that was not shown to be more than noise."""
     ctx = mp.get_context("spawn")
     here, there = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(there, fn, args))
