@@ -9,28 +9,13 @@ estimator, mini-batch layout); a bad setup exits with one line saying what to ch
 
 from __future__ import annotations
 
-from importlib.resources import files
-from pathlib import Path
-
 from lightning.pytorch.cli import LightningCLI
 
+from searchr1.resources import default_config_path, package_path
 from searchr1.training.scaling import ScaleSetup, SetupError, check_setup, strategy_kind
 
-PKG_PREFIX = "pkg:"
-DEFAULT_CONFIG = "tiny_cpu.yaml"
 SUBCOMMANDS = ("fit", "validate", "test")
-
-
-def package_path(spec: str) -> str:
-    """``pkg:assets/x.jsonl`` → the absolute path of that file inside the installed package; other strings unchanged."""
-    if isinstance(spec, str) and spec.startswith(PKG_PREFIX):
-        return str(Path(str(files("searchr1"))) / spec[len(PKG_PREFIX) :])
-    return spec
-
-
-def default_config_path() -> str:
-    """The embedded default config shipped in the package."""
-    return str(Path(str(files("searchr1"))) / "configs" / DEFAULT_CONFIG)
+__all__ = ["SearchR1CLI", "cli_main", "default_config_path", "package_path", "setup_from_config"]
 
 
 class SearchR1CLI(LightningCLI):
@@ -101,13 +86,18 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
     from searchr1.data.datamodule import QADataModule
     from searchr1.training.module import SearchR1Module
 
-    sys.argv = sys.argv[:1]  # the arguments come from ``args`` (LightningCLI warns when both are set)
+    import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 
+    argv = _with_default_config(list(args or [])) if run else list(args or [])
+    # A run parses ``sys.argv``, rewritten to the full command line (default config included): Lightning's
+    # subprocess launcher (DDP/FSDP2 with devices > 1) starts the other ranks by re-running ``sys.argv``, so they
+    # must see exactly this rank's arguments. ``run=False`` (config checks from Python) parses ``args`` only.
+    sys.argv = [sys.argv[0], *argv] if run else sys.argv[:1]
     try:
         return SearchR1CLI(
             SearchR1Module,
             QADataModule,
-            args=_with_default_config(list(args or [])) if run else list(args or []),
+            args=None if run else argv,
             run=run,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,

@@ -116,12 +116,13 @@ class RolloutEngine:
         """
         gen_s = ret_s = 0.0
         cfg = self.config
+        lockstep = getattr(self.backend, "lockstep", None)  # sharded model: every rank runs every turn's decode
         for turn in range(cfg.max_turns + 1):
             active = [t for t in trajs if not t.done]
-            if not active:
+            if not (lockstep.any(bool(active)) if lockstep is not None else active):
                 break
             final = turn == cfg.max_turns
-            budget = max(cfg.max_total_tokens - t.total_tokens for t in active)
+            budget = max((cfg.max_total_tokens - t.total_tokens for t in active), default=1)
             params = self._sampling_params(min(cfg.max_response_tokens, budget), seed, turn)
             start = time.perf_counter()
             outputs = self.backend.generate([t.prompt_ids + t.response_ids for t in active], params)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from searchr1.distributed import Lockstep
+
 
 @dataclass
 class UpdateBatch:
@@ -43,16 +45,41 @@ class UpdateBatch:
         """Rows ``index`` of every tensor field."""
         return replace(self, **{f.name: _take(getattr(self, f.name), index) for f in fields(self)})
 
-    def micro_batches(self, token_budget: int) -> Iterator[UpdateBatch]:
-        """Consecutive chunks of at most ``max(1, token_budget // L)`` samples."""
-        size = samples_per_micro_batch(token_budget, self.input_ids.shape[1])
-        for start in range(0, len(self), size):
-            yield self.select(torch.arange(start, min(start + size, len(self)), device=self.input_ids.device))
+    def micro_batches(self, token_budget: int, lockstep: Lockstep | None = None) -> Iterator[tuple[UpdateBatch, bool]]:
+        """``(micro_batch, is_padding)`` over consecutive chunks of at most ``max(1, token_budget // L)`` samples.
+
+        With an active ``lockstep`` every rank yields the largest count of any rank; the chunks beyond this rank's
+        rows are padding: its first row with an all-zero ``loss_mask`` (zero loss, zero gradient), run through
+        forward and backward like real work so that the collective forwards/backwards stay matched.
+        """
+        for rows in micro_batch_ranges(len(self), self.input_ids.shape[1], token_budget, lockstep):
+            if len(rows):
+                yield self.select(torch.arange(rows.start, rows.stop, device=self.input_ids.device)), False
+            else:
+                first = self.select(torch.zeros(1, dtype=torch.long, device=self.input_ids.device))
+                yield replace(first, loss_mask=torch.zeros_like(first.loss_mask)), True
 
 
 def samples_per_micro_batch(token_budget: int, padded_length: int) -> int:
     """How many padded sequences of ``padded_length`` tokens fit in ``token_budget`` (at least one)."""
     return max(1, token_budget // padded_length)
+
+
+def micro_batch_ranges(
+    n_rows: int, padded_length: int, token_budget: int, lockstep: Lockstep | None = None
+) -> list[range]:
+    """Row ranges of the micro-batches of ``n_rows`` sequences padded to ``padded_length``.
+
+    The count is ``ceil(n_rows / samples_per_micro_batch)``, or with an active ``lockstep`` the largest count of
+    any rank (each rank's own padded length and row count give its own); rows are spread evenly over the count and
+    ranges past this rank's rows are empty (padding work). E.g. 5 rows of which 2 fit: ``[0:2], [2:4], [4:5]``;
+    the same rows when another rank needs 7 micro-batches: five ranges of one row, then two empty ones.
+    """
+    count = -(-n_rows // samples_per_micro_batch(token_budget, padded_length))
+    if lockstep is not None:
+        count = lockstep.max([count])[0]
+    per = -(-n_rows // count) if count else 0
+    return [range(min(i * per, n_rows), min((i + 1) * per, n_rows)) for i in range(count)]
 
 
 def _take(value: Tensor | None, index: Tensor) -> Tensor | None:

@@ -52,13 +52,17 @@ class SampleLogger(Callback):
         self.every_n_steps, self.num_samples, self.filename = every_n_steps, num_samples, filename
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not isinstance(outputs, dict) or "rollout" not in outputs or trainer.global_rank != 0:
+        if not isinstance(outputs, dict) or "rollout" not in outputs:
             return
         step = pl_module._rollout_steps - 1
         if step % self.every_n_steps:
             return
-        rollout, scores = outputs["rollout"], outputs["scores"]
+        # on every rank: ``trainer.log_dir`` is a broadcast under DDP/FSDP2 (a collective), so reading it on rank 0
+        # only would hang against the other ranks' next collective
         folder = Path(trainer.log_dir or trainer.default_root_dir)
+        if trainer.global_rank != 0:
+            return
+        rollout, scores = outputs["rollout"], outputs["scores"]
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for i, traj in enumerate(rollout.trajectories[: self.num_samples]):

@@ -10,7 +10,8 @@ target (atomic on POSIX within one filesystem) and fsyncs the folder: a reader s
 never a part. Remote (non-local) paths fall back to Lightning's own writer.
 
 ``ExportPretrained`` writes ``policy.save_pretrained`` + the tokenizer (loadable with ``from_pretrained``) at the
-end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place.
+end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place; under FSDP2 every rank
+takes part in gathering the full weights and rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -109,19 +110,26 @@ class ExportPretrained(Callback):
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "hf"
 
     def export(self, trainer: Trainer, pl_module: LightningModule, name: str) -> Path | None:
-        """Write ``<root>/<name>`` (rank 0 only); returns the folder."""
-        if trainer.global_rank != 0:
-            return None
-        target = self._root(trainer) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
-        try:
-            pl_module.policy.save_pretrained(tmp, safe_serialization=self.safe_serialization)
-            pl_module.tokenizer.save_pretrained(tmp)
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Write ``<root>/<name>``; returns the folder on rank 0 (None elsewhere).
+
+        Every rank must call it: under FSDP2 the full state dict is gathered from all shards (a collective), then
+        rank 0 writes it; the ranks wait for the write to finish before going on.
+        """
+        from searchr1.training.sharding import full_state_dict, save_hf_folder
+
+        state = full_state_dict(pl_module.policy)
+        target = None
+        if trainer.global_rank == 0:
+            target = self._root(trainer) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
+            try:
+                save_hf_folder(pl_module.policy, pl_module.tokenizer, tmp, state, self.safe_serialization)
+                replace_dir(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        trainer.strategy.barrier("searchr1-export")
         return target
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int):

@@ -9,7 +9,6 @@ and by whether a critic exists (see ``AlgorithmConfig``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
@@ -23,18 +22,22 @@ from searchr1.data.prompts import build_prompt
 from searchr1.retrieval import Retriever
 from searchr1.rewards import exact_match, extract_answer, f1_score, get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
+from searchr1.distributed import Lockstep
+from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.optim import build_optimizers
+from searchr1.training.optim import build_optimizers, warmup_steps
 from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.training.scaling import (
     ScaleSetup,
+    all_reduce_gradients,
     check_setup,
-    fsdp_wrap,
+    ddp_reducer_off,
     full_params_for_generation,
     strategy_kind,
 )
+from searchr1.training.sharding import MIXED_PRECISION, fsdp2_shard, is_fsdp2
 from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
-from searchr1.training.update import PolicyCriticUpdater
+from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 
 class SearchR1Module(LightningModule):
@@ -61,7 +64,10 @@ class SearchR1Module(LightningModule):
         lr_warmup_ratio: policy warm-up share of the total steps (constant LR afterwards, as in Search-R1).
         critic_lr_warmup_ratio: the same for the critic.
         gradient_checkpointing: activation checkpointing in policy and critic.
-        dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``); None keeps the checkpoint's float32.
+        dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``); None: float32, i.e. fp32 master weights and
+            optimizer state (compute in bf16 comes from ``trainer.precision: bf16-mixed``). ``bfloat16``/``float16``
+            is pure low-precision training (no master copy: small updates round away; a startup warning says so).
+        reference_cpu_offload: under FSDP2, keep the frozen reference's shards on CPU between its forwards.
         use_chat_template: format prompts with the tokenizer's chat template (instruct models).
         val_do_sample: sample during validation/test (default greedy).
         val_temperature: sampling temperature when ``val_do_sample``.
@@ -89,6 +95,7 @@ class SearchR1Module(LightningModule):
         critic_lr_warmup_ratio: float = 0.0,
         gradient_checkpointing: bool = False,
         dtype: str | None = None,
+        reference_cpu_offload: bool = False,
         use_chat_template: bool = True,
         val_do_sample: bool = False,
         val_temperature: float = 1.0,
@@ -111,13 +118,23 @@ class SearchR1Module(LightningModule):
         self._optimizer_factories = (policy_optimizer, critic_optimizer)
         self._tokenizer = None  # loaded on first use, so building the module (config checks) downloads nothing
         self.policy: torch.nn.Module | None = None
-        self.reference: torch.nn.Module | None = None
+        self._frozen: dict[str, torch.nn.Module] = {}  # the reference: not a submodule (see ``reference``)
         self.critic: ValueModel | None = None
         self._engines: dict[bool, RolloutEngine] = {}
         self._rollout_steps = 0
         self._eval_sums: dict[str, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------------------- setup
+    @property
+    def reference(self) -> torch.nn.Module | None:
+        """The frozen reference policy (KL), or None.
+
+        Deliberately not a registered submodule: it never enters the state dict, so checkpoints (single-file or
+        FSDP2 distributed) hold only what trains, Lightning's precision/device moves leave it alone, and it is
+        rebuilt from the starting weights at load.
+        """
+        return self._frozen.get("reference")
+
     @property
     def tokenizer(self):
         """The policy tokenizer (left padding), loaded on first use."""
@@ -144,41 +161,119 @@ class SearchR1Module(LightningModule):
             batch_size=getattr(datamodule, "batch_size", None),
             n_samples=self.algorithm.n_samples,
             mini_batch_size=self.algorithm.mini_batch_size,
+            precision=str(trainer.precision),
+            dtype=self.hparams.dtype,
+            policy_lr=self.hparams.policy_lr,
         )
 
     def configure_model(self) -> None:
         """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint).
 
-        Under ``FSDPStrategy`` (this hook runs inside its wrapping context) each model becomes its own FSDP root
-        with one unit per decoder layer, so the direct ``policy(...)``/``critic(...)`` calls of the update shard
-        and reduce-scatter as usual; elsewhere ``fsdp_wrap`` returns the model unchanged.
+        Under FSDP2 (``ModelParallelStrategy``/``fsdp2``: ``self.device_mesh`` is set) each model is sharded with
+        ``fully_shard`` per decoder layer, then the root; parameters stay fp32 shards (the optimizer's masters) and
+        compute runs in bf16 under ``trainer.precision: bf16-mixed`` (``MixedPrecisionPolicy``, fp32 gradient
+        reduction). The reference is sharded too and never stepped.
         """
         if self.policy is not None:
             return
         hp = self.hparams
         dtype = getattr(torch, hp.dtype) if hp.dtype else None
         policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing).train()
-        if self.algorithm.uses_reference:
-            self.reference = fsdp_wrap(copy.deepcopy(policy).eval().requires_grad_(False))
-        self.policy = fsdp_wrap(policy)
+        reference = copy.deepcopy(policy).eval().requires_grad_(False) if self.algorithm.uses_reference else None
+        critic = None
         if self.algorithm.needs_critic:
             path = hp.critic_name_or_path or hp.model_name_or_path
-            self.critic = fsdp_wrap(ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train())
+            critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train()
+        mesh = self.device_mesh
+        if mesh is not None:
+            if mesh.mesh_dim_names != ("data_parallel", "tensor_parallel") or mesh["tensor_parallel"].size() != 1:
+                raise ValueError(
+                    f"searchr1 shards with data-parallel FSDP2 only, got device mesh {mesh}: use "
+                    "--trainer.strategy=fsdp2 (or ModelParallelStrategy with tensor_parallel_size=1)"
+                )
+            dp = mesh["data_parallel"]
+            param_dtype = MIXED_PRECISION.get(str(self.trainer.precision))
+            policy = fsdp2_shard(policy, dp, param_dtype)
+            critic = fsdp2_shard(critic, dp, param_dtype) if critic is not None else None
+            if reference is not None:
+                reference = fsdp2_shard(reference, dp, param_dtype, cpu_offload=hp.reference_cpu_offload)
+        self.policy, self.critic = policy, critic
+        if reference is not None:
+            self._frozen["reference"] = reference
         if self.retriever is None:
             self.retriever = _default_retriever()
 
     @property
-    def averages_gradients(self) -> bool:
-        """Whether the updater must all-reduce gradients itself (DDP with several ranks; FSDP/DeepSpeed do it)."""
+    def lockstep(self) -> Lockstep | None:
+        """The rank agreement when several ranks train together, else None."""
         trainer = self._trainer
-        return trainer is not None and trainer.world_size > 1 and strategy_kind(trainer.strategy) == "ddp"
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return Lockstep(self.device if torch.distributed.get_backend() == "nccl" else "cpu")
+
+    def _sync_gradients(self):
+        """The updater's gradient hook: DDP with several ranks averages accumulated gradients here (the reducer is
+        kept out of the update's many backwards, see ``training.scaling``); FSDP2/DeepSpeed reduce themselves."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1 or strategy_kind(trainer.strategy) != "ddp":
+            return None
+        return lambda model: all_reduce_gradients(model.parameters(), trainer.world_size)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        with ddp_reducer_off(self.trainer.strategy.model):
+            self.manual_backward(loss)
+
+    def _move_reference(self) -> None:
+        """Put an unsharded reference on this module's device (FSDP2 placed sharded ones already)."""
+        ref = self.reference
+        if ref is not None and not is_fsdp2(ref):
+            device = next(ref.parameters()).device
+            if device != self.device:
+                self._frozen["reference"] = ref.to(self.device)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Batches are lists of ``QAExample`` (text): nothing to move; rollouts are built on the device."""
         return batch
 
     def configure_optimizers(self):
-        return build_optimizers(self, *self._optimizer_factories)
+        hp = self.hparams
+        try:
+            total = self.trainer.estimated_stepping_batches
+        except Exception:  # no trainer attached (plain use) or unknown length
+            total = None
+        return build_optimizers(
+            self.policy,
+            self.critic,
+            policy_lr=hp.policy_lr,
+            critic_lr=hp.critic_lr,
+            weight_decay=hp.weight_decay,
+            warmup=(warmup_steps(hp.lr_warmup_ratio, total), warmup_steps(hp.critic_lr_warmup_ratio, total)),
+            factories=self._optimizer_factories,
+        )
+
+    def updater(self) -> PolicyCriticUpdater:
+        """The update of one step, wired to this module's models, optimizers, schedulers and strategy."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        critic = Trainee(self.critic, optimizers[1], schedulers[1]) if self.critic is not None else None
+        return PolicyCriticUpdater(
+            self.algorithm,
+            Trainee(self.policy, optimizers[0], schedulers[0]),
+            critic,
+            temperature=self.rollout_config.temperature,
+            seed=self.hparams.seed,
+            backward=self._backward,
+            sync_gradients=self._sync_gradients(),
+            lockstep=self.lockstep,
+            failure_context=self._failure_context,
+        )
+
+    def _failure_context(self) -> str:
+        callback = getattr(self._trainer, "checkpoint_callback", None) if self._trainer is not None else None
+        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none yet"
+        return f" at rollout step {self._rollout_steps} (global step {self.global_step}); last good checkpoint: {last}"
 
     def engine(self, train: bool = True) -> RolloutEngine:
         """The rollout engine (sampling settings for training, greedy-by-default ones for evaluation)."""
@@ -187,7 +282,9 @@ class SearchR1Module(LightningModule):
 
             cls = get_backend_class(self.backend_name)
             if self.backend_name == "hf":
-                backend = cls(self.policy, self.tokenizer, **self.backend_kwargs)
+                # sharded policy: every decode forward is a collective, so the ranks decode in lockstep
+                lockstep = self.lockstep if is_fsdp2(self.policy) else None
+                backend = cls(self.policy, self.tokenizer, lockstep=lockstep, **self.backend_kwargs)
             else:
                 backend = cls(model=self.hparams.model_name_or_path, **self.backend_kwargs)
             config = self.rollout_config
@@ -206,13 +303,14 @@ class SearchR1Module(LightningModule):
         if self.backend_name != "hf":  # free the engine's memory (vLLM: KV cache, weights) for the passes below
             self.engine(True).backend.sleep()
         with _timer(timings, "score"):
-            scores = score_rollout(rollout, [ex.golden_answers for ex in batch], self.reward_fn, self._rollout_steps)
+            golds = [ex.golden_answers for ex in batch]
+            scores = score_rollout(rollout, golds, self.reward_fn, self._rollout_steps, self.lockstep)
         with _timer(timings, "old_ref_values"):
             old_lp, ref_lp, values = self.no_grad_passes(rollout)
         with _timer(timings, "advantages"):
             data, token_rewards = self.compute_advantages(rollout, scores, old_lp, ref_lp, values)
         with _timer(timings, "update"):
-            stats = PolicyCriticUpdater(self).run(data, step=self._rollout_steps)
+            stats = self.updater().run(data, step=self._rollout_steps)
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
         self._mark_batch_consumed()
@@ -223,8 +321,7 @@ class SearchR1Module(LightningModule):
         prompts = [build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
         n = self.algorithm.n_samples if train else 1
         seed = self.hparams.seed + 1_000_003 * self._rollout_steps + 7919 * self.global_rank if train else None
-        gather = full_params_for_generation(self.policy) if self.backend_name == "hf" else contextlib.nullcontext()
-        with gather:
+        with full_params_for_generation(self.policy):
             rollout = self.engine(train).generate(prompts, n=n, seed=seed)
         return rollout.to(self.device)
 
@@ -233,9 +330,12 @@ class SearchR1Module(LightningModule):
         cfg, budget, temp = self.algorithm, self.algorithm.micro_token_budget, self.rollout_config.temperature
         single_update = cfg.ppo_epochs == 1 and (cfg.mini_batch_size is None or cfg.mini_batch_size >= len(rollout))
         need_old = not single_update or (cfg.kl_in_reward and cfg.kl_coef > 0)
-        old_lp = batched_logprobs(self.policy, rollout, temp, budget) if need_old else None
-        ref_lp = batched_logprobs(self.reference, rollout, temp, budget) if self.reference is not None else None
-        values = batched_values(self.critic, rollout, budget) if self.critic is not None else None
+        lockstep = self.lockstep
+        self._move_reference()
+        old_lp = batched_logprobs(self.policy, rollout, temp, budget, lockstep) if need_old else None
+        ref = self.reference
+        ref_lp = batched_logprobs(ref, rollout, temp, budget, lockstep) if ref is not None else None
+        values = batched_values(self.critic, rollout, budget, lockstep) if self.critic is not None else None
         return old_lp, ref_lp, values
 
     def compute_advantages(self, rollout, scores, old_lp, ref_lp, values):
@@ -341,19 +441,20 @@ class SearchR1Module(LightningModule):
 
     # -------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
-        # the reference is frozen at its starting weights: rebuilt at load, not stored
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
-        if self.reference is not None:
-            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):  # single-file checkpoints of earlier versions: drop a stored reference copy
+            for key in [k for k in state if k.startswith("reference.")]:
+                del state[key]
 
 
 def _default_retriever() -> Retriever:
     """In-process BM25 over the HotpotQA sample corpus shipped in the package (laptop default)."""
-    from searchr1.cli import package_path
+    from searchr1.resources import package_path
     from searchr1.retrieval import BM25Retriever
 
     return BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))

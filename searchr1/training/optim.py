@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-
-if TYPE_CHECKING:
-    from searchr1.training.module import SearchR1Module
 
 
 def warmup_lambda(warmup_steps: int):
@@ -17,36 +15,42 @@ def warmup_lambda(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / (warmup_steps + 1)) if warmup_steps > 0 else 1.0
 
 
-def _total_steps(module: SearchR1Module) -> int | None:
-    try:
-        total = module.trainer.estimated_stepping_batches
-    except Exception:  # no trainer attached (plain use) or unknown length
-        return None
-    return int(total) if total is not None and math.isfinite(total) else None
-
-
-def _warmup_steps(module: SearchR1Module, ratio: float) -> int:
+def warmup_steps(ratio: float, total_steps: float | None) -> int:
+    """``round(ratio * total_steps)``; a positive ratio needs a known, finite number of steps."""
     if ratio <= 0:
         return 0
-    total = _total_steps(module)
-    if total is None:
+    if total_steps is None or not math.isfinite(total_steps):
         raise ValueError(
             "an LR warm-up ratio needs a known number of steps: set trainer.limit_train_batches (rollout steps "
             "per epoch) with trainer.max_epochs, or set the warm-up ratio to 0"
         )
-    return round(ratio * total)
+    return round(ratio * total_steps)
 
 
-def build_optimizers(module: SearchR1Module, policy_factory=None, critic_factory=None):
-    """Policy optimizer/scheduler, then the critic's when there is a critic (Lightning's list form)."""
-    hp = module.hparams
-    opt = (policy_factory or _adamw(hp.policy_lr, hp.weight_decay))(module.policy.parameters())
-    optimizers = [opt]
-    schedulers = [LambdaLR(opt, warmup_lambda(_warmup_steps(module, hp.lr_warmup_ratio)))]
-    if module.critic is not None:
-        copt = (critic_factory or _adamw(hp.critic_lr, hp.weight_decay))(module.critic.parameters())
+def build_optimizers(
+    policy: nn.Module,
+    critic: nn.Module | None,
+    *,
+    policy_lr: float,
+    critic_lr: float,
+    weight_decay: float,
+    warmup: tuple[int, int] = (0, 0),
+    factories: tuple[Callable | None, Callable | None] = (None, None),
+):
+    """Policy optimizer/scheduler, then the critic's when there is a critic (Lightning's list form).
+
+    Args:
+        policy, critic: the models (their parameters: fp32 masters, or FSDP2 fp32 shards).
+        policy_lr, critic_lr, weight_decay: settings of the default AdamW optimizers.
+        warmup: warm-up steps of the policy and critic schedules.
+        factories: user optimizer factories (``OptimizerCallable``) replacing the default AdamW.
+    """
+    opt = (factories[0] or _adamw(policy_lr, weight_decay))(policy.parameters())
+    optimizers, schedulers = [opt], [LambdaLR(opt, warmup_lambda(warmup[0]))]
+    if critic is not None:
+        copt = (factories[1] or _adamw(critic_lr, weight_decay))(critic.parameters())
         optimizers.append(copt)
-        schedulers.append(LambdaLR(copt, warmup_lambda(_warmup_steps(module, hp.critic_lr_warmup_ratio))))
+        schedulers.append(LambdaLR(copt, warmup_lambda(warmup[1])))
     return optimizers, schedulers
 
 

@@ -9,9 +9,11 @@ per rank; only gradients and metrics cross ranks.
   which DDP's reducer cannot follow (it expects one backward over *all* parameters per forward). So the reducer
   is kept out of those passes (:func:`ddp_reducer_off`) and :func:`all_reduce_gradients` averages each optimizer's
   accumulated gradients right before clipping and the step.
-* **FSDP**: ``configure_model`` wraps policy, reference and critic each in its own FSDP root (:func:`fsdp_wrap`,
-  decoder layers as units), so direct calls go through FSDP's forward; generation runs inside
-  :func:`full_params_for_generation` (``summon_full_params`` of the root, layers unshard themselves).
+* **FSDP2** (``--trainer.strategy=fsdp2``, :class:`~searchr1.training.strategies.FSDP2Strategy`):
+  ``configure_model`` shards policy, reference and critic with ``fully_shard`` (one unit per decoder layer, then
+  the root; fp32 shards, bf16 compute under ``bf16-mixed``); every forward is a collective, so rollouts,
+  no-grad passes and updates run in lockstep (:mod:`searchr1.training.sharding`). Lightning's FSDP1
+  ``FSDPStrategy`` is refused at startup: its per-shard gradient clipping and flat parameters break the update.
 * **DeepSpeed** ZeRO-2/3 (GRPO only: Lightning's DeepSpeed strategy drives one optimizer): ZeRO-3 parameters are
   gathered for generation and weight sync with ``deepspeed.zero.GatheredParameters``.
 
@@ -29,8 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-STRATEGY_KINDS = ("single", "ddp", "fsdp", "deepspeed")
+STRATEGY_KINDS = ("single", "ddp", "fsdp2", "fsdp", "deepspeed")
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+LOW_PRECISION_NAMES = ("bf16-true", "bf16", "16-true", "16", "half")
 
 
 class SetupError(ValueError):
@@ -38,14 +41,16 @@ class SetupError(ValueError):
 
 
 def strategy_kind(strategy: object) -> str:
-    """``single``, ``ddp``, ``fsdp`` or ``deepspeed`` for a Lightning strategy object, a name (``"fsdp"``,
-    ``"deepspeed_stage_3"``, ``"ddp_spawn"``...) or a CLI ``class_path`` (``"...FSDPStrategy"``)."""
+    """``single``, ``ddp``, ``fsdp2``, ``fsdp`` (FSDP1) or ``deepspeed`` for a Lightning strategy object, a name
+    (``"fsdp2"``, ``"deepspeed_stage_3"``, ``"ddp_spawn"``...) or a CLI ``class_path`` (``"...FSDP2Strategy"``)."""
     if not isinstance(strategy, str):
         class_path = getattr(strategy, "class_path", None)
         strategy = class_path if isinstance(class_path, str) else type(strategy).__name__
     name = strategy.rsplit(".", 1)[-1].lower()
     if "deepspeed" in name:
         return "deepspeed"
+    if "fsdp2" in name or "modelparallel" in name:
+        return "fsdp2"
     if "fsdp" in name or "fullyshard" in name:
         return "fsdp"
     if "ddp" in name:
@@ -75,23 +80,34 @@ class ScaleSetup:
     """Responses per prompt."""
     mini_batch_size: int | None = None
     """Sequences per rank per optimizer update (None: the whole rollout batch)."""
+    precision: str = "32-true"
+    """Lightning precision flag."""
+    dtype: str | None = None
+    """The module's parameter dtype option (None/float32: fp32 master weights)."""
+    policy_lr: float | None = None
+    """Policy learning rate (for the pure low-precision warning)."""
 
 
 def setup_problems(s: ScaleSetup) -> list[str]:
     """Every problem of ``s`` as a sentence saying what to change (empty when the setup can run)."""
     problems = []
-    if s.strategy in ("fsdp", "deepspeed") and s.accelerator == "cpu":
+    if s.strategy == "fsdp":
         problems.append(
-            f"trainer.strategy={s.strategy} needs CUDA GPUs (Lightning's FSDP/DeepSpeed strategies do not run on CPU): "
-            "on CPU use --trainer.strategy=ddp with --trainer.devices=N (or auto on one process); on GPUs set "
-            "--trainer.accelerator=gpu"
+            "trainer.strategy=fsdp is Lightning's FSDP1 FSDPStrategy, which searchr1 does not support (flat "
+            "parameters, per-shard gradient clipping): use --trainer.strategy=fsdp2 (FSDP2 through Lightning's "
+            "ModelParallelStrategy, class searchr1.training.strategies.FSDP2Strategy; runs on GPUs and CPU ranks)"
+        )
+    if s.strategy == "deepspeed" and s.accelerator == "cpu":
+        problems.append(
+            "trainer.strategy=deepspeed needs CUDA GPUs (Lightning's DeepSpeed strategy does not run on CPU): on CPU "
+            "use --trainer.strategy=fsdp2 or ddp with --trainer.devices=N; on GPUs set --trainer.accelerator=gpu"
         )
     if s.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         problems.append("trainer.strategy=deepspeed needs the deepspeed package: pip install -e '.[gpu]'")
     if s.strategy == "deepspeed" and s.needs_critic:
         problems.append(
             f"estimator {s.estimator!r} trains a critic with its own optimizer, but Lightning's DeepSpeed strategy "
-            "supports a single optimizer: use --trainer.strategy=fsdp for PPO, or a critic-free estimator (grpo)"
+            "supports a single optimizer: use --trainer.strategy=fsdp2 for PPO, or a critic-free estimator (grpo)"
         )
     if s.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         where = (
@@ -116,11 +132,32 @@ def setup_problems(s: ScaleSetup) -> list[str]:
     return problems
 
 
+def low_precision_warning(s: ScaleSetup) -> str | None:
+    """The startup warning for pure low-precision weights (no fp32 master copy), or None."""
+    pure = str(s.precision) in LOW_PRECISION_NAMES or s.dtype in ("bfloat16", "float16")
+    if not pure:
+        return None
+    lr = f"{s.policy_lr:g}" if s.policy_lr is not None else "the policy lr"
+    rounds = f" (|w| > {s.policy_lr * 256:.2g})" if s.policy_lr is not None else ""
+    return (
+        f"pure low-precision training (precision={s.precision}, dtype={s.dtype}): parameters and optimizer state "
+        f"have no fp32 master copy, so an AdamW step of about lr={lr} is below half the bf16 spacing of most "
+        f"weights{rounds} and rounds away; use --trainer.precision=bf16-mixed with float32 parameters (dtype: null) "
+        "for fp32 master weights with bf16 compute"
+    )
+
+
 def check_setup(s: ScaleSetup) -> None:
-    """Raise :class:`SetupError` listing every problem of ``s`` (see :func:`setup_problems`)."""
+    """Raise :class:`SetupError` listing every problem of ``s`` (see :func:`setup_problems`); warn once about
+    pure low-precision weights."""
     problems = setup_problems(s)
     if problems:
         raise SetupError("; ".join(problems))
+    warning = low_precision_warning(s)
+    if warning:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(warning)
 
 
 # ----------------------------------------------------------------------------------------------------------- DDP
@@ -162,46 +199,18 @@ def all_reduce_gradients(params: Iterable[nn.Parameter], world_size: int, bucket
                 grad.copy_(synced)
 
 
-# ---------------------------------------------------------------------------------------------------------- FSDP
-def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
-    """Classes of the model's transformer blocks (Hugging Face ``_no_split_modules``), the FSDP wrapping units."""
-    names = {n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or [])}
-    return {type(m) for m in model.modules() if type(m).__name__ in names}
-
-
-def fsdp_wrap(model: nn.Module) -> nn.Module:
-    """Wrap ``model`` in its own FSDP root with one unit per decoder layer, inside Lightning's FSDP context.
-
-    ``torch.distributed.fsdp.wrap.wrap`` uses the strategy's settings (sharding, mixed precision, device,
-    ``use_orig_params``) inside ``FSDPStrategy``'s ``configure_model`` context and returns ``model`` unchanged
-    anywhere else, so this is safe to call under every strategy.
-    """
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy, wrap
-
-    layers = decoder_layer_classes(model)
-    return wrap(model, auto_wrap_policy=ModuleWrapPolicy(layers)) if layers else wrap(model)
-
-
-def _is_fsdp(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    return isinstance(model, FullyShardedDataParallel)
-
-
+# ------------------------------------------------------------------------------------------------- FSDP2 / ZeRO-3
 def _is_zero3(model: nn.Module) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 def full_params_for_generation(model: nn.Module) -> contextlib.AbstractContextManager:
-    """Context in which ``model.generate`` sees full parameters (FSDP root / ZeRO-3); a no-op otherwise.
+    """Context in which decoding sees full parameters: FSDP2 units stay gathered after their first forward,
+    ZeRO-3 parameters are gathered; a no-op otherwise."""
+    from searchr1.training.sharding import is_fsdp2, unsharded_for_generation
 
-    FSDP: only the root's own parameters (embeddings, final norm, LM head) are gathered; each decoder-layer unit
-    gathers its own in its forward, so peak memory stays one layer above the shards.
-    """
-    if _is_fsdp(model):
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        return FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False)
+    if is_fsdp2(model):
+        return unsharded_for_generation(model)
     if _is_zero3(model):
         import deepspeed
 
@@ -216,43 +225,21 @@ def clean_param_name(name: str) -> str:
     return name
 
 
-def _own_named_params(unit: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Parameter]]:
-    """Parameters of ``unit`` not inside a nested FSDP unit, with their names under ``prefix``."""
-    yield from unit.named_parameters(prefix=prefix, recurse=False)  # names: f"{prefix}.{name}" ("name" at the top)
-    for child_name, child in unit.named_children():
-        if not _is_fsdp(child):
-            yield from _own_named_params(child, f"{prefix}.{child_name}" if prefix else child_name)
-
-
 def iter_full_params(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, full tensor)`` for every parameter of ``model``, gathered layer by layer, with plain HF names.
+    """``(name, full tensor)`` for every parameter of ``model``, gathered one at a time, with plain HF names.
 
-    Plain/DDP models yield their parameters as they are (detached, no copy). FSDP models gather one unit at a
-    time (``summon_full_params(unit, recurse=False)``) and ZeRO-3 models one submodule at a time; those tensors
-    are copies (the gathered storage is freed when the next layer is gathered). Every rank must iterate to the
-    end (the gathers are collectives).
+    Plain/DDP models yield their parameters as they are (detached, no copy). FSDP2 models all-gather one
+    parameter at a time (``DTensor.full_tensor``) and ZeRO-3 models one submodule at a time; those tensors are
+    copies. Every rank must iterate to the end (the gathers are collectives).
     """
-    if _is_fsdp(model):
-        yield from _iter_fsdp(model)
-    elif _is_zero3(model):
+    from torch.distributed.tensor import DTensor
+
+    if _is_zero3(model):
         yield from _iter_zero3(model)
-    else:
-        for name, p in model.named_parameters():
-            yield clean_param_name(name), p.detach()
-
-
-def _iter_fsdp(root: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    seen: set[int] = set()  # a tied LM head is the embedding's Parameter: yielded once, as named_parameters() does
-    for unit_name, unit in root.named_modules():
-        if not _is_fsdp(unit):
-            continue
-        with FullyShardedDataParallel.summon_full_params(unit, recurse=False, writeback=False):
-            for name, p in _own_named_params(unit, unit_name):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    yield clean_param_name(name), p.detach().clone()
+        return
+    for name, p in model.named_parameters():
+        full = p.full_tensor() if isinstance(p, DTensor) else p
+        yield clean_param_name(name), full.detach()
 
 
 def _iter_zero3(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

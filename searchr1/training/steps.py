@@ -15,29 +15,41 @@ from torch import Tensor, nn
 from searchr1.algorithms import AdvantageInputs, compute_advantages, kl_penalty
 from searchr1.rewards import RewardFn
 from searchr1.rollout import RolloutBatch
-from searchr1.training.batch import UpdateBatch, samples_per_micro_batch
+from searchr1.distributed import Lockstep
+from searchr1.training.batch import UpdateBatch, micro_batch_ranges
 from searchr1.training.policy import ValueModel, response_logprobs, response_values
 
 
 def score_rollout(
-    rollout: RolloutBatch, golden_answers: Sequence[Sequence[str]], reward_fn: RewardFn, step: int | None = None
+    rollout: RolloutBatch,
+    golden_answers: Sequence[Sequence[str]],
+    reward_fn: RewardFn,
+    step: int | None = None,
+    lockstep: Lockstep | None = None,
 ) -> Tensor:
     """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,).
 
-    A non-finite score stops the run with a message naming the reward, the sample and the rollout ``step``.
+    A non-finite score stops the run with a message naming the reward, the sample and the rollout ``step``; with an
+    active ``lockstep`` the ranks agree first, so all of them stop with that message.
     """
     scores = [
         float(reward_fn(traj.response_text, golden_answers[int(i)]))
         for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist())
     ]
+    message = None
     for row, score in enumerate(scores):
         if not math.isfinite(score):
             name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
             golds = list(golden_answers[int(rollout.prompt_index[row])])
-            raise FloatingPointError(
+            message = (
                 f"reward {name} returned {score} at rollout step {step} for sample {row} (golden answers {golds}); "
                 "rewards must be finite numbers"
             )
+            break
+    if lockstep is not None:
+        lockstep.raise_together(message)
+    elif message is not None:
+        raise FloatingPointError(message)
     return torch.tensor(scores, dtype=torch.float32, device=rollout.loss_mask.device)
 
 
@@ -56,29 +68,43 @@ def last_token_rewards(scores: Tensor, loss_mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def batched_logprobs(model: nn.Module, rollout: RolloutBatch, temperature: float, token_budget: int) -> Tensor:
-    """Response log-probs of the whole rollout under ``model`` in micro-batches, no grad: (B, R)."""
-    outs = []
-    for mb in _chunks(rollout, token_budget):
-        lp, _ = response_logprobs(
-            model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature
-        )
-        outs.append(lp)
-    return torch.cat(outs) * rollout.loss_mask
+def batched_logprobs(
+    model: nn.Module, rollout: RolloutBatch, temperature: float, token_budget: int, lockstep: Lockstep | None = None
+) -> Tensor:
+    """Response log-probs of the whole rollout under ``model`` in micro-batches, no grad: (B, R).
+
+    With an active ``lockstep`` (sharded models: every forward is a collective) every rank runs the largest
+    micro-batch count of any rank; its extra forwards run on one of its rows and are discarded.
+    """
+
+    def forward(mb: RolloutBatch) -> Tensor:
+        lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature)
+        return lp
+
+    return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
 
 
 @torch.no_grad()
-def batched_values(critic: ValueModel, rollout: RolloutBatch, token_budget: int) -> Tensor:
+def batched_values(
+    critic: ValueModel, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None = None
+) -> Tensor:
     """Critic values of the whole rollout in micro-batches, no grad: (B, R), 0 off the loss mask."""
-    outs = [
-        response_values(critic, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length)
-        for mb in _chunks(rollout, token_budget)
-    ]
-    return torch.cat(outs) * rollout.loss_mask
+
+    def forward(mb: RolloutBatch) -> Tensor:
+        return response_values(critic, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length)
+
+    return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
 
 
-def _chunks(rollout: RolloutBatch, token_budget: int) -> list[RolloutBatch]:
-    return rollout.split(samples_per_micro_batch(token_budget, rollout.input_ids.shape[1]))
+def _micro_batched(forward, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None) -> Tensor:
+    """``forward`` over the micro-batches of ``rollout`` (padding ones on its first row, outputs dropped), joined."""
+    outs = []
+    for rows in micro_batch_ranges(len(rollout), rollout.input_ids.shape[1], token_budget, lockstep):
+        if len(rows):
+            outs.append(forward(rollout.select(rows)))
+        else:
+            forward(rollout.select([0]))
+    return torch.cat(outs)
 
 
 def build_update_batch(

@@ -2,82 +2,125 @@
 
 Gradients of the micro-batches of one mini-batch are accumulated with weights equal to their share of
 the mini-batch's loss (``micro_weight``), so the accumulated gradient equals the full mini-batch's.
+
+The updater gets every collaborator explicitly (models with their optimizers and schedulers, the backward
+function, the gradient-sync hook, the rank agreement), so it runs and tests without a Trainer or a module.
+Multi-rank: micro-batch counts are agreed across ranks and padded with zero-weight micro-batches that still run
+forward and backward (a sharded forward/backward is a collective), and a non-finite loss on any rank stops every
+rank with the same message.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
 
 from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, masked_mean, value_loss
+from searchr1.distributed import Lockstep
 from searchr1.training.batch import UpdateBatch, micro_weight
+from searchr1.training.config import AlgorithmConfig
 from searchr1.training.policy import response_logprobs, response_values
-from searchr1.training.scaling import all_reduce_gradients, ddp_reducer_off
 
-if TYPE_CHECKING:
-    from searchr1.training.module import SearchR1Module
+
+@dataclass
+class Trainee:
+    """A model the update steps, with its optimizer and LR scheduler (None: no schedule)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+
+def _plain_backward(loss: Tensor) -> None:
+    loss.backward()
 
 
 class PolicyCriticUpdater:
-    """Runs the updates of one step on a ``SearchR1Module`` (uses its optimizers and ``manual_backward``)."""
+    """Runs the updates of one step.
 
-    def __init__(self, module: SearchR1Module) -> None:
-        self.module = module
-        self.cfg = module.algorithm
+    Args:
+        cfg: the algorithm settings (losses, clipping, epochs, mini-batch size, token budget).
+        policy: the policy with its optimizer/scheduler.
+        critic: the critic with its optimizer/scheduler, or None (GRPO).
+        temperature: the rollout temperature (log-probs are computed on ``logits / temperature``).
+        seed: base seed of the mini-batch shuffling (``seed * 7 + step``).
+        backward: runs the backward pass of a loss (the module's ``manual_backward``; default ``loss.backward()``).
+        sync_gradients: called with a model after its micro-batches and before clipping (DDP: all-reduce the
+            accumulated gradients); None when the strategy reduces gradients itself (FSDP2) or with one process.
+        lockstep: the rank agreement (micro-batch counts, non-finite losses); None with one process.
+        failure_context: extra text for the non-finite-loss error (step, last good checkpoint).
+    """
+
+    def __init__(
+        self,
+        cfg: AlgorithmConfig,
+        policy: Trainee,
+        critic: Trainee | None = None,
+        *,
+        temperature: float = 1.0,
+        seed: int = 0,
+        backward: Callable[[Tensor], None] = _plain_backward,
+        sync_gradients: Callable[[nn.Module], None] | None = None,
+        lockstep: Lockstep | None = None,
+        failure_context: Callable[[], str] = lambda: "",
+    ) -> None:
+        self.cfg, self.policy, self.critic = cfg, policy, critic
+        self.temperature, self.seed = temperature, seed
+        self.backward, self.sync_gradients = backward, sync_gradients
+        self.lockstep, self.failure_context = lockstep, failure_context
         self.stats: dict[str, list[float]] = defaultdict(list)
 
     def run(self, data: UpdateBatch, step: int) -> dict[str, float]:
-        """All updates for ``data``; returns metrics averaged over micro-batches."""
-        optimizers = self.module.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        schedulers = self.module.lr_schedulers()
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        """All updates for ``data``; returns metrics averaged over (real) micro-batches."""
         train_policy = step >= self.cfg.critic_warmup_steps
-        generator = torch.Generator().manual_seed(self.module.hparams.seed * 7 + step)
+        generator = torch.Generator().manual_seed(self.seed * 7 + step)
         mini = self.cfg.mini_batch_size or len(data)
         for _ in range(self.cfg.ppo_epochs):
             order = torch.randperm(len(data), generator=generator)
             for start in range(0, len(data), mini):
                 batch = data.select(order[start : start + mini])
-                if self.module.critic is not None:
-                    self._step(optimizers[1], self.module.critic, batch, self._critic_loss)
+                if self.critic is not None:
+                    self._step(self.critic, batch, self._critic_loss, "critic")
                 if train_policy:
-                    self._step(optimizers[0], self.module.policy, batch, self._policy_loss)
-        for i, scheduler in enumerate(schedulers):
-            if i > 0 or train_policy:
-                scheduler.step()
-        self.stats["lr"].append(schedulers[0].get_last_lr()[0])
+                    self._step(self.policy, batch, self._policy_loss, "policy")
+        if self.critic is not None and self.critic.scheduler is not None:
+            self.critic.scheduler.step()
+        if self.policy.scheduler is not None:
+            if train_policy:
+                self.policy.scheduler.step()
+            self.stats["lr"].append(self.policy.scheduler.get_last_lr()[0])
         return {k: sum(v) / len(v) for k, v in self.stats.items() if v}
 
-    def _step(self, optimizer, model: torch.nn.Module, mini: UpdateBatch, loss_fn) -> None:
-        """One optimizer update on a mini-batch, accumulating over micro-batches."""
-        optimizer.zero_grad()
-        with ddp_reducer_off(self.module.trainer.strategy.model):
-            for micro in mini.micro_batches(self.cfg.micro_token_budget):
-                weight = micro_weight(micro.loss_mask, mini.loss_mask, self.cfg.loss_agg)
-                if weight == 0.0:
-                    continue
-                loss = loss_fn(micro)
-                self.module.manual_backward(loss * weight)
-        if self.module.averages_gradients:  # DDP: mean of the ranks' accumulated gradients (see training.scaling)
-            all_reduce_gradients(model.parameters(), self.module.trainer.world_size)
+    def _step(self, trainee: Trainee, mini: UpdateBatch, loss_fn, name: str) -> None:
+        """One optimizer update on a mini-batch, accumulating over micro-batches (padding ones weigh 0)."""
+        trainee.optimizer.zero_grad()
+        for micro, padding in mini.micro_batches(self.cfg.micro_token_budget, self.lockstep):
+            weight = 0.0 if padding else micro_weight(micro.loss_mask, mini.loss_mask, self.cfg.loss_agg)
+            loss = loss_fn(micro, record=not padding)
+            self._check_finite(loss, f"{name} loss")
+            self.backward(loss * weight)
+        if self.sync_gradients is not None:
+            self.sync_gradients(trainee.model)
         if self.cfg.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
-            self.stats[f"{'critic' if model is self.module.critic else 'policy'}/grad_norm"].append(float(norm))
-        optimizer.step()
+            # FSDP2 (DTensor) parameters: the global norm over all shards, equal on every rank
+            norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), self.cfg.max_grad_norm)
+            self.stats[f"{name}/grad_norm"].append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
+        trainee.optimizer.step()
 
-    def _policy_loss(self, mb: UpdateBatch) -> torch.Tensor:
+    def _policy_loss(self, mb: UpdateBatch, record: bool = True) -> Tensor:
         cfg = self.cfg
         prompt_length = mb.input_ids.shape[1] - mb.loss_mask.shape[1]
         logprobs, entropy = response_logprobs(
-            self.module.policy,
+            self.policy.model,
             mb.input_ids,
             mb.attention_mask,
             mb.position_ids,
             prompt_length,
-            self.module.rollout_config.temperature,
+            self.temperature,
             with_entropy=True,
             entropy_grad=cfg.entropy_coef != 0,
         )
@@ -86,39 +129,41 @@ class PolicyCriticUpdater:
             logprobs, old, mb.advantages, mb.loss_mask,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=cfg.loss_agg,
         )  # fmt: skip
-        self.stats["policy/pg_loss"].append(loss.item())
+        record_stat = self.stats.__getitem__ if record else lambda _: []
+        record_stat("policy/pg_loss").append(loss.item())
         for k, v in metrics.items():
-            self.stats[f"policy/{k}"].append(v.item())
+            record_stat(f"policy/{k}").append(v.item())
         entropy_term = aggregate_loss(entropy, mb.loss_mask, cfg.loss_agg)
-        self.stats["policy/entropy"].append(entropy_term.item())
+        record_stat("policy/entropy").append(entropy_term.item())
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * entropy_term
         if mb.ref_logprobs is not None and cfg.kl_coef > 0:
             kl = aggregate_loss(kl_penalty(logprobs, mb.ref_logprobs, cfg.kl_kind), mb.loss_mask, cfg.loss_agg)
-            self.stats["policy/kl"].append(kl.item())
+            record_stat("policy/kl").append(kl.item())
             loss = loss + cfg.kl_coef * kl
-        _check_finite(loss, "policy loss", self.module)
         return loss
 
-    def _critic_loss(self, mb: UpdateBatch) -> torch.Tensor:
+    def _critic_loss(self, mb: UpdateBatch, record: bool = True) -> Tensor:
         prompt_length = mb.input_ids.shape[1] - mb.loss_mask.shape[1]
-        values = response_values(self.module.critic, mb.input_ids, mb.attention_mask, mb.position_ids, prompt_length)
+        values = response_values(self.critic.model, mb.input_ids, mb.attention_mask, mb.position_ids, prompt_length)
         loss, clipfrac = value_loss(
             values, mb.old_values, mb.returns, mb.loss_mask, self.cfg.value_clip, self.cfg.loss_agg
         )
-        self.stats["critic/value_loss"].append(loss.item())
-        self.stats["critic/clipfrac"].append(clipfrac.item())
-        self.stats["critic/values"].append(masked_mean(values.detach(), mb.loss_mask).item())
-        _check_finite(loss, "critic loss", self.module)
+        if record:
+            self.stats["critic/value_loss"].append(loss.item())
+            self.stats["critic/clipfrac"].append(clipfrac.item())
+            self.stats["critic/values"].append(masked_mean(values.detach(), mb.loss_mask).item())
         return loss
 
-
-def _check_finite(loss: torch.Tensor, what: str, module: SearchR1Module) -> None:
-    if not torch.isfinite(loss):
-        callback = getattr(module._trainer, "checkpoint_callback", None) if module._trainer is not None else None
-        last = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or "none yet"
-        raise FloatingPointError(
-            f"{what} is {loss.item()} at rollout step {module._rollout_steps} (global step {module.global_step}); "
-            f"stopping instead of training on garbage. Last good checkpoint: {last}. Resume from it with a lower "
-            "learning rate or check the data/rewards of this step."
-        )
+    def _check_finite(self, loss: Tensor, what: str) -> None:
+        """Stop (every rank, same message) when ``loss`` is NaN/inf on any rank."""
+        message = None
+        if not torch.isfinite(loss):
+            message = (
+                f"{what} is {loss.item()}{self.failure_context()}; stopping instead of training on garbage. "
+                "Resume from the last good checkpoint with a lower learning rate or check the data/rewards of this step."
+            )
+        if self.lockstep is not None:
+            self.lockstep.raise_together(message)
+        elif message is not None:
+            raise FloatingPointError(message)

@@ -35,12 +35,17 @@ class HFBackend:
         model: a causal LM (the training module's policy; weights are shared, so ``sync_weights`` is a no-op).
         tokenizer: its tokenizer (pad/eos ids and stop-string matching).
         batch_size: most rows decoded together; further prompts join as rows finish.
+        lockstep: set by the training module when the model is sharded (every forward is a collective): the
+            decode loop then steps in sync with the other ranks (see ``decode_loop``).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64) -> None:
+    shares_policy_weights = True
+    """Samples with the live policy module: no weight sync needed."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, lockstep=None) -> None:
         if batch_size <= 0:
             raise ValueError(f"HFBackend batch_size must be positive, got {batch_size}")
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.lockstep = model, tokenizer, batch_size, lockstep
         layer_types = getattr(getattr(model, "config", None), "layer_types", None) or []
         if any("sliding" in str(t) for t in layer_types):
             raise ValueError(
@@ -121,6 +126,7 @@ class HFBackend:
                 pad_id=self.pad_id,
                 stops=self._stop_matcher(params.stop),
                 generator=generator,
+                lockstep=self.lockstep,
             )
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

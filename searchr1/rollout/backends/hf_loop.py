@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from searchr1.distributed import Lockstep
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams, TurnCallback
 from searchr1.rollout.backends.decoding import (
     chunk_positions,
@@ -175,19 +176,35 @@ def decode_loop(
     pad_id: int,
     stops: StopMatcher | None,
     generator: torch.Generator | None,
+    lockstep: Lockstep | None = None,
 ) -> None:
-    """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time."""
+    """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time.
+
+    With an active ``lockstep`` (a sharded model: every forward is a collective) the ranks agree before each step
+    on whether any rank still decodes and whether any rank prefills; a rank with nothing of its own to feed runs a
+    one-token dummy forward instead, so every rank runs the same forwards until the last rank's last row ends.
+    """
     device = next(model.parameters()).device
     queue = deque(_Row(i, list(p), m) for i, (p, m) in enumerate(zip(prompts, max_new)))
     cache, rows = _PackedCache(device), []
-    while rows or queue:
+    while True:
         admitted = [queue.popleft() for _ in range(min(batch_size - len(rows), len(queue)))]
         if admitted:
             cache.add_rows(len(admitted))
             rows += admitted
         feed = [p for p, row in enumerate(rows) if len(row.pending) > 1]
+        active, prefill = bool(rows), bool(feed)
+        if lockstep is not None:
+            active, prefill = (bool(v) for v in lockstep.max([int(active), int(prefill)]))
+        if not active:
+            return
         if feed:
             cache.prefill(model, feed, [rows[p].pending[:-1] for p in feed], pad_id)
+        elif prefill:
+            _dummy_forward(model, pad_id, device)
+        if not rows:
+            _dummy_forward(model, pad_id, device)
+            continue
         logits = cache.step(model, [row.pending[-1] for row in rows])
         tokens, logprobs = sample_next(
             logits, params.temperature, params.top_k, params.top_p, params.do_sample, generator
@@ -195,6 +212,12 @@ def decode_loop(
         ended = _record(rows, tokens.tolist(), logprobs.tolist(), eos_ids, stops)
         if ended:
             rows = _continue(cache, rows, ended, on_turn_end)
+
+
+def _dummy_forward(model: torch.nn.Module, pad_id: int, device: torch.device) -> None:
+    """A one-token forward whose output is discarded: this rank's part of a collective forward it has no data for."""
+    ids = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
+    model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
 
 
 def _record(
