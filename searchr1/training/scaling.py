@@ -138,7 +138,7 @@ def low_precision_warning(s: ScaleSetup) -> str | None:
     if not pure:
         return None
     lr = f"{s.policy_lr:g}" if s.policy_lr is not None else "the policy lr"
-    rounds = f" (|w| > {s.policy_lr * 256:.2g})" if s.policy_lr is not None else ""
+    rounds = f" (|w| > {s.policy_lr * 256:.1e})" if s.policy_lr is not None else ""
     return (
         f"pure low-precision training (precision={s.precision}, dtype={s.dtype}): parameters and optimizer state "
         f"have no fp32 master copy, so an AdamW step of about lr={lr} is below half the bf16 spacing of most "

@@ -20,7 +20,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from searchr1.training.batch import UpdateBatch
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.policy import response_logprobs
-from searchr1.training.update import PolicyCriticUpdater
+from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 P, R, B, V = 5, 7, 6, 97
 
@@ -78,29 +78,6 @@ def test_logits_to_keep_matches_full_logits(temperature):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
 
 
-class _Host:
-    """The parts of ``SearchR1Module`` the updater touches, on plain modules and a real optimizer (no Trainer)."""
-
-    def __init__(self, policy, cfg: AlgorithmConfig, lr: float = 1.0) -> None:
-        self.policy, self.critic, self.algorithm = policy, None, cfg
-        self.rollout_config = SimpleNamespace(temperature=1.0)
-        self.hparams = SimpleNamespace(seed=0)
-        self.trainer = SimpleNamespace(strategy=SimpleNamespace(model=policy), world_size=1)
-        self.averages_gradients = False
-        self._rollout_steps = self.global_step = 0
-        self._opt = torch.optim.SGD(policy.parameters(), lr=lr)
-        self._sched = torch.optim.lr_scheduler.LambdaLR(self._opt, lambda s: 1.0)
-
-    def optimizers(self):
-        return self._opt
-
-    def lr_schedulers(self):
-        return self._sched
-
-    def manual_backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-
 def update_batch(policy, old_logprobs: torch.Tensor | None = None, seed: int = 2) -> UpdateBatch:
     data = padded_batch()
     g = torch.Generator().manual_seed(seed)
@@ -120,7 +97,8 @@ def run_update(policy, batch: UpdateBatch, **cfg) -> tuple[dict[str, torch.Tenso
     """One updater run (SGD, lr 1, no clipping): returns the parameter change (= −gradient) and the stats."""
     config = AlgorithmConfig(estimator="grpo", n_samples=2, max_grad_norm=0.0, kl_coef=0.01, **cfg)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    stats = PolicyCriticUpdater(_Host(policy, config)).run(batch, step=0)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
+    stats = PolicyCriticUpdater(config, Trainee(policy, optimizer)).run(batch, step=0)
     return {n: p.detach() - before[n] for n, p in policy.named_parameters()}, stats
 
 
@@ -136,15 +114,26 @@ def test_micro_batch_accumulation_matches_one_batch(agg, budget):
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-7, msg=f"update of {name}")
 
 
+class _Rows(SimpleNamespace):
+    """The row-selection part of ``RolloutBatch`` over the padded test tensors."""
+
+    def __init__(self, data: dict) -> None:
+        super().__init__(**data, prompt_length=P)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, rows) -> _Rows:
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        return _Rows({k: getattr(self, k)[idx] for k in ("input_ids", "attention_mask", "position_ids", "loss_mask")})
+
+
 def test_on_policy_shortcut_matches_separate_old_logprob_pass():
     from searchr1.training.steps import batched_logprobs
 
     policy = tiny_policy()
     data = padded_batch()
-    rollout = SimpleNamespace(**data, prompt_length=P)
-    rollout.split = lambda size: [
-        SimpleNamespace(**{k: v[i : i + size] for k, v in data.items()}, prompt_length=P) for i in range(0, B, size)
-    ]
+    rollout = _Rows(data)
     separate_old = batched_logprobs(policy, rollout, temperature=1.0, token_budget=2 * (P + R))
     with_old = update_batch(policy, old_logprobs=separate_old)
     shortcut = UpdateBatch(**{**with_old.__dict__, "old_logprobs": None})

@@ -10,7 +10,14 @@ from lightning.pytorch import Trainer
 
 from searchr1.cli import cli_main
 from searchr1.training import AlgorithmConfig, SearchR1Module
-from searchr1.training.scaling import ScaleSetup, SetupError, check_setup, setup_problems, strategy_kind
+from searchr1.training.scaling import (
+    ScaleSetup,
+    SetupError,
+    check_setup,
+    low_precision_warning,
+    setup_problems,
+    strategy_kind,
+)
 
 OK = dict(strategy="ddp", accelerator="cpu", batch_size=4, n_samples=4, mini_batch_size=8)
 
@@ -19,6 +26,8 @@ def test_strategy_kind_reads_names_objects_and_class_paths():
     from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
     assert strategy_kind("fsdp") == strategy_kind("lightning.pytorch.strategies.FSDPStrategy") == "fsdp"
+    assert strategy_kind("fsdp2") == strategy_kind("searchr1.training.strategies.FSDP2Strategy") == "fsdp2"
+    assert strategy_kind("lightning.pytorch.strategies.ModelParallelStrategy") == "fsdp2"
     assert strategy_kind("deepspeed_stage_3_offload") == strategy_kind("DeepSpeedStrategy") == "deepspeed"
     assert strategy_kind("ddp_spawn") == strategy_kind(DDPStrategy()) == "ddp"
     assert strategy_kind("auto") == strategy_kind(SingleDeviceStrategy("cpu")) == "single"
@@ -27,12 +36,30 @@ def test_strategy_kind_reads_names_objects_and_class_paths():
 def test_a_good_setup_has_no_problems():
     assert setup_problems(ScaleSetup(**OK)) == []
     assert setup_problems(ScaleSetup(**{**OK, "mini_batch_size": None})) == []
+    assert setup_problems(ScaleSetup(**{**OK, "strategy": "fsdp2"})) == []  # FSDP2 runs on CPU ranks (gloo)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-true", None), ("32-true", "bfloat16"), ("16-true", None)])
+def test_pure_low_precision_warns_with_the_lr_it_swallows(precision, dtype):
+    setup = ScaleSetup(**{**OK, "precision": precision, "dtype": dtype, "policy_lr": 1e-6})
+    # Adam moves a weight by ~lr per step; bf16 keeps 8 significant bits, so the step rounds away when it is below
+    # half the spacing, i.e. for |w| > lr * 2**8 = 2.56e-4
+    assert "lr=1e-06" in low_precision_warning(setup) and "2.6e-04" in low_precision_warning(setup)
+    with pytest.warns(UserWarning, match="pure low-precision training"):
+        check_setup(setup)
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", None), ("32-true", "float32"), ("32-true", None)])
+def test_fp32_master_weights_do_not_warn(precision, dtype):
+    assert low_precision_warning(ScaleSetup(**{**OK, "precision": precision, "dtype": dtype})) is None
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"strategy": "fsdp"}, "needs CUDA GPUs.*--trainer.strategy=ddp"),
+        ({"strategy": "fsdp"}, "FSDP1 FSDPStrategy.*--trainer.strategy=fsdp2"),
+        ({"strategy": "fsdp", "accelerator": "gpu"}, "FSDP1 FSDPStrategy.*--trainer.strategy=fsdp2"),
+        ({"strategy": "deepspeed"}, "needs CUDA GPUs.*--trainer.strategy=fsdp2 or ddp"),
         ({"strategy": "deepspeed", "accelerator": "gpu"}, r"pip install -e '\.\[gpu\]'"),
         ({"strategy": "deepspeed", "accelerator": "gpu", "needs_critic": True}, "single optimizer.*fsdp"),
         ({"backend": "vllm"}, "vllm is not installed.*setup_vllm_venv.*--model.backend=hf"),
@@ -49,7 +76,7 @@ def test_each_bad_setup_names_its_fix(change, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--trainer.strategy=fsdp", "--trainer.accelerator=cpu"], "needs CUDA GPUs"),
+        (["--trainer.strategy=fsdp", "--trainer.accelerator=cpu"], "--trainer.strategy=fsdp2"),
         (["--model.backend=vllm"], "vllm is not installed"),
         (["--model.critic_name_or_path=tiny:micro"], "uses no critic"),
         (["--model.algorithm.mini_batch_size=5"], "divisor of 16"),
@@ -71,7 +98,7 @@ def test_cli_error_is_one_line_without_traceback():
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("searchr1: error: trainer.strategy=fsdp needs CUDA GPUs")
+    assert proc.stderr.strip().splitlines()[-1].startswith("searchr1: error: trainer.strategy=fsdp is Lightning's FSDP1")
 
 
 def test_trainer_path_checks_in_setup_before_loading_models(tmp_path):
