@@ -41,6 +41,11 @@ class UpdateBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def seq_len(self) -> int:
+        """L = P + R, the padded length of every row."""
+        return self.input_ids.shape[1]
+
     def select(self, index: Tensor) -> UpdateBatch:
         """Rows ``index`` of every tensor field."""
         return replace(self, **{f.name: _take(getattr(self, f.name), index) for f in fields(self)})
@@ -65,6 +70,11 @@ def samples_per_micro_batch(token_budget: int, padded_length: int) -> int:
     return max(1, token_budget // padded_length)
 
 
+def micro_batch_count(n_rows: int, padded_length: int, token_budget: int) -> int:
+    """This rank's own micro-batch count: ``ceil(n_rows / samples_per_micro_batch(token_budget, padded_length))``."""
+    return -(-n_rows // samples_per_micro_batch(token_budget, padded_length))
+
+
 def micro_batch_ranges(
     n_rows: int, padded_length: int, token_budget: int, lockstep: Lockstep | None = None
 ) -> list[range]:
@@ -75,7 +85,7 @@ def micro_batch_ranges(
     ranges past this rank's rows are empty (padding work). E.g. 5 rows of which 2 fit: ``[0:2], [2:4], [4:5]``;
     the same rows when another rank needs 7 micro-batches: five ranges of one row, then two empty ones.
     """
-    count = -(-n_rows // samples_per_micro_batch(token_budget, padded_length))
+    count = micro_batch_count(n_rows, padded_length, token_budget)
     if lockstep is not None:
         count = lockstep.max([count])[0]
     per = -(-n_rows // count) if count else 0

@@ -365,6 +365,9 @@ class SearchR1Module(LightningModule):
         metrics["train/em"] = sum(em) / max(len(em), 1)
         metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
         metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
+        backend = self.engine(True).backend
+        if getattr(backend, "lockstep", None) is not None:  # dummy decode forwards so far (ranks ended unevenly)
+            metrics["rollout/lockstep_idle_forwards"] = float(backend.idle_forwards)
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
         bar = {
             "em": metrics["train/em"],

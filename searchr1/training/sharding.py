@@ -34,9 +34,7 @@ def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
     return {type(m) for m in model.modules() if type(m).__name__ in names}
 
 
-def fsdp2_shard(
-    model: nn.Module, mesh, param_dtype: torch.dtype | None = None, cpu_offload: bool = False
-) -> nn.Module:
+def fsdp2_shard(model: nn.Module, mesh, param_dtype: torch.dtype | None = None, cpu_offload: bool = False) -> nn.Module:
     """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head), in place; returns ``model``.
 
     Args:

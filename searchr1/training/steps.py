@@ -78,7 +78,9 @@ def batched_logprobs(
     """
 
     def forward(mb: RolloutBatch) -> Tensor:
-        lp, _ = response_logprobs(model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature)
+        lp, _ = response_logprobs(
+            model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature
+        )
         return lp
 
     return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, masked_mean, value_loss
 from searchr1.distributed import Lockstep
-from searchr1.training.batch import UpdateBatch, micro_weight
+from searchr1.training.batch import UpdateBatch, micro_batch_count, micro_weight
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.policy import response_logprobs, response_values
 
@@ -98,11 +98,15 @@ class PolicyCriticUpdater:
     def _step(self, trainee: Trainee, mini: UpdateBatch, loss_fn, name: str) -> None:
         """One optimizer update on a mini-batch, accumulating over micro-batches (padding ones weigh 0)."""
         trainee.optimizer.zero_grad()
-        for micro, padding in mini.micro_batches(self.cfg.micro_token_budget, self.lockstep):
+        budget, count = self.cfg.micro_token_budget, 0
+        for micro, padding in mini.micro_batches(budget, self.lockstep):
+            count += 1
             weight = 0.0 if padding else micro_weight(micro.loss_mask, mini.loss_mask, self.cfg.loss_agg)
             loss = loss_fn(micro, record=not padding)
             self._check_finite(loss, f"{name} loss")
             self.backward(loss * weight)
+        # micro-batches beyond this rank's own count (another rank needed more: rows split finer, or padding)
+        self.stats["lockstep_added_micro_batches"].append(count - micro_batch_count(len(mini), mini.seq_len, budget))
         if self.sync_gradients is not None:
             self.sync_gradients(trainee.model)
         if self.cfg.max_grad_norm > 0:

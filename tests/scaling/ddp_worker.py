@@ -1,6 +1,9 @@
 """A tiny GRPO/PPO run under ``Trainer(accelerator="cpu", devices=2, strategy="ddp")`` (gloo), launched by the tests.
 
-The GPU tests reuse it with ``--accelerator gpu --strategy fsdp|deepspeed_stage_2|deepspeed_stage_3``.
+``--strategy fsdp2`` runs the same on FSDP2 (Lightning's ``ModelParallelStrategy``, 20 s process-group timeout);
+``--num_nodes 2 --devices 1`` is the multi-node layout (launched by ``torchrun --nnodes 2`` or with SLURM variables);
+``--nan_rank R`` makes the reward NaN on rank R at the second step (every rank must stop with the same message, written
+to ``OUT/rank{r}.err``). The GPU tests reuse it with ``--accelerator gpu --strategy fsdp2|deepspeed_stage_2``.
 
 Lightning's ``ddp`` launcher re-runs this script once per extra rank, so it must be a real file run with
 ``python``. Each rank writes what it saw to ``OUT/rank{r}.json`` (example ids and response texts per step, a
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,7 +30,9 @@ from searchr1.data.datamodule import QADataModule
 from searchr1.retrieval import BM25Retriever
 from searchr1.rollout import RolloutConfig
 from searchr1.training import AlgorithmConfig, SearchR1Module
+from searchr1.rewards import em_reward
 from searchr1.training.scaling import iter_full_params
+from searchr1.training.strategies import FSDP2Strategy
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
 # GRPO: one backward per step. PPO: critic and policy backwards in the same step, two PPO epochs × two
@@ -71,6 +79,21 @@ def _param_sums(module: SearchR1Module) -> dict[str, float]:
     return sums
 
 
+class NaNOnRank:
+    """EM reward, but NaN for every sample of rank ``rank`` from its ``after``-th call on."""
+
+    __name__ = "nan_on_rank"
+
+    def __init__(self, rank: int, after: int) -> None:
+        self.rank, self.after, self.calls = rank, after, 0
+
+    def __call__(self, response: str, golden_answers) -> float:
+        self.calls += 1
+        if torch.distributed.get_rank() == self.rank and self.calls > self.after:
+            return float("nan")
+        return em_reward(response, golden_answers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -83,6 +106,8 @@ def main() -> None:
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--num_nodes", type=int, default=1)
+    parser.add_argument("--nan_rank", type=int, default=None)
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
@@ -94,6 +119,7 @@ def main() -> None:
             max_turns=2, max_response_tokens=16, max_obs_tokens=32, max_total_tokens=384, max_prompt_tokens=300, topk=1
         ),
         algorithm=AlgorithmConfig(**ALGORITHMS[args.algo]),
+        reward=NaNOnRank(args.nan_rank, after=4) if args.nan_rank is not None else "em",
         policy_lr=1e-3,
         seed=0,
     )
@@ -104,10 +130,12 @@ def main() -> None:
         callbacks.append(
             ModelCheckpoint(dirpath=out / "ckpt", filename="{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1)
         )
+    strategy = FSDP2Strategy(timeout_seconds=20) if args.strategy == "fsdp2" else args.strategy
     trainer = Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
-        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        strategy=strategy,
         precision=args.precision,
         max_epochs=1,
         limit_train_batches=args.steps,
@@ -120,10 +148,20 @@ def main() -> None:
         default_root_dir=out,
         callbacks=callbacks,
     )
-    trainer.fit(module, data, ckpt_path=args.resume)
+    try:
+        trainer.fit(module, data, ckpt_path=args.resume)
+    except FloatingPointError as err:
+        (out / f"rank{trainer.global_rank}.err").write_text(json.dumps({"message": str(err), "time": time.time()}))
+        raise
     rank = trainer.global_rank
     (out / f"rank{rank}.json").write_text(json.dumps({"world_size": trainer.world_size, "steps": recorder.steps}))
     torch.save({n: t.cpu() for n, t in iter_full_params(module.policy)}, out / f"rank{rank}.pt")
+    if torch.distributed.is_initialized():  # skip interpreter finalisation (gloo threads; see fsdp_worker.py)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

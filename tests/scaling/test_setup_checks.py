@@ -98,7 +98,9 @@ def test_cli_error_is_one_line_without_traceback():
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("searchr1: error: trainer.strategy=fsdp is Lightning's FSDP1")
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("searchr1: error: trainer.strategy=fsdp is Lightning's FSDP1")
+    )
 
 
 def test_trainer_path_checks_in_setup_before_loading_models(tmp_path):

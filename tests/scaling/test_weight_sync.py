@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -74,3 +75,31 @@ def test_all_reduce_gradients_on_one_rank_keeps_grads_and_fills_missing(gloo_wor
     assert a.grad.tolist() == [1.0, 2.0, 3.0]
     assert b.grad.tolist() == [0.0, 0.0]  # no gradient on this rank: joins the all-reduce with zeros
     assert frozen.grad is None
+
+
+def test_fsdp2_policy_on_one_rank_yields_plain_names_and_full_tensors(tiny_model_dir, gloo_world_of_one):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from searchr1.training.sharding import fsdp2_shard, full_state_dict, is_fsdp2
+
+    plain = _changed_copy(tiny_model_dir)
+    sharded = fsdp2_shard(copy.deepcopy(plain), init_device_mesh("cpu", (1,)))
+    assert is_fsdp2(sharded) and not is_fsdp2(plain)
+    named = list(iter_full_params(sharded))
+    assert [n for n, _ in named] == [n for n, _ in plain.named_parameters()]
+    assert all(torch.equal(t, p) for (_, t), p in zip(named, plain.parameters()))
+    state = full_state_dict(sharded)
+    assert set(state) == set(plain.state_dict()) and all(
+        torch.equal(state[k], v) for k, v in plain.state_dict().items()
+    )
+
+
+def test_lockstep_with_one_process_is_the_identity_and_raises_locally():
+    from searchr1.distributed import Lockstep
+
+    lockstep = Lockstep()
+    assert not lockstep.active
+    assert lockstep.max([3, 0]) == [3, 0] and lockstep.any(True) and not lockstep.any(False)
+    lockstep.raise_together(None)
+    with pytest.raises(FloatingPointError, match="^policy loss is nan$"):
+        lockstep.raise_together("policy loss is nan")

@@ -46,6 +46,8 @@ class HFBackend:
         if batch_size <= 0:
             raise ValueError(f"HFBackend batch_size must be positive, got {batch_size}")
         self.model, self.tokenizer, self.batch_size, self.lockstep = model, tokenizer, batch_size, lockstep
+        self.idle_forwards = 0
+        """Dummy forwards run so far to keep step with other ranks (lockstep only)."""
         layer_types = getattr(getattr(model, "config", None), "layer_types", None) or []
         if any("sliding" in str(t) for t in layer_types):
             raise ValueError(
@@ -115,7 +117,7 @@ class HFBackend:
         if params.seed is not None and params.do_sample:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         with self._generation_mode():
-            decode_loop(
+            self.idle_forwards += decode_loop(
                 self.model,
                 [list(p) for p in prompts],
                 limits,

@@ -177,16 +177,19 @@ def decode_loop(
     stops: StopMatcher | None,
     generator: torch.Generator | None,
     lockstep: Lockstep | None = None,
-) -> None:
+) -> int:
     """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time.
 
     With an active ``lockstep`` (a sharded model: every forward is a collective) the ranks agree before each step
     on whether any rank still decodes and whether any rank prefills; a rank with nothing of its own to feed runs a
     one-token dummy forward instead, so every rank runs the same forwards until the last rank's last row ends.
+
+    Returns:
+        the number of dummy forwards this rank ran (0 without lockstep).
     """
     device = next(model.parameters()).device
     queue = deque(_Row(i, list(p), m) for i, (p, m) in enumerate(zip(prompts, max_new)))
-    cache, rows = _PackedCache(device), []
+    cache, rows, idle = _PackedCache(device), [], 0
     while True:
         admitted = [queue.popleft() for _ in range(min(batch_size - len(rows), len(queue)))]
         if admitted:
@@ -197,13 +200,15 @@ def decode_loop(
         if lockstep is not None:
             active, prefill = (bool(v) for v in lockstep.max([int(active), int(prefill)]))
         if not active:
-            return
+            return idle
         if feed:
             cache.prefill(model, feed, [rows[p].pending[:-1] for p in feed], pad_id)
         elif prefill:
             _dummy_forward(model, pad_id, device)
+            idle += 1
         if not rows:
             _dummy_forward(model, pad_id, device)
+            idle += 1
             continue
         logits = cache.step(model, [row.pending[-1] for row in rows])
         tokens, logprobs = sample_next(
