@@ -56,7 +56,7 @@ class QAExample:
 
     Attributes:
         id: unique within its ``data_source``.
-        question: the raw question text (prompt formatting happens in ``searchr1.data.prompts``).
+        question: the raw question text (prompt formatting happens in ``searchr1.protocols``).
         golden_answers: non-empty list of accepted answer strings.
         data_source: benchmark name (``"nq"``, ``"hotpotqa"``, ...), used to group metrics.
         metadata: any further columns of the row (e.g. HotpotQA ``type``/``level``); ``is_padding`` marks a
@@ -352,7 +352,7 @@ def to_search_r1_record(
         example: the QA example.
         split: ``"train"`` or ``"test"`` (Search-R1 writes ``"test"`` for dev-split eval sets too).
         index: row index within its data source.
-        prompt_fn: question → prompt text; defaults to ``searchr1.data.prompts.instruction`` (normalises the
+        prompt_fn: question → prompt text; defaults to ``searchr1.protocols.instruction`` (normalises the
             question and fills Search-R1's template).
 
     Returns:
@@ -360,7 +360,7 @@ def to_search_r1_record(
         ``data_source``, ``prompt``, ``ability``, ``reward_model`` and ``extra_info``.
     """
     if prompt_fn is None:
-        from searchr1.data.prompts import instruction as prompt_fn
+        from searchr1.protocols import instruction as prompt_fn
     return {
         "id": example.id,
         "question": example.question,

@@ -19,9 +19,9 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 
-from searchr1.data.prompts import build_prompt
+from searchr1.protocols import build_prompt
 from searchr1.retrieval import Retriever
-from searchr1.rewards import exact_match, extract_answer, f1_score, get_reward
+from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.optim import build_optimizers
@@ -256,8 +256,7 @@ class SearchR1Module(LightningModule):
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:
         golds = [batch[int(i)].golden_answers for i in rollout.prompt_index.tolist()]
-        answers = [extract_answer(t.response_text) for t in rollout.trajectories]
-        em = [float(a is not None and exact_match(a, g)) for a, g in zip(answers, golds)]
+        em = [score_trajectory(t, g).em for t, g in zip(rollout.trajectories, golds)]
         metrics = {f"rollout/{k}": float(v) for k, v in rollout.metrics().items()}
         metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
         metrics.update({f"time/{k}": v for k, v in timings.items()})
@@ -302,16 +301,8 @@ class SearchR1Module(LightningModule):
             example = batch[int(i)]
             if example.metadata.get("is_padding"):
                 continue
-            answer = extract_answer(traj.response_text)
-            row = torch.tensor(
-                [
-                    1.0,
-                    float(answer is not None and exact_match(answer, example.golden_answers)),
-                    0.0 if answer is None else f1_score(answer, example.golden_answers),
-                    float(traj.num_searches),
-                ],
-                device=self.device,
-            )
+            score = score_trajectory(traj, example.golden_answers)
+            row = torch.tensor([1.0, score.em, score.f1, float(traj.num_searches)], device=self.device)
             key = example.data_source
             self._eval_sums[key] = self._eval_sums.get(key, torch.zeros(4, device=self.device)) + row
 

@@ -22,12 +22,12 @@ from searchr1.training.policy import ValueModel, response_logprobs, response_val
 def score_rollout(
     rollout: RolloutBatch, golden_answers: Sequence[Sequence[str]], reward_fn: RewardFn, step: int | None = None
 ) -> Tensor:
-    """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,).
+    """Outcome score of every trajectory: ``reward_fn(trajectory, golden answers of its prompt)`` → (B,).
 
     A non-finite score stops the run with a message naming the reward, the sample and the rollout ``step``.
     """
     scores = [
-        float(reward_fn(traj.response_text, golden_answers[int(i)]))
+        float(reward_fn(traj, golden_answers[int(i)]))
         for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist())
     ]
     for row, score in enumerate(scores):

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from searchr1.protocols import parse_action
 from searchr1.retrieval import BM25Retriever
 from searchr1.retrieval.launch import ServerProcess
 from searchr1.retrieval.server import ServerLimits, create_app
 from searchr1.rewards import REWARDS, extract_answer, get_reward, is_valid_structure, normalize_answer
-from searchr1.rollout.parsing import parse_action
 
 from .conftest import DATA, record_figure
 
