@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.protocols import build_prompt
 from searchr1.retrieval import Retriever
@@ -130,6 +131,8 @@ class SearchR1Module(LightningModule):
         if self._trainer is None:
             return
         check_setup(self.scale_setup(self.trainer))
+        cfg = self.algorithm
+        rank_zero_info(f"searchr1: estimator {cfg.estimator}, KL path {cfg.kl_path} ({cfg.kl_kind}, β={cfg.kl_coef})")
 
     def scale_setup(self, trainer) -> ScaleSetup:
         """What :func:`~searchr1.training.scaling.check_setup` needs, read from ``trainer`` and this module."""
@@ -264,6 +267,8 @@ class SearchR1Module(LightningModule):
         metrics["train/em"] = sum(em) / max(len(em), 1)
         metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
         metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
+        metrics["train/kl_in_reward"] = float(self.algorithm.kl_path == "reward")  # which KL path is active
+        metrics["train/kl_in_loss"] = float(self.algorithm.kl_path == "loss")
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
         bar = {
             "em": metrics["train/em"],
