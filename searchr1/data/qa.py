@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchr1.protocols import question_from_prompt
 from searchr1.registry import Registry
 
 FLASHRAG_REPO = "RUC-NLPIR/FlashRAG_datasets"
@@ -269,12 +270,6 @@ def _hub_rows(source: DataSource) -> Iterator[tuple[dict[str, Any], str]]:
     where = source.describe()
     for i, row in enumerate(dataset):
         yield dict(row), f"{where} row {i}"
-
-
-def question_from_prompt(text: str) -> str:
-    """Recover the question from a Search-R1 prompt: the text after the last ``Question:`` (stripped)."""
-    head, sep, tail = text.rpartition("Question:")
-    return tail.strip() if sep else ""
 
 
 def from_search_r1_row(row: dict[str, Any]) -> dict[str, Any]:

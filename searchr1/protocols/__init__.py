@@ -24,6 +24,7 @@ from searchr1.protocols.search_r1 import (
     normalize_question,
     observation,
     parse_action,
+    question_from_prompt,
     question_in_prompt,
     search_failed,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "normalize_question",
     "observation",
     "parse_action",
+    "question_from_prompt",
     "question_in_prompt",
     "search_failed",
 ]

@@ -80,10 +80,18 @@ def instruction(question: str) -> str:
     return INSTRUCTION_TEMPLATE.format(question=normalize_question(question))
 
 
-def question_in_prompt(prompt: str) -> str | None:
-    """The (normalised) question of a built prompt: the text after the first ``Question: `` up to the newline."""
+def question_in_prompt(prompt: str) -> tuple[str | None, str]:
+    """The (normalised) question of a built prompt, the text after the first ``Question: `` up to the newline, and
+    what follows it in ``prompt`` (``(None, "")`` when there is no question)."""
     match = _QUESTION.search(prompt)
-    return None if match is None else match.group(1)
+    return (None, "") if match is None else (match.group(1), prompt[match.end() :])
+
+
+def question_from_prompt(text: str) -> str:
+    """The question of a Search-R1 instruction (a parquet ``prompt`` message): the text after the last
+    ``Question:``, stripped ('' when there is none)."""
+    _, sep, tail = text.rpartition("Question:")
+    return tail.strip() if sep else ""
 
 
 def build_prompt(question: str, tokenizer: Any | None = None, use_chat_template: bool = True) -> str:

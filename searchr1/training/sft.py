@@ -42,11 +42,10 @@ class TeacherBackend:
         self.turns, self.tokenizer = turns, tokenizer
 
     def _turn_text(self, context: str) -> str:
-        question = question_in_prompt(context)
+        question, after = question_in_prompt(context)
         if question is None or question not in self.turns:
             raise KeyError(f"TeacherBackend has no script for the prompt's question ({context[:200]!r}...)")
         script = self.turns[question]
-        after = context[context.index(f"Question: {question}") :]
         seen = after.count(INFORMATION_TAGS[0])  # observations after the instruction
         return script[min(seen, len(script) - 1)]
 
