@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
-from searchr1.data.prompts import build_prompt, observation
 from searchr1.models import build_tiny_qwen2
+from searchr1.protocols import build_prompt, observation
 from searchr1.retrieval import BM25Retriever, format_passages
 from searchr1.rollout import HFBackend, RolloutConfig, RolloutEngine
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from searchr1.data.prompts import build_prompt
 from searchr1.data.synthetic import (
     HELDOUT_SOURCE,
     SyntheticTask,
@@ -35,6 +34,7 @@ from searchr1.data.synthetic import (
     write_task,
 )
 from searchr1.data.synthetic import tokenizer_texts as synthetic_texts
+from searchr1.protocols import build_prompt
 from searchr1.rollout import RolloutConfig, RolloutEngine
 
 ROOT = Path(__file__).resolve().parents[1]

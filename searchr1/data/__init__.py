@@ -1,6 +1,6 @@
 """QA data: typed examples, validating readers and the Lightning data module.
 
-``build_prompt`` (from ``searchr1.data.prompts``) is re-exported lazily, so importing this package does not import
+``build_prompt`` (from ``searchr1.protocols``) is re-exported lazily, so importing this package does not import
 the prompt module; the data module (and Lightning) are imported lazily too.
 """
 
@@ -25,7 +25,7 @@ _LAZY = {
     "TrainBatchStream": "searchr1.data.datamodule",
     "EvalBatches": "searchr1.data.datamodule",
     "shard_eval": "searchr1.data.datamodule",
-    "build_prompt": "searchr1.data.prompts",
+    "build_prompt": "searchr1.protocols",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchr1.protocols import question_from_prompt
 from searchr1.registry import Registry
 
 FLASHRAG_REPO = "RUC-NLPIR/FlashRAG_datasets"
@@ -56,7 +57,7 @@ class QAExample:
 
     Attributes:
         id: unique within its ``data_source``.
-        question: the raw question text (prompt formatting happens in ``searchr1.data.prompts``).
+        question: the raw question text (prompt formatting happens in ``searchr1.protocols``).
         golden_answers: non-empty list of accepted answer strings.
         data_source: benchmark name (``"nq"``, ``"hotpotqa"``, ...), used to group metrics.
         metadata: any further columns of the row (e.g. HotpotQA ``type``/``level``); ``is_padding`` marks a
@@ -271,12 +272,6 @@ def _hub_rows(source: DataSource) -> Iterator[tuple[dict[str, Any], str]]:
         yield dict(row), f"{where} row {i}"
 
 
-def question_from_prompt(text: str) -> str:
-    """Recover the question from a Search-R1 prompt: the text after the last ``Question:`` (stripped)."""
-    head, sep, tail = text.rpartition("Question:")
-    return tail.strip() if sep else ""
-
-
 def from_search_r1_row(row: dict[str, Any]) -> dict[str, Any]:
     """Map a Search-R1 processed row to FlashRAG columns (kept columns win over recovered ones).
 
@@ -352,7 +347,7 @@ def to_search_r1_record(
         example: the QA example.
         split: ``"train"`` or ``"test"`` (Search-R1 writes ``"test"`` for dev-split eval sets too).
         index: row index within its data source.
-        prompt_fn: question → prompt text; defaults to ``searchr1.data.prompts.instruction`` (normalises the
+        prompt_fn: question → prompt text; defaults to ``searchr1.protocols.instruction`` (normalises the
             question and fills Search-R1's template).
 
     Returns:
@@ -360,7 +355,7 @@ def to_search_r1_record(
         ``data_source``, ``prompt``, ``ability``, ``reward_model`` and ``extra_info``.
     """
     if prompt_fn is None:
-        from searchr1.data.prompts import instruction as prompt_fn
+        from searchr1.protocols import instruction as prompt_fn
     return {
         "id": example.id,
         "question": example.question,

@@ -25,8 +25,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from searchr1.data.prompts import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE, normalize_question
 from searchr1.data.qa import QAExample
+from searchr1.protocols import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE, normalize_question
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u"]

@@ -23,7 +23,7 @@ _LAZY = {
     "Evaluator": "searchr1.evaluation.evaluator",
     "NoRetriever": "searchr1.evaluation.evaluator",
     "greedy_config": "searchr1.evaluation.evaluator",
-    "score_trajectory": "searchr1.evaluation.evaluator",
+    "question_result": "searchr1.evaluation.evaluator",
     "infer": "searchr1.evaluation.inference",
     "Printer": "searchr1.evaluation.inference",
     "InferenceResult": "searchr1.evaluation.inference",

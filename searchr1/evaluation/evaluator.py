@@ -3,8 +3,9 @@
 Every method goes through :class:`~searchr1.rollout.RolloutEngine` (the code that trains the policy), so the
 evaluated behaviour is the trained behaviour. Baselines differ only in the prompt and in ``max_turns``:
 ``direct`` and ``rag`` run one generation turn (``max_turns=0``) with a retriever that is never called.
-Scores use ``searchr1.rewards`` on the response's last ``<answer>`` (the same numbers as the training
-module's ``val/<source>/em``). Greedy decoding unless the rollout config says ``do_sample=True``.
+Scores come from ``searchr1.rewards.score_trajectory`` (the policy's own last ``<answer>``; the same scorer
+as the training module's ``train/em`` and ``val/<source>/em``). Greedy decoding unless the rollout config says
+``do_sample=True``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from searchr1.data import QAExample
 from searchr1.evaluation.prompts import EvalMethod, get_method
 from searchr1.evaluation.results import EvalReport, QuestionResult
 from searchr1.retrieval import Passage, Retriever
-from searchr1.rewards import exact_match, extract_answer, f1_score, substring_match
+from searchr1.rewards import score_trajectory
 from searchr1.rollout import GenerationBackend, RolloutConfig, RolloutEngine, Trajectory
 
 
@@ -37,12 +38,12 @@ def greedy_config(**overrides: Any) -> RolloutConfig:
     return RolloutConfig(**{"do_sample": False, **overrides})
 
 
-def score_trajectory(
+def question_result(
     dataset: str, example: QAExample, traj: Trajectory, sample: int = 0, context: Sequence[Passage] = ()
 ) -> QuestionResult:
-    """Score one trajectory against the example's golden answers (``searchr1.rewards``)."""
+    """Score one trajectory against the example's golden answers (``searchr1.rewards.score_trajectory``)."""
     golds = list(example.golden_answers)
-    answer = extract_answer(traj.response_text)
+    score = score_trajectory(traj, golds)
     return QuestionResult(
         dataset=dataset,
         id=example.id,
@@ -50,10 +51,10 @@ def score_trajectory(
         golden_answers=golds,
         sample=sample,
         response_text=traj.response_text,
-        answer=answer,
-        em=float(answer is not None and exact_match(answer, golds)),
-        f1=0.0 if answer is None else f1_score(answer, golds),
-        substring=float(answer is not None and substring_match(answer, golds)),
+        answer=score.answer,
+        em=score.em,
+        f1=score.f1,
+        substring=score.substring,
         num_searches=traj.num_searches,
         num_turns=traj.num_turns,
         queries=list(traj.queries),
@@ -149,7 +150,7 @@ class Evaluator:
         results = []
         for row, traj in enumerate(batch.trajectories):
             i = traj.prompt_index
-            results.append(score_trajectory(dataset, examples[i], traj, row % self.num_samples, contexts[i]))
+            results.append(question_result(dataset, examples[i], traj, row % self.num_samples, contexts[i]))
         return results
 
     def run(self, datasets: Mapping[str, Sequence[QAExample]]) -> tuple[EvalReport, list[QuestionResult]]:

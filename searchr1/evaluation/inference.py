@@ -16,7 +16,7 @@ import torch
 
 from searchr1.evaluation.prompts import EvalMethod
 from searchr1.retrieval import Passage, Retriever
-from searchr1.rewards import extract_answer
+from searchr1.rewards import policy_answer
 from searchr1.rollout import GenerationBackend, GenerationOutput, RolloutConfig, RolloutEngine, SamplingParams
 
 
@@ -160,6 +160,6 @@ def infer(
     prompts, _ = evaluator.prompts([question])  # rag: the prompt's retrieval is printed too
     engine: RolloutEngine = evaluator.engine
     traj = engine.generate(prompts, n=1, seed=seed).trajectories[0]
-    answer = extract_answer(traj.response_text)
+    answer = policy_answer(traj)
     printer.write("answer", "answer", answer if answer is not None else f"(none; finished by {traj.finish_reason})")
     return InferenceResult(question, answer, traj.response_text, traj.queries, traj.doc_ids, traj.finish_reason)

@@ -1,6 +1,6 @@
 """Prompts of the evaluation methods: Search-R1 and the two baselines of the paper's comparison table.
 
-``search_r1`` is Search-R1's own instruction (``searchr1.data.prompts.INSTRUCTION_TEMPLATE``, the only copy of
+``search_r1`` is Search-R1's own instruction (``searchr1.protocols.INSTRUCTION_TEMPLATE``, the only copy of
 that text). The baselines follow the paper's rows (Table 2, "Direct Inference" and "RAG"):
 
 * ``direct``: answer from the model's own knowledge, no search, one generation turn (``max_turns=0``);
@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from searchr1.data.prompts import INSTRUCTION_TEMPLATE, normalize_question
+from searchr1.protocols import INSTRUCTION_TEMPLATE, normalize_question
 from searchr1.registry import Registry
 from searchr1.retrieval import Passage, format_passages
 
 SEARCH_R1_TEMPLATE = INSTRUCTION_TEMPLATE
-"""Search-R1's instruction (re-exported from ``searchr1.data.prompts``); ``{question}``."""
+"""Search-R1's instruction (re-exported from ``searchr1.protocols``); ``{question}``."""
 
 DIRECT_TEMPLATE = (
     "Answer the given question. "
@@ -77,7 +77,7 @@ class EvalMethod:
     ) -> str:
         """The policy prompt: the instruction as one user message through the chat template (when there is one).
 
-        Matches :func:`searchr1.data.prompts.build_prompt` exactly for ``search_r1``.
+        Matches :func:`searchr1.protocols.build_prompt` exactly for ``search_r1``.
         """
         text = self.instruction(question, passages)
         if use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):

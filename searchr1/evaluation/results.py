@@ -31,7 +31,7 @@ class QuestionResult:
         golden_answers: accepted answers.
         sample: sample index (0 unless several samples per question are drawn).
         response_text: the whole response (generated turns, ``<information>`` blocks, invalid-action messages).
-        answer: the last ``<answer>…</answer>`` of the response (``searchr1.rewards.extract_answer``), or None.
+        answer: the last ``<answer>…</answer>`` the policy wrote (``searchr1.rewards.score_trajectory``), or None.
         em: exact match of ``answer`` (0.0 without an answer).
         f1: token F1 of ``answer``.
         substring: a golden answer is contained in ``answer``.

@@ -122,10 +122,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", required=True, help="index folder from searchr1-index build")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--topk", type=int, default=3, help="topk when a request gives none")
+    s.add_argument("--topk", type=int, default=3, help="topk when a request gives none (or 0, as in Search-R1)")
     s.add_argument("--max-topk", type=int, default=100)
-    s.add_argument("--max-queries", type=int, default=1024, help="queries per request")
-    s.add_argument("--max-query-chars", type=int, default=4096)
+    s.add_argument("--max-queries", type=int, default=16_384, help="queries per request (more: 413)")
+    s.add_argument("--max-query-chars", type=int, default=4096, help="longer queries are cut to this length")
     s.add_argument("--max-batch-queries", type=int, default=512, help="queries merged into one batch")
     s.add_argument(
         "--part-queries",

@@ -1,4 +1,4 @@
-"""HTTP client for ``searchr1-retrieval serve`` (or Search-R1's own ``retrieval_server.py``).
+"""HTTP client for ``searchr1-retrieval serve`` or any of Search-R1's servers (BM25, dense e5, rerank, online search).
 
 A :class:`~searchr1.retrieval.pool.ConnectionPool` of standard-library ``http.client`` connections keeps them
 alive between calls (receiving a 1 MB answer costs a third of what it did with ``httpx``). A call is retried on
@@ -43,8 +43,38 @@ def dumps(payload: Any) -> bytes:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def _document_passage(item: Any) -> Passage:
+    """One result item of any Search-R1 server as a passage.
+
+    Shapes (Search-R1 a14dc3a ``search_r1/search/``): ``{"document": doc, "score": s}`` (``return_scores``) or the
+    bare ``doc``; ``doc`` is ``{"id", "contents"}`` (dense e5 / BM25 over a corpus file: the corpus row),
+    ``{"title", "text", "contents"}`` without an id (BM25 with stored docs), ``{"contents"}`` only (online search),
+    or a ``'"title"\ntext'`` string (rerank server). A missing id is ``""``; a missing score 0.0.
+    """
+    doc, score = item, 0.0
+    if isinstance(item, dict) and "document" in item:
+        doc, score = item["document"], item.get("score")
+        score = 0.0 if score is None else score
+    if isinstance(doc, str):
+        return Passage.from_contents("", doc, score)
+    if not isinstance(doc, dict):
+        raise TypeError(f"a result item must be an object or a string, got {type(doc).__name__}")
+    contents = doc.get("contents")
+    if contents is None:
+        contents = doc.get("content")
+    if contents is None:
+        if "title" not in doc and "text" not in doc:
+            raise KeyError("a document needs 'contents' (or 'title'/'text')")
+        contents = f'"{doc.get("title", "")}"\n{doc.get("text", "")}'
+    doc_id = doc.get("id", doc.get("docid", ""))
+    return Passage.from_contents("" if doc_id is None else str(doc_id), str(contents), score)
+
+
 def parse_result(body: Any, n: int) -> list[list[Passage]]:
-    """Passages of a parsed ``/retrieve`` answer for ``n`` queries (``score`` optional, 0.0 when absent).
+    """Passages of a parsed ``/retrieve`` answer for ``n`` queries, in any shape Search-R1's servers answer.
+
+    Our server's ``{"document": {"id", "contents"}, "score"}`` items take the fast path; every other shape
+    (see :func:`_document_passage`) is read item by item.
 
     Raises:
         KeyError, TypeError, ValueError: the answer does not have the wire format.
@@ -57,8 +87,11 @@ def parse_result(body: Any, n: int) -> list[list[Passage]]:
     for r in result:
         row = []
         for d in r:
-            doc = d["document"]
-            row.append(make(doc["id"], doc["contents"], d.get("score", 0.0)))
+            try:
+                doc = d["document"]
+                row.append(make(doc["id"], doc["contents"], d.get("score", 0.0)))
+            except (KeyError, TypeError):
+                row.append(_document_passage(d))
         out.append(row)
     return out
 
@@ -73,7 +106,7 @@ class HTTPRetriever(CachedRetriever):
         backoff: first retry delay in seconds, doubled each retry.
         max_queries_per_request: split bigger batches into requests of this many queries, sent concurrently
             (keep it at the server's ``--part-queries`` so they are searched one after the other while the
-            answers come back; the server refuses more than its ``--max-queries``, 1024 by default).
+            answers come back; the server refuses more than its ``--max-queries``, 16,384 by default).
         max_connections: size of the keep-alive pool (requests running at once).
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """

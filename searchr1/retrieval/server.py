@@ -9,8 +9,10 @@ counters.
 Departures from Search-R1: requests from many clients are micro-batched
 (:class:`~searchr1.retrieval.batcher.MicroBatcher`: an asyncio queue, a cap on queries per batch, a batch
 searched in parts of whole requests, each part answered when done) into few retriever calls that run in a worker
-thread, so the event loop keeps answering; and every malformed request gets a 4xx with a message instead
-of a 500 (bad JSON 400, oversized body or too many queries 413, invalid fields 422).
+thread, so the event loop keeps answering; a big request (up to 16,384 queries) is fed to the batcher in slices;
+an empty query gets an empty result list and an over-long one is cut (Search-R1 searches both as they are); and
+every malformed request gets a 4xx with a message instead of a 500 (bad JSON 400, oversized body or too many
+queries 413, invalid fields 422). Like Search-R1, ``topk`` 0 or null means the server default.
 
 Speed: a store-backed retriever (BM25, dense) is asked for :class:`~searchr1.retrieval.types.Hits` (rows and
 scores) and the answer splices each row's stored JSON line into one ``orjson`` call (:func:`encode_hits`), so
@@ -20,6 +22,7 @@ the server never builds, parses or re-encodes a passage; other retrievers' passa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -40,21 +43,23 @@ from searchr1.retrieval.types import Hits, Passage, Retriever
 
 @dataclass
 class ServerLimits:
-    """Request limits; anything beyond them is refused with a 4xx.
+    """Request limits. A malformed request is refused with a 4xx; one bad *query* never fails its request.
 
     Attributes:
-        max_queries: queries per request (more: 413).
-        max_query_chars: characters per query (more: 422).
+        max_queries: queries per request (more: 413). Sized for a whole GRPO step in one POST (Search-R1's
+            client sends all searches of a turn at once: 512 prompts x 5 samples = 2,560, and more at scale).
+        max_query_chars: a longer query is cut to this many characters and searched (a degenerate generated
+            query must not fail the other queries of the batch).
         max_topk: largest ``topk`` (more: 422).
-        default_topk: ``topk`` when the request gives null or omits it.
+        default_topk: ``topk`` when the request gives 0, null or omits it (Search-R1: a falsy topk is the default).
         max_body_bytes: request body size (more: 413).
     """
 
-    max_queries: int = 1024
+    max_queries: int = 16_384
     max_query_chars: int = 4096
     max_topk: int = 100
     default_topk: int = 3
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
 
 
 class BadRequest(Exception):
@@ -76,8 +81,22 @@ def _json_loads(body: bytes) -> Any:
         raise BadRequest(400, "request body is JSON nested too deeply") from None
 
 
+def _searchable(query: str, max_chars: int) -> str:
+    """``query`` cut to ``max_chars`` characters, lone surrogates replaced by ``?`` (it is searched either way)."""
+    query = query[:max_chars]
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        query = query.encode("utf-8", "replace").decode("utf-8")
+    return query
+
+
 def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bool]:
-    """Validate a ``/retrieve`` body into ``(queries, topk, return_scores)`` or raise :class:`BadRequest`."""
+    """Validate a ``/retrieve`` body into ``(queries, topk, return_scores)`` or raise :class:`BadRequest`.
+
+    Queries are returned cut to ``max_query_chars`` and with lone surrogates replaced; empty ones are kept (their
+    answer is an empty list).
+    """
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:  # bad JSON, or what only json takes ("\\ud800" escapes, ...): json decides
@@ -92,19 +111,14 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise BadRequest(422, f"queries[{i}] must be a string, got {type(q).__name__}")
-        if not q.strip():
-            raise BadRequest(422, f"queries[{i}] is empty")
-        if len(q) > limits.max_query_chars:
-            raise BadRequest(422, f"queries[{i}] has {len(q)} characters; the limit is {limits.max_query_chars}")
-        try:
-            q.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadRequest(422, f"queries[{i}] is not valid unicode (lone surrogate)") from None
+    queries = [_searchable(q, limits.max_query_chars) for q in queries]
     topk = payload.get("topk")
-    if topk is None:
+    if topk is None or topk == 0:  # Search-R1's server: `if not request.topk: request.topk = default`
         topk = limits.default_topk
     if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= limits.max_topk:
-        raise BadRequest(422, f"'topk' must be an integer from 1 to {limits.max_topk} (or null), got {topk!r}")
+        raise BadRequest(
+            422, f"'topk' must be an integer from 1 to {limits.max_topk} (or 0/null for the default), got {topk!r}"
+        )
     return_scores = payload.get("return_scores", False)
     if not isinstance(return_scores, bool):
         raise BadRequest(422, f"'return_scores' must be true or false, got {return_scores!r}")
@@ -146,12 +160,28 @@ async def answer_retrieve(
     if not queries:
         return 200, b'{"result":[]}'
     try:
-        results = await batcher.search(queries, topk)
+        results = await search_streamed(batcher, queries, topk, Hits([], []) if docs is not None else [])
         if docs is not None:
             return 200, encode_hits(results, docs, return_scores)  # type: ignore[arg-type]
         return 200, encode_results(results, return_scores)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
         return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"})
+
+
+async def search_streamed(
+    batcher: MicroBatcher, queries: list[str], topk: int, empty: list[Passage] | Hits
+) -> list[list[Passage]] | list[Hits]:
+    """Results of one request's queries, in order: empty (whitespace-only) queries get ``empty`` without a search,
+    the others go to the batcher in slices of ``part_queries``, so a big request is searched and merged with other
+    requests like many small ones (no single search call of 16k queries)."""
+    keep = [i for i, q in enumerate(queries) if q.strip()]
+    step = batcher.part_queries
+    slices = [[queries[i] for i in keep[lo : lo + step]] for lo in range(0, len(keep), step)]
+    parts = await asyncio.gather(*(batcher.search(part, topk) for part in slices))
+    results: list[Any] = [empty] * len(queries)
+    for i, found in zip(keep, (r for part in parts for r in part)):
+        results[i] = found
+    return results
 
 
 class RetrievalApp(FastAPI):

@@ -1,6 +1,6 @@
 """Multi-turn rollout with search: the engine, its containers, config and generation backends."""
 
-from searchr1.rewards.qa import extract_answer  # one definition, shared with the rewards
+from searchr1.protocols import STOP_STRINGS, Action, extract_answer, parse_action
 from searchr1.rollout.backends import (
     GenerationBackend,
     GenerationOutput,
@@ -11,8 +11,7 @@ from searchr1.rollout.backends import (
     get_backend_class,
 )
 from searchr1.rollout.config import RolloutConfig
-from searchr1.rollout.engine import STOP_STRINGS, RolloutEngine
-from searchr1.rollout.parsing import Action, parse_action
+from searchr1.rollout.engine import RolloutEngine
 from searchr1.rollout.types import RolloutBatch, Trajectory
 
 __all__ = [

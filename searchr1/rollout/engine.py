@@ -24,7 +24,15 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from searchr1.data.prompts import INVALID_ACTION_TEXT, build_prompt, observation, search_failed
+from searchr1.protocols import (
+    INVALID_ACTION_TEXT,
+    STOP_STRINGS,
+    Action,
+    build_prompt,
+    observation,
+    parse_action,
+    search_failed,
+)
 from searchr1.retrieval import RetrievalError, Retriever, format_passages
 from searchr1.rollout.backends.base import (
     Continuation,
@@ -34,10 +42,7 @@ from searchr1.rollout.backends.base import (
     SamplingParams,
 )
 from searchr1.rollout.config import RolloutConfig
-from searchr1.rollout.parsing import Action, parse_action
 from searchr1.rollout.types import RolloutBatch, Trajectory
-
-STOP_STRINGS = ["</search>", "</answer>"]
 
 
 def _inserted_after_last_turn(traj: Trajectory) -> list[int]:
@@ -80,7 +85,7 @@ class RolloutEngine:
     def generate_for_questions(
         self, questions: Sequence[str], n: int = 1, seed: int | None = None, use_chat_template: bool = True
     ) -> RolloutBatch:
-        """Build Search-R1 prompts for ``questions`` (see :func:`~searchr1.data.prompts.build_prompt`) and roll out."""
+        """Build Search-R1 prompts for ``questions`` (see :func:`~searchr1.protocols.build_prompt`) and roll out."""
         prompts = [build_prompt(q, self.tokenizer, use_chat_template) for q in questions]
         return self.generate(prompts, n=n, seed=seed)
 
@@ -210,7 +215,9 @@ class RolloutEngine:
         cut = len(ids) < len(out.token_ids)
         traj.append(ids, "policy", logprobs)
         traj.num_turns += 1
-        action = parse_action(self.tokenizer.decode(ids, skip_special_tokens=False))
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        traj.policy_texts.append(text)
+        action = parse_action(text)
         if action.kind == "answer":
             traj.answer, traj.finish_reason = action.content, "answer"
         elif cut:

@@ -33,6 +33,7 @@ class Trajectory:
         doc_ids: retrieved passage ids per executed search ([] for a failed one).
         finish_reason: ``"answer"``, ``"eos"``, ``"max_turns"``, ``"length"`` or ``"truncated"``.
         response_text: decoded ``response_ids`` (special tokens kept).
+        policy_texts: decoded ids of each policy chunk, in order (what the policy sampled, turn by turn).
         answer: content of the answer action, when the trajectory ended with one.
         search_failures: searches whose retriever call failed.
         invalid_actions: turns without a valid action (invalid-action text appended).
@@ -51,6 +52,7 @@ class Trajectory:
     doc_ids: list[list[str]] = field(default_factory=list)
     finish_reason: str | None = None
     response_text: str = ""
+    policy_texts: list[str] = field(default_factory=list)
     answer: str | None = None
     search_failures: int = 0
     invalid_actions: int = 0

@@ -82,6 +82,13 @@ class AlgorithmConfig:
         return ADVANTAGE_ESTIMATORS.get(self.estimator).needs_critic
 
     @property
+    def kl_path(self) -> str:
+        """Where the KL term acts: ``"reward"`` (β·KL subtracted from the token rewards), ``"loss"`` or ``"off"``."""
+        if self.kl_coef == 0:
+            return "off"
+        return "reward" if self.kl_in_reward else "loss"
+
+    @property
     def uses_reference(self) -> bool:
         """Whether a frozen reference model is needed (any KL term)."""
         return self.kl_coef > 0

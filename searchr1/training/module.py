@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
-from searchr1.data.prompts import build_prompt
+from searchr1.protocols import build_prompt
 from searchr1.retrieval import Retriever
-from searchr1.rewards import exact_match, extract_answer, f1_score, get_reward
+from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.distributed import Lockstep
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
@@ -147,6 +148,8 @@ class SearchR1Module(LightningModule):
         if self._trainer is None:
             return
         check_setup(self.scale_setup(self.trainer))
+        cfg = self.algorithm
+        rank_zero_info(f"searchr1: estimator {cfg.estimator}, KL path {cfg.kl_path} ({cfg.kl_kind}, β={cfg.kl_coef})")
 
     def scale_setup(self, trainer) -> ScaleSetup:
         """What :func:`~searchr1.training.scaling.check_setup` needs, read from ``trainer`` and this module."""
@@ -356,8 +359,7 @@ class SearchR1Module(LightningModule):
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:
         golds = [batch[int(i)].golden_answers for i in rollout.prompt_index.tolist()]
-        answers = [extract_answer(t.response_text) for t in rollout.trajectories]
-        em = [float(a is not None and exact_match(a, g)) for a, g in zip(answers, golds)]
+        em = [score_trajectory(t, g).em for t, g in zip(rollout.trajectories, golds)]
         metrics = {f"rollout/{k}": float(v) for k, v in rollout.metrics().items()}
         metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
         metrics.update({f"time/{k}": v for k, v in timings.items()})
@@ -368,6 +370,8 @@ class SearchR1Module(LightningModule):
         backend = self.engine(True).backend
         if getattr(backend, "lockstep", None) is not None:  # dummy decode forwards so far (ranks ended unevenly)
             metrics["rollout/lockstep_idle_forwards"] = float(backend.idle_forwards)
+        metrics["train/kl_in_reward"] = float(self.algorithm.kl_path == "reward")  # which KL path is active
+        metrics["train/kl_in_loss"] = float(self.algorithm.kl_path == "loss")
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
         bar = {
             "em": metrics["train/em"],
@@ -405,16 +409,8 @@ class SearchR1Module(LightningModule):
             example = batch[int(i)]
             if example.metadata.get("is_padding"):
                 continue
-            answer = extract_answer(traj.response_text)
-            row = torch.tensor(
-                [
-                    1.0,
-                    float(answer is not None and exact_match(answer, example.golden_answers)),
-                    0.0 if answer is None else f1_score(answer, example.golden_answers),
-                    float(traj.num_searches),
-                ],
-                device=self.device,
-            )
+            score = score_trajectory(traj, example.golden_answers)
+            row = torch.tensor([1.0, score.em, score.f1, float(traj.num_searches)], device=self.device)
             key = example.data_source
             self._eval_sums[key] = self._eval_sums.get(key, torch.zeros(4, device=self.device)) + row
 

@@ -12,7 +12,6 @@ At the end of ``fit`` the policy is saved with ``save_pretrained`` (``output_dir
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,11 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
-from searchr1.data.prompts import INFORMATION_TAGS
 from searchr1.data.qa import QAExample
+from searchr1.protocols import INFORMATION_TAGS, information_blocks, question_in_prompt
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
 from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
-
-_QUESTION = re.compile(r"Question: (.*?)\n")
 
 
 class TeacherBackend:
@@ -45,11 +42,11 @@ class TeacherBackend:
         self.turns, self.tokenizer = turns, tokenizer
 
     def _turn_text(self, context: str) -> str:
-        match = _QUESTION.search(context)
-        if match is None or match.group(1) not in self.turns:
+        question, after = question_in_prompt(context)
+        if question is None or question not in self.turns:
             raise KeyError(f"TeacherBackend has no script for the prompt's question ({context[:200]!r}...)")
-        script = self.turns[match.group(1)]
-        seen = context[match.end() :].count(INFORMATION_TAGS[0])  # observations after the instruction
+        script = self.turns[question]
+        seen = after.count(INFORMATION_TAGS[0])  # observations after the instruction
         return script[min(seen, len(script) - 1)]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
@@ -86,7 +83,7 @@ def build_sft_trajectories(
     Args:
         engine: the rollout engine with the teacher backend and the real retriever.
         examples: the questions, aligned with ``prompts``.
-        prompts: built prompts (``searchr1.data.prompts.build_prompt``).
+        prompts: built prompts (``searchr1.protocols.build_prompt``).
         keep: keep a trajectory only when ``keep(example, trajectory)`` (default: it ended with an answer).
         batch_size: prompts per engine call.
     """
@@ -103,8 +100,7 @@ def build_sft_trajectories(
 
 def answer_was_retrieved(example: QAExample, traj: Trajectory) -> bool:
     """Keep-filter: the trajectory answered and a golden answer appears in its observations."""
-    open_tag, close_tag = (re.escape(t) for t in INFORMATION_TAGS)
-    observed = " ".join(re.findall(f"{open_tag}(.*?){close_tag}", traj.response_text, flags=re.S))
+    observed = " ".join(information_blocks(traj.response_text))
     return traj.finish_reason == "answer" and any(a in observed for a in example.golden_answers)
 
 

@@ -27,13 +27,13 @@ def score_rollout(
     step: int | None = None,
     lockstep: Lockstep | None = None,
 ) -> Tensor:
-    """Outcome score of every trajectory: ``reward_fn(response_text, golden answers of its prompt)`` → (B,).
+    """Outcome score of every trajectory: ``reward_fn(trajectory, golden answers of its prompt)`` → (B,).
 
     A non-finite score stops the run with a message naming the reward, the sample and the rollout ``step``; with an
     active ``lockstep`` the ranks agree first, so all of them stop with that message.
     """
     scores = [
-        float(reward_fn(traj.response_text, golden_answers[int(i)]))
+        float(reward_fn(traj, golden_answers[int(i)]))
         for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist())
     ]
     message = None
@@ -125,18 +125,24 @@ def build_update_batch(
 ) -> tuple[UpdateBatch, Tensor]:
     """Token rewards (score on the last sampled token, minus β·KL when KL is in the reward) → advantages.
 
+    With KL in the reward every estimator sees it: GAE and REINFORCE++ through the token rewards, GRPO and RLOO
+    through the sequence score ``token_rewards.sum(-1)``; otherwise the reference log-probs go to the loss.
+
     Returns:
         ``(update_batch, token_rewards)``; token_rewards is (B, R).
     """
     mask = rollout.loss_mask
     token_rewards = last_token_rewards(scores, mask)
-    if kl_in_reward and kl_coef > 0:
+    kl_folded = kl_in_reward and kl_coef > 0
+    if kl_folded:
         if old_logprobs is None or ref_logprobs is None:
             raise ValueError("KL in the reward needs old and reference log-probs")
         token_rewards = token_rewards - kl_coef * kl_penalty(old_logprobs, ref_logprobs, kl_kind) * mask
     inputs = AdvantageInputs(
         token_rewards=token_rewards,
-        scores=scores,
+        # verl: group estimators (GRPO, RLOO) score a sequence by the sum of its token rewards, so a KL folded into
+        # the rewards reaches them too (the raw scores would drop it, and no KL goes to the loss on this path)
+        scores=token_rewards.sum(dim=-1) if kl_folded else scores,
         loss_mask=mask,
         group_ids=rollout.group_ids,
         values=values,

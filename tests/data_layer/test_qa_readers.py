@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from searchr1.data import DataError, DataSource, QAExample, parse_source, read_examples, to_search_r1_record
-from searchr1.data.prompts import instruction, normalize_question
+from searchr1.protocols import instruction, normalize_question
 
 SAMPLES = {
     "hotpotqa_dev_sample/questions.jsonl": 53,

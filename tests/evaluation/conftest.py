@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from searchr1.data import QAExample, read_examples
-from searchr1.data.prompts import normalize_question
+from searchr1.protocols import normalize_question
 from searchr1.rollout import GenerationOutput, SamplingParams
 
 DATA = Path(__file__).resolve().parents[1] / "data"

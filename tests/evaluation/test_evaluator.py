@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from searchr1.data.prompts import build_prompt, normalize_question
 from searchr1.evaluation import DIRECT_TEMPLATE, Evaluator, greedy_config
+from searchr1.protocols import build_prompt, normalize_question
 from searchr1.retrieval import format_passages
 from searchr1.rewards import em_reward, f1_reward, substring_reward
 

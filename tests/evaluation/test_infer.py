@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from searchr1.data.prompts import normalize_question
 from searchr1.evaluation import Printer, greedy_config, infer
 from searchr1.evaluation.cli import run_infer
+from searchr1.protocols import normalize_question
 
 from .conftest import HOTPOTQA_CORPUS, OracleBackend
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from searchr1.data.prompts import build_prompt, normalize_question
 from searchr1.data.synthetic import gold_turns
+from searchr1.protocols import build_prompt, normalize_question
 from searchr1.retrieval import BM25Retriever
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training.ablations import EmptyRetriever, unmask_observations

@@ -69,8 +69,8 @@ def test_names_are_one_or_two_tokens_for_the_task_tokenizer(task, model_dir):
 
 
 def test_teacher_guesses_the_requested_share_without_searching(task):
-    from searchr1.data.prompts import normalize_question
     from searchr1.data.synthetic import answer_options, teacher_turns
+    from searchr1.protocols import normalize_question
 
     examples = task.questions("train")
     none, every = teacher_turns(task, examples, 0.0, seed=1), teacher_turns(task, examples, 1.0, seed=1)

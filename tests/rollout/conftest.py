@@ -53,7 +53,7 @@ def assert_masks_match_text(tokenizer, traj) -> None:
     """
     import re
 
-    from searchr1.data.prompts import INVALID_ACTION_TEXT
+    from searchr1.protocols import INVALID_ACTION_TEXT
 
     text = traj.response_text
     assert text == tokenizer.decode(traj.response_ids, skip_special_tokens=False)

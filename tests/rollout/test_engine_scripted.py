@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from searchr1.data.prompts import INVALID_ACTION_TEXT, build_prompt
+from searchr1.protocols import INVALID_ACTION_TEXT, build_prompt
 from searchr1.retrieval import RetrievalError, format_passages
 from searchr1.rollout import RolloutConfig, RolloutEngine, ScriptedBackend
 from tests.rollout.conftest import assert_masks_match_text
@@ -54,9 +54,11 @@ def test_search_then_answer_with_real_bm25(tiny_tokenizer, bm25) -> None:
     a, b = batch.trajectories
     # one batched retriever call for both queries of the first turn
     assert retriever.calls == [["Ed Wood film director", "Scott Derrickson"]]
-    expected_obs = (
-        "\n\n<information>" + format_passages(bm25.search(["Ed Wood film director"], 2)[0]) + "</information>\n\n"
-    )
+    # Search-R1's execute_predictions: f"\n\n<information>{body.strip()}</information>\n\n" (no trailing newline
+    # of the last "Doc i(...) ...\n" line inside the block)
+    body = format_passages(bm25.search(["Ed Wood film director"], 2)[0])
+    assert body.endswith("\n")
+    expected_obs = "\n\n<information>" + body.strip() + "</information>\n\n"
     assert a.response_text == SEARCH + expected_obs + "<answer> Tim Burton </answer>"
     assert (a.finish_reason, a.answer, a.num_turns, a.num_searches) == ("answer", "Tim Burton", 2, 1)
     assert a.queries == ["Ed Wood film director"] and len(a.doc_ids[0]) == 2

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from searchr1.data.prompts import build_prompt
 from searchr1.models import build_tiny_qwen2, build_tiny_tokenizer, ensure_tiny_model
 from searchr1.models.tiny import default_texts
+from searchr1.protocols import build_prompt
 
 TEXTS = [
     "<think> Who directed Ed Wood? </think>\n<search> Ed Wood director </search>",
