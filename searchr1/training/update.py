@@ -14,6 +14,7 @@ import torch
 from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, masked_mean, value_loss
 from searchr1.training.batch import UpdateBatch, micro_weight
 from searchr1.training.policy import response_logprobs, response_values
+from searchr1.training.rollout_correction import corrected_advantages
 from searchr1.training.scaling import all_reduce_gradients, ddp_reducer_off
 
 if TYPE_CHECKING:
@@ -82,8 +83,9 @@ class PolicyCriticUpdater:
             entropy_grad=cfg.entropy_coef != 0,
         )
         old = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
+        advantages = corrected_advantages(cfg, mb, old, self.stats)  # rollout/trainer mismatch (IS weights)
         loss, metrics = POLICY_LOSSES.get(cfg.policy_loss)(
-            logprobs, old, mb.advantages, mb.loss_mask,
+            logprobs, old, advantages, mb.loss_mask,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=cfg.loss_agg,
         )  # fmt: skip
         self.stats["policy/pg_loss"].append(loss.item())
