@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 ACTIONS = ("warn", "rollback", "stop")
 NONFINITE = "@nonfinite"
-"""Pseudo-metric: the number of non-finite ``train/*`` and ``rollout/*`` metrics of the step."""
+"""Pseudo-metric: the number of non-finite metrics of the step whose names start with ``NONFINITE_PREFIXES``."""
+NONFINITE_PREFIXES = ("train/", "rollout/", "sft/")
 
 
 @dataclass
@@ -208,7 +209,7 @@ def baseline(history: deque, warmup: int) -> tuple[float | None, float | None]:
 def signal_values(rules: dict[str, SignalRule], metrics: dict[str, float]) -> dict[str, float | None]:
     """Each rule's value from a step's logged metrics (None when one of its metrics is missing)."""
     nonfinite = sum(
-        1 for k, v in metrics.items() if k.startswith(("train/", "rollout/")) and not math.isfinite(float(v))
+        1 for k, v in metrics.items() if k.startswith(NONFINITE_PREFIXES) and not math.isfinite(float(v))
     )
     out: dict[str, float | None] = {}
     for name, rule in rules.items():
