@@ -208,9 +208,7 @@ def baseline(history: deque, warmup: int) -> tuple[float | None, float | None]:
 
 def signal_values(rules: dict[str, SignalRule], metrics: dict[str, float]) -> dict[str, float | None]:
     """Each rule's value from a step's logged metrics (None when one of its metrics is missing)."""
-    nonfinite = sum(
-        1 for k, v in metrics.items() if k.startswith(NONFINITE_PREFIXES) and not math.isfinite(float(v))
-    )
+    nonfinite = sum(1 for k, v in metrics.items() if k.startswith(NONFINITE_PREFIXES) and not math.isfinite(float(v)))
     out: dict[str, float | None] = {}
     for name, rule in rules.items():
         if rule.metric == NONFINITE:
