@@ -26,6 +26,7 @@ class UpdateBatch:
         ref_logprobs: (B, R) reference log-probs (KL as a loss), or None.
         returns: (B, R) critic targets (GAE), or None.
         old_values: (B, R) critic values at rollout time, or None.
+        rollout_logprobs: (B, R) sampling log-probs recorded by the rollout engine (0 off the loss mask), or None.
     """
 
     input_ids: Tensor
@@ -37,6 +38,7 @@ class UpdateBatch:
     ref_logprobs: Tensor | None = None
     returns: Tensor | None = None
     old_values: Tensor | None = None
+    rollout_logprobs: Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -1,4 +1,5 @@
-"""Thin Lightning callbacks around the rollout: weight sync to a separate generation engine, sample logging.
+"""Thin Lightning callbacks around the rollout: weight sync to a separate generation engine, sample logging,
+and (re-exported from ``searchr1.training.collapse``) the ``CollapseGuard``.
 
 The HF backend generates with the live policy, so it needs no sync; engines holding their own copy of
 the weights (vLLM) get the policy's parameters after every update, without a disk round-trip.
@@ -12,7 +13,10 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from searchr1.training.collapse import CollapseGuard, TrainingCollapse
 from searchr1.training.scaling import iter_full_params
+
+__all__ = ["CollapseGuard", "SampleLogger", "TrainingCollapse", "WeightSync"]
 
 
 class WeightSync(Callback):

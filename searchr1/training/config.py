@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from searchr1.algorithms import ADVANTAGE_ESTIMATORS, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+from searchr1.algorithms.correction import CORRECTION_LEVELS, ROLLOUT_CORRECTIONS
 
 
 @dataclass
@@ -54,6 +55,14 @@ class AlgorithmConfig:
     """Gradient clipping (L2 norm) for policy and critic; 0 disables."""
     critic_warmup_steps: int = 0
     """Rollout steps during which only the critic is trained (verl's ``critic_warmup``)."""
+    rollout_correction: str = "none"
+    """Rollout/trainer mismatch correction of the policy loss, from ρ = π_old/π_rollout per token (the engine's
+    sampling log-probs): ``none``, ``tis`` (weight min(ρ, C)) or ``mis`` (drop tokens/sequences with ρ outside
+    [1/C, C]); see ``searchr1.algorithms.correction``. Its metrics are logged whatever the mode."""
+    rollout_correction_threshold: float = 2.0
+    """C > 1 of ``rollout_correction``."""
+    rollout_correction_level: str = "token"
+    """``token``: one ratio per token; ``sequence``: the product of the sequence's token ratios."""
 
     def __post_init__(self) -> None:
         ADVANTAGE_ESTIMATORS.get(self.estimator)
@@ -73,6 +82,16 @@ class AlgorithmConfig:
             raise ValueError(f"algorithm.mini_batch_size must be >= 1 or null, got {self.mini_batch_size}")
         if self.micro_token_budget < 1:
             raise ValueError(f"algorithm.micro_token_budget must be >= 1, got {self.micro_token_budget}")
+        ROLLOUT_CORRECTIONS.get(self.rollout_correction)
+        if self.rollout_correction_level not in CORRECTION_LEVELS:
+            raise ValueError(
+                f"algorithm.rollout_correction_level must be one of {CORRECTION_LEVELS}, "
+                f"got {self.rollout_correction_level!r}"
+            )
+        if not self.rollout_correction_threshold > 1.0:
+            raise ValueError(
+                f"algorithm.rollout_correction_threshold (C) must be > 1, got {self.rollout_correction_threshold}"
+            )
         if self.kl_coef < 0:
             raise ValueError(f"algorithm.kl_coef must be >= 0, got {self.kl_coef}")
 

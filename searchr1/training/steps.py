@@ -160,5 +160,6 @@ def build_update_batch(
         ref_logprobs=None if kl_in_reward else ref_logprobs,
         returns=returns,
         old_values=values,
+        rollout_logprobs=rollout.rollout_logprobs,
     )
     return batch, token_rewards

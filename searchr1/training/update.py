@@ -24,6 +24,7 @@ from searchr1.distributed import Lockstep
 from searchr1.training.batch import UpdateBatch, micro_batch_count, micro_weight
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.policy import response_logprobs, response_values
+from searchr1.training.rollout_correction import corrected_advantages
 
 
 @dataclass
@@ -129,8 +130,9 @@ class PolicyCriticUpdater:
             entropy_grad=cfg.entropy_coef != 0,
         )
         old = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
+        advantages = corrected_advantages(cfg, mb, old, self.stats if record else defaultdict(list))  # rollout/trainer mismatch (IS weights)
         loss, metrics = POLICY_LOSSES.get(cfg.policy_loss)(
-            logprobs, old, mb.advantages, mb.loss_mask,
+            logprobs, old, advantages, mb.loss_mask,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=cfg.loss_agg,
         )  # fmt: skip
         record_stat = self.stats.__getitem__ if record else lambda _: []
