@@ -144,8 +144,9 @@ class CollapseGuard(Callback):
             for path in Path(folder).glob("*.ckpt"):
                 if path.name.startswith("."):  # AtomicCheckpointIO temp files
                     continue
-                try:
-                    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+                try:  # a distributed (FSDP2) checkpoint is a folder whose meta.pt holds the non-tensor state
+                    file = path / "meta.pt" if path.is_dir() else path
+                    saved = torch.load(file, map_location="cpu", mmap=not path.is_dir(), weights_only=True)
                 except Exception:  # a foreign or unreadable file is no rollback target
                     continue
                 done = saved.get("searchr1", {}).get("rollout_steps", saved.get("global_step"))
