@@ -83,10 +83,9 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
     """Build (and by default run) the CLI; ``args`` as on the command line, without the program name."""
     import sys
 
+    import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
     from searchr1.data.datamodule import QADataModule
     from searchr1.training.module import SearchR1Module
-
-    import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 
     argv = _with_default_config(list(args or [])) if run else list(args or [])
     # A run parses ``sys.argv``, rewritten to the full command line (default config included): Lightning's

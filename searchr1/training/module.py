@@ -19,24 +19,25 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
+from searchr1.distributed import Lockstep
 from searchr1.protocols import build_prompt
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
-from searchr1.distributed import Lockstep
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
+from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
 from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.training.scaling import (
     ScaleSetup,
-    all_reduce_gradients,
     check_setup,
     ddp_reducer_off,
     full_params_for_generation,
+    gradient_sync_hook,
     strategy_kind,
 )
-from searchr1.training.sharding import MIXED_PRECISION, fsdp2_shard, is_fsdp2
+from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
 from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
@@ -123,7 +124,7 @@ class SearchR1Module(LightningModule):
         self.critic: ValueModel | None = None
         self._engines: dict[bool, RolloutEngine] = {}
         self._rollout_steps = 0
-        self._eval_sums: dict[str, torch.Tensor] = {}
+        self._eval_tally = EvalTally()
 
     # ----------------------------------------------------------------------------------------- setup
     @property
@@ -187,19 +188,10 @@ class SearchR1Module(LightningModule):
         if self.algorithm.needs_critic:
             path = hp.critic_name_or_path or hp.model_name_or_path
             critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train()
-        mesh = self.device_mesh
-        if mesh is not None:
-            if mesh.mesh_dim_names != ("data_parallel", "tensor_parallel") or mesh["tensor_parallel"].size() != 1:
-                raise ValueError(
-                    f"searchr1 shards with data-parallel FSDP2 only, got device mesh {mesh}: use "
-                    "--trainer.strategy=fsdp2 (or ModelParallelStrategy with tensor_parallel_size=1)"
-                )
-            dp = mesh["data_parallel"]
-            param_dtype = MIXED_PRECISION.get(str(self.trainer.precision))
-            policy = fsdp2_shard(policy, dp, param_dtype)
-            critic = fsdp2_shard(critic, dp, param_dtype) if critic is not None else None
-            if reference is not None:
-                reference = fsdp2_shard(reference, dp, param_dtype, cpu_offload=hp.reference_cpu_offload)
+        if self.device_mesh is not None:  # FSDP2: fp32 shards, compute in the precision's dtype
+            policy, reference, critic = shard_for_training(
+                self.device_mesh, str(self.trainer.precision), policy, reference, critic, hp.reference_cpu_offload
+            )
         self.policy, self.critic = policy, critic
         if reference is not None:
             self._frozen["reference"] = reference
@@ -209,18 +201,7 @@ class SearchR1Module(LightningModule):
     @property
     def lockstep(self) -> Lockstep | None:
         """The rank agreement when several ranks train together, else None."""
-        trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1:
-            return None
-        return Lockstep(self.device if torch.distributed.get_backend() == "nccl" else "cpu")
-
-    def _sync_gradients(self):
-        """The updater's gradient hook: DDP with several ranks averages accumulated gradients here (the reducer is
-        kept out of the update's many backwards, see ``training.scaling``); FSDP2/DeepSpeed reduce themselves."""
-        trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1 or strategy_kind(trainer.strategy) != "ddp":
-            return None
-        return lambda model: all_reduce_gradients(model.parameters(), trainer.world_size)
+        return rank_lockstep(self._trainer, self.device)
 
     def _backward(self, loss: torch.Tensor) -> None:
         with ddp_reducer_off(self.trainer.strategy.model):
@@ -268,7 +249,7 @@ class SearchR1Module(LightningModule):
             temperature=self.rollout_config.temperature,
             seed=self.hparams.seed,
             backward=self._backward,
-            sync_gradients=self._sync_gradients(),
+            sync_gradients=gradient_sync_hook(self.trainer),
             lockstep=self.lockstep,
             failure_context=self._failure_context,
         )
@@ -359,31 +340,15 @@ class SearchR1Module(LightningModule):
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:
         golds = [batch[int(i)].golden_answers for i in rollout.prompt_index.tolist()]
-        em = [score_trajectory(t, g).em for t, g in zip(rollout.trajectories, golds)]
-        metrics = {f"rollout/{k}": float(v) for k, v in rollout.metrics().items()}
-        metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
-        metrics.update({f"time/{k}": v for k, v in timings.items()})
-        metrics["train/reward"] = scores.mean().item()
-        metrics["train/em"] = sum(em) / max(len(em), 1)
-        metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
-        metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
-        backend = self.engine(True).backend
-        if getattr(backend, "lockstep", None) is not None:  # dummy decode forwards so far (ranks ended unevenly)
-            metrics["rollout/lockstep_idle_forwards"] = float(backend.idle_forwards)
-        metrics["train/kl_in_reward"] = float(self.algorithm.kl_path == "reward")  # which KL path is active
-        metrics["train/kl_in_loss"] = float(self.algorithm.kl_path == "loss")
+        kl_path, backend = self.algorithm.kl_path, self.engine(True).backend
+        metrics = step_metrics(rollout, scores, token_rewards, stats, timings, golds, kl_path, backend)
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
         bar = {
             "em": metrics["train/em"],
             "reward": metrics["train/reward"],
             "searches": metrics["rollout/searches_mean"],
         }
-        self.log_dict(
-            bar,
-            batch_size=len(rollout),
-            prog_bar=True,
-            logger=False,
-        )
+        self.log_dict(bar, batch_size=len(rollout), prog_bar=True, logger=False)
 
     def _mark_batch_consumed(self) -> None:
         """Advance the data module's resumable position together with the weights, inside ``training_step``.
@@ -410,9 +375,7 @@ class SearchR1Module(LightningModule):
             if example.metadata.get("is_padding"):
                 continue
             score = score_trajectory(traj, example.golden_answers)
-            row = torch.tensor([1.0, score.em, score.f1, float(traj.num_searches)], device=self.device)
-            key = example.data_source
-            self._eval_sums[key] = self._eval_sums.get(key, torch.zeros(4, device=self.device)) + row
+            self._eval_tally.add(example.data_source, score.em, score.f1, traj.num_searches, self.device)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -421,22 +384,14 @@ class SearchR1Module(LightningModule):
         self._log_eval("test")
 
     def _log_eval(self, prefix: str) -> None:
-        sums, self._eval_sums = self._eval_sums, {}
-        sources = sorted(sums)
-        if self.trainer.world_size > 1:  # every rank must reduce the same sources in the same order
-            gathered: list[list[str]] = [[] for _ in range(self.trainer.world_size)]
-            torch.distributed.all_gather_object(gathered, sources)
-            sources = sorted({s for part in gathered for s in part})
-        ems = []
-        for source in sources:
-            total = self.trainer.strategy.reduce(sums.get(source, torch.zeros(4, device=self.device)), reduce_op="sum")
-            count = total[0].clamp(min=1)
-            ems.append(total[1] / count)
-            self.log(f"{prefix}/{source}/em", total[1] / count, rank_zero_only=True)
-            self.log(f"{prefix}/{source}/f1", total[2] / count, rank_zero_only=True)
-            self.log(f"{prefix}/{source}/searches", total[3] / count, rank_zero_only=True)
-        if ems:
-            self.log(f"{prefix}/em", torch.stack(ems).mean(), prog_bar=True, rank_zero_only=True)
+        tally, self._eval_tally = self._eval_tally, EvalTally()
+        means = tally.means(self.trainer, self.device)
+        for source, values in means.items():
+            for name, value in values.items():
+                self.log(f"{prefix}/{source}/{name}", value, rank_zero_only=True)
+        if means:
+            em = torch.stack([v["em"] for v in means.values()]).mean()
+            self.log(f"{prefix}/em", em, prog_bar=True, rank_zero_only=True)
 
     # -------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -171,6 +171,15 @@ def ddp_reducer_off(wrapped: nn.Module | None) -> contextlib.AbstractContextMana
     from torch.nn.parallel import DistributedDataParallel
 
     return wrapped.no_sync() if isinstance(wrapped, DistributedDataParallel) else contextlib.nullcontext()
+
+
+def gradient_sync_hook(trainer) -> Callable[[nn.Module], None] | None:
+    """The updater's gradient hook: under DDP with several ranks, average a model's accumulated gradients (the
+    reducer is kept out of the update's many backwards); None where the strategy reduces itself (FSDP2, DeepSpeed)
+    or with one process."""
+    if trainer is None or trainer.world_size <= 1 or strategy_kind(trainer.strategy) != "ddp":
+        return None
+    return lambda model: all_reduce_gradients(model.parameters(), trainer.world_size)
 
 
 def all_reduce_gradients(params: Iterable[nn.Parameter], world_size: int, bucket_numel: int = 2**26) -> None:

@@ -23,7 +23,16 @@ from torch import nn
 
 from searchr1.distributed import Lockstep
 
-__all__ = ["Lockstep", "fsdp2_shard", "full_state_dict", "is_fsdp2", "save_hf_folder", "unsharded_for_generation"]
+__all__ = [
+    "Lockstep",
+    "fsdp2_shard",
+    "full_state_dict",
+    "is_fsdp2",
+    "rank_lockstep",
+    "save_hf_folder",
+    "shard_for_training",
+    "unsharded_for_generation",
+]
 
 MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -57,6 +66,36 @@ def fsdp2_shard(model: nn.Module, mesh, param_dtype: torch.dtype | None = None, 
             fully_shard(module, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def shard_for_training(mesh, precision: str, policy, reference, critic, reference_cpu_offload: bool = False):
+    """Shard policy, reference and critic (those not None) over the data-parallel dim of ``mesh`` (FSDP2).
+
+    Args:
+        mesh: the ``ModelParallelStrategy`` mesh (``data_parallel`` x ``tensor_parallel``; tensor parallel must be 1).
+        precision: the trainer's precision flag; ``bf16-mixed``/``16-mixed`` compute in that dtype over fp32 shards.
+
+    Returns:
+        ``(policy, reference, critic)``.
+    """
+    if mesh.mesh_dim_names != ("data_parallel", "tensor_parallel") or mesh["tensor_parallel"].size() != 1:
+        raise ValueError(
+            f"searchr1 shards with data-parallel FSDP2 only, got device mesh {mesh}: use --trainer.strategy=fsdp2 "
+            "(or ModelParallelStrategy with tensor_parallel_size=1)"
+        )
+    dp, param_dtype = mesh["data_parallel"], MIXED_PRECISION.get(precision)
+    policy = fsdp2_shard(policy, dp, param_dtype)
+    critic = fsdp2_shard(critic, dp, param_dtype) if critic is not None else None
+    if reference is not None:
+        reference = fsdp2_shard(reference, dp, param_dtype, cpu_offload=reference_cpu_offload)
+    return policy, reference, critic
+
+
+def rank_lockstep(trainer, device: torch.device) -> Lockstep | None:
+    """The rank agreement of a Trainer with several ranks (on ``device`` under NCCL, else CPU), else None."""
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return Lockstep(device if torch.distributed.get_backend() == "nccl" else "cpu")
 
 
 def is_fsdp2(model: nn.Module | None) -> bool:

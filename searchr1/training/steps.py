@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from searchr1.algorithms import AdvantageInputs, compute_advantages, kl_penalty
+from searchr1.distributed import Lockstep
 from searchr1.rewards import RewardFn
 from searchr1.rollout import RolloutBatch
-from searchr1.distributed import Lockstep
 from searchr1.training.batch import UpdateBatch, micro_batch_ranges
 from searchr1.training.policy import ValueModel, response_logprobs, response_values
 

@@ -130,7 +130,8 @@ class PolicyCriticUpdater:
             entropy_grad=cfg.entropy_coef != 0,
         )
         old = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
-        advantages = corrected_advantages(cfg, mb, old, self.stats if record else defaultdict(list))  # rollout/trainer mismatch (IS weights)
+        # rollout/trainer mismatch correction (IS weights on the advantages)
+        advantages = corrected_advantages(cfg, mb, old, self.stats if record else defaultdict(list))
         loss, metrics = POLICY_LOSSES.get(cfg.policy_loss)(
             logprobs, old, advantages, mb.loss_mask,
             clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, agg=cfg.loss_agg,
@@ -167,7 +168,7 @@ class PolicyCriticUpdater:
         if not torch.isfinite(loss):
             message = (
                 f"{what} is {loss.item()}{self.failure_context()}; stopping instead of training on garbage. "
-                "Resume from the last good checkpoint with a lower learning rate or check the data/rewards of this step."
+                "Resume from the last good checkpoint with a lower learning rate, or check the step's data/rewards."
             )
         if self.lockstep is not None:
             self.lockstep.raise_together(message)

@@ -28,9 +28,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from searchr1.data.datamodule import QADataModule
 from searchr1.retrieval import BM25Retriever
+from searchr1.rewards import em_reward
 from searchr1.rollout import RolloutConfig
 from searchr1.training import AlgorithmConfig, SearchR1Module
-from searchr1.rewards import em_reward
 from searchr1.training.scaling import iter_full_params
 from searchr1.training.strategies import FSDP2Strategy
 

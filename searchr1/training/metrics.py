@@ -1,0 +1,79 @@
+"""What a training step and an evaluation epoch log: the step's metric dict and the per-dataset evaluation tally."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from searchr1.rewards import score_trajectory
+from searchr1.rollout import RolloutBatch
+
+EVAL_FIELDS = ("count", "em", "f1", "searches")
+
+
+def step_metrics(
+    rollout: RolloutBatch,
+    scores: Tensor,
+    token_rewards: Tensor,
+    stats: dict[str, float],
+    timings: dict[str, float],
+    golden_answers: Sequence[Sequence[str]],
+    kl_path: str,
+    backend: object,
+) -> dict[str, float]:
+    """The logged metrics of one training step.
+
+    Args:
+        rollout: the step's rollout (B trajectories).
+        scores: (B,) outcome rewards; token_rewards: (B, R) rewards per response token (KL folded in or not).
+        stats: the updater's averaged statistics; timings: seconds per stage.
+        golden_answers: per trajectory (row order of ``rollout``).
+        kl_path: ``reward``, ``loss`` or ``off`` (which KL path is active).
+        backend: the generation backend (its lockstep idle-forward count is logged when it has one).
+    """
+    em = [score_trajectory(t, g).em for t, g in zip(rollout.trajectories, golden_answers)]
+    metrics = {f"rollout/{k}": float(v) for k, v in rollout.metrics().items()}
+    metrics.update({f"train/{k}": float(v) for k, v in stats.items()})
+    metrics.update({f"time/{k}": v for k, v in timings.items()})
+    metrics["train/reward"] = scores.mean().item()
+    metrics["train/em"] = sum(em) / max(len(em), 1)
+    metrics["train/response_length"] = rollout.response_mask.sum(-1).float().mean().item()
+    metrics["train/token_reward_sum"] = token_rewards.sum(-1).mean().item()
+    if getattr(backend, "lockstep", None) is not None:  # dummy decode forwards so far (ranks ended unevenly)
+        metrics["rollout/lockstep_idle_forwards"] = float(backend.idle_forwards)
+    metrics["train/kl_in_reward"] = float(kl_path == "reward")
+    metrics["train/kl_in_loss"] = float(kl_path == "loss")
+    return metrics
+
+
+@dataclass
+class EvalTally:
+    """Per data source sums of ``count``, ``em``, ``f1`` and ``searches`` over an evaluation epoch (this rank)."""
+
+    sums: dict[str, Tensor] = field(default_factory=dict)
+
+    def add(self, source: str, em: float, f1: float, searches: int, device: torch.device) -> None:
+        row = torch.tensor([1.0, em, f1, float(searches)], device=device)
+        self.sums[source] = self.sums.get(source, torch.zeros(len(EVAL_FIELDS), device=device)) + row
+
+    def means(self, trainer, device: torch.device) -> dict[str, dict[str, Tensor]]:
+        """``{source: {"em", "f1", "searches"}}`` means over all ranks (every rank calls it: collectives).
+
+        The sources are gathered first so that every rank reduces the same ones in the same order, also a rank
+        that saw none of a source's examples.
+        """
+        sources = sorted(self.sums)
+        if trainer.world_size > 1:
+            gathered: list[list[str]] = [[] for _ in range(trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, sources)
+            sources = sorted({s for part in gathered for s in part})
+        out = {}
+        for source in sources:
+            local = self.sums.get(source, torch.zeros(len(EVAL_FIELDS), device=device))
+            total = trainer.strategy.reduce(local, reduce_op="sum")
+            count = total[0].clamp(min=1)
+            out[source] = {name: total[i] / count for i, name in enumerate(EVAL_FIELDS) if name != "count"}
+        return out
