@@ -62,3 +62,24 @@ def test_bad_tiny_preset_lists_valid(tmp_path):
 
     with pytest.raises(ValueError, match="micro, small, base"):
         resolve_model_path("tiny:huge")
+
+
+GPU_CONFIGS = [p for p in CONFIGS if "qwen2.5-3b" in p.name]
+
+
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_gpu_configs_print_fp32_master_weights_with_bf16_compute_on_fsdp2(path):
+    """``searchr1 fit -c <paper config> --print_config``: FSDP2, bf16-mixed, float32 parameters (no pure bf16)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    searchr1 = str(Path(sys.executable).with_name("searchr1"))
+    proc = subprocess.run([searchr1, "fit", "-c", str(path), "--print_config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["trainer"]["strategy"] == "fsdp2"
+    assert printed["trainer"]["precision"] == "bf16-mixed"
+    assert printed["model"]["dtype"] in ("float32", None)
