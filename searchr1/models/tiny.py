@@ -191,11 +191,16 @@ def ensure_tiny_model(cache_dir: str | None = None, **kwargs) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-qwen2-", dir=root))
     try:
         build_tiny_qwen2(tmp, **kwargs)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race
-            if not (target / "config.json").exists():
-                raise
+        for attempt in range(3):
+            try:
+                os.rename(tmp, target)
+                break
+            except OSError:
+                if (target / "config.json").exists():  # another process won the race: its folder is complete
+                    break
+                if attempt == 2:
+                    raise
+                shutil.rmtree(target, ignore_errors=True)  # an incomplete folder left by a crashed writer
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

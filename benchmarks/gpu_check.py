@@ -1,0 +1,155 @@
+"""The GPU path in one short run: CUDA HF rollout tokens/s and PPO steps of a ~0.4B random Qwen2, bf16-mixed, FSDP2.
+
+Builds a random Qwen2 with Qwen2.5-0.5B's layer shapes (24 layers, hidden 896, 14/2 heads, MLP 4864) and a
+tokenizer trained on the fly (vocabulary 2048, so ~0.36B parameters), offline. Then:
+
+1. rollout: the HF backend's decode loop on the GPU (``RolloutEngine`` with in-process BM25 over the shipped
+   HotpotQA sample), sampled, ``--rollout-prompts`` prompts x 2 turns; reports generated tokens/s;
+2. training: ``searchr1 fit``'s module and data module under ``Trainer(strategy=FSDP2Strategy(), devices=1,
+   precision="bf16-mixed")`` for ``--steps`` PPO steps (policy + critic + reference); reports seconds per step,
+   peak GPU memory, and that the fp32 master weights moved.
+
+Prints one JSON line. ``tools/gpu_check.sh`` runs it (< 8 minutes on one H100/H200); ``--smoke`` runs the same
+code on CPU with a tiny model (what CI checks, so the script does not rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+# rollout/training sizes: (prompts per PPO step, response tokens per turn)
+SIZES = {"qwen2.5-0.5b": (16, 128), "smoke": (2, 16)}
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864),
+    "smoke": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+}
+
+
+def rollout_config(response_tokens: int):
+    from searchr1.rollout import RolloutConfig
+
+    return RolloutConfig(
+        max_turns=2, max_response_tokens=response_tokens, max_obs_tokens=256, max_total_tokens=2048,
+        max_prompt_tokens=1024, topk=3,
+    )  # fmt: skip
+
+
+def rollout_tokens_per_s(model_dir: str, device: str, prompts: int, response_tokens: int) -> dict:
+    from searchr1.data.qa import read_examples
+    from searchr1.protocols import build_prompt
+    from searchr1.resources import package_path
+    from searchr1.retrieval import BM25Retriever
+    from searchr1.rollout import RolloutEngine
+    from searchr1.rollout.backends.hf import HFBackend
+    from searchr1.training.policy import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir, torch.bfloat16 if device == "cuda" else None).to(device).eval()
+    retriever = BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))
+    config = rollout_config(response_tokens)
+    engine = RolloutEngine(HFBackend(model, tokenizer, batch_size=prompts), retriever, tokenizer, config)
+    questions = read_examples(package_path("pkg:assets/hotpotqa_dev_sample/questions.jsonl"))[:prompts]
+    texts = [build_prompt(q.question, tokenizer, True) for q in questions]
+    engine.generate(texts[:2], n=1, seed=0)  # warm-up (kernels, allocator)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    batch = engine.generate(texts, n=1, seed=1)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    sampled = int(batch.loss_mask.sum())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "rollout_prompts": len(texts),
+        "rollout_sampled_tokens": sampled,
+        "rollout_s": seconds,
+        "rollout_tokens_per_s": sampled / seconds,
+    }
+
+
+def ppo_steps(model_dir: str, accelerator: str, steps: int, root: Path, prompts: int, response_tokens: int) -> dict:
+    from lightning.pytorch import Callback, Trainer
+
+    from searchr1.data.datamodule import QADataModule
+    from searchr1.resources import package_path
+    from searchr1.retrieval import BM25Retriever
+    from searchr1.training import AlgorithmConfig, SearchR1Module
+    from searchr1.training.scaling import iter_full_params
+    from searchr1.training.strategies import FSDP2Strategy
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.times, self.first = [], None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if self.first is None:
+                self.first = {n: t.float().clone() for n, t in iter_full_params(pl_module.policy)}
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if accelerator == "gpu":
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.start)
+
+    module = SearchR1Module(
+        model_name_or_path=model_dir,
+        retriever=BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl")),
+        rollout=rollout_config(response_tokens),
+        algorithm=AlgorithmConfig(
+            estimator="gae", n_samples=1, kl_coef=0.001, kl_in_reward=True, mini_batch_size=max(1, prompts // 2)
+        ),
+        policy_lr=1e-6,
+        critic_lr=1e-5,
+        gradient_checkpointing=accelerator == "gpu",
+    )
+    questions = package_path("pkg:assets/hotpotqa_dev_sample/questions.jsonl")
+    data = QADataModule(train_files=[questions], batch_size=prompts, seed=0)
+    timer = StepTimer()
+    trainer = Trainer(
+        accelerator=accelerator, devices=1, strategy=FSDP2Strategy(), precision="bf16-mixed", max_epochs=1,
+        limit_train_batches=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=root, callbacks=[timer],
+    )  # fmt: skip
+    if accelerator == "gpu":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit(module, data)
+    last = {n: t.float() for n, t in iter_full_params(module.policy)}
+    moved = sum(int((last[n] != timer.first[n]).sum()) for n in last) / sum(t.numel() for t in last.values())
+    out = {"ppo_steps": steps, "ppo_step_s": timer.times, "policy_weights_changed_share": moved,
+           "master_dtype": str(next(module.policy.parameters()).dtype)}  # fmt: skip
+    if accelerator == "gpu":
+        out["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny model on CPU (checks the script itself)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rollout-prompts", type=int, default=32)
+    args = parser.parse_args()
+    from searchr1.models.tiny import build_tiny_qwen2
+
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("gpu_check: no CUDA device; run with --smoke to check the script on CPU")
+    device, accelerator = ("cpu", "cpu") if args.smoke else ("cuda", "gpu")
+    name = "smoke" if args.smoke else "qwen2.5-0.5b"
+    shapes, (prompts, response_tokens) = SHAPES[name], SIZES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(build_tiny_qwen2(Path(tmp) / "model", seed=0, **shapes))
+        result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__}
+        rollout_prompts = 4 if args.smoke else args.rollout_prompts
+        result.update(rollout_tokens_per_s(model_dir, device, rollout_prompts, response_tokens))
+        result.update(ppo_steps(model_dir, accelerator, args.steps, Path(tmp) / "run", prompts, response_tokens))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
