@@ -194,70 +194,43 @@ def test_nan_on_rank_1_stops_both_ranks_with_the_same_message(tmp_path, tiny_mod
     assert abs(errors[0]["time"] - errors[1]["time"]) < 5, "both stop at once, not after a process-group timeout"
 
 
+def _two_nodes(out: Path, tiny_model_dir: str, launch: list[str], envs: list[dict], *extra: str) -> list[int]:
+    """Start one ``ddp_worker.py`` "node" per env (``num_nodes=2``, one rank each) and wait for both."""
+    worker = [str(HERE / "ddp_worker.py"), "--model", tiny_model_dir, "--out", str(out), "--steps", "1"]
+    worker += ["--devices", "1", "--num_nodes", "2", *extra]
+    procs = [
+        subprocess.Popen(
+            [*launch(node), *worker], env={**ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for node, env in enumerate(envs)
+    ]
+    for p in procs:
+        p.communicate(timeout=300)
+    return [p.returncode for p in procs]
+
+
 def test_two_nodes_through_torchrun_and_slurm_variables(tmp_path, tiny_model_dir):
     """2 nodes x 1 rank on localhost (``num_nodes=2``): the docs/scaling.md recipes, FSDP2 under torchrun."""
-    layouts = {}
     port = _free_port()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
     torchrun += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
-    out = tmp_path / "torchrun"
-    procs = [
-        subprocess.Popen(
-            [
-                *torchrun,
-                "--node_rank",
-                str(r),
-                str(HERE / "ddp_worker.py"),
-                "--model",
-                tiny_model_dir,
-                "--out",
-                str(out),
-                "--steps",
-                "1",
-                "--devices",
-                "1",
-                "--num_nodes",
-                "2",
-                "--strategy",
-                "fsdp2",
-            ],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for r in (0, 1)
-    ]
-    layouts["torchrun"] = (out, [p.communicate(timeout=300) and p.returncode for p in procs])
-    out, port = tmp_path / "slurm", _free_port()
+    codes = {
+        "torchrun": _two_nodes(
+            tmp_path / "torchrun",
+            tiny_model_dir,
+            lambda node: [*torchrun, "--node_rank", str(node)],
+            [{}, {}],
+            "--strategy",
+            "fsdp2",
+        ),  # fmt: skip
+    }
     slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "searchr1"}
-    slurm |= {"SLURM_JOB_ID": "4242", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(port)}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "ddp_worker.py"),
-                "--model",
-                tiny_model_dir,
-                "--out",
-                str(out),
-                "--steps",
-                "1",
-                "--devices",
-                "1",
-                "--num_nodes",
-                "2",
-            ],
-            env={**ENV, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": "0", "SLURM_NODEID": str(r)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for r in (0, 1)
-    ]
-    layouts["slurm"] = (out, [p.communicate(timeout=300) and p.returncode for p in procs])
-    for name, (out, codes) in layouts.items():
-        assert codes == [0, 0], name
+    slurm |= {"SLURM_JOB_ID": "4242", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    envs = [{**slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": "0", "SLURM_NODEID": str(r)} for r in (0, 1)]
+    codes["slurm"] = _two_nodes(tmp_path / "slurm", tiny_model_dir, lambda node: [sys.executable], envs)
+    for name, node_codes in codes.items():
+        out = tmp_path / name
+        assert node_codes == [0, 0], name
         ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
         assert [r["world_size"] for r in ranks] == [2, 2], name
         assert ranks[0]["steps"][0]["ids"] != ranks[1]["steps"][0]["ids"], f"{name}: each node its own prompts"
