@@ -1,10 +1,9 @@
 """BM25 retriever on ``bm25s`` (Lucene BM25, numpy/scipy backend, memory-mapped load).
 
-Departures from plain ``bm25s.BM25.index``: the index is built from a *stream* of corpus chunks, each
-chunk turned into compact ``(doc, term, tf)`` numpy arrays (``bm25s`` itself keeps a Python list of
-token lists for the whole corpus), and the CSC score matrix is computed vectorised at the end with the
-same Lucene formulas (a test checks it equals ``bm25s``'s own index). The result is a regular
-``bm25s.BM25`` saved with ``bm25s``'s ``save`` and loaded with ``mmap=True``. Queries of one call are
+Departures from plain ``bm25s.BM25.index``: the index is built by :mod:`~searchr1.retrieval.bm25_build` from a
+*stream* of corpus chunks into sorted on-disk runs merged term block by term block, within a memory budget
+(``bm25s`` itself keeps a Python list of token lists for the whole corpus), with the same Lucene formulas (a
+test checks it equals ``bm25s``'s own index). The result is a regular ``bm25s`` folder loaded with ``mmap=True``. Queries of one call are
 scored together with a single sparse product ``Q @ S^T`` (``Q``: ``(B, V)`` query term counts, ``S^T``:
 the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s per-query loop; the ``(B, N)`` CSR
 product needs no format conversion or index sorting before the per-query top-k. Tokenisation matches
@@ -16,20 +15,20 @@ Porter stemming lifts recall@5 of the supporting titles from 0.689 to 0.755 (rec
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
-from tqdm.auto import tqdm
 
 from searchr1.retrieval.base import StoreRetriever
-from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
-from searchr1.retrieval.manifest import IndexManifest
+from searchr1.retrieval.bm25_build import DEFAULT_MEMORY_BUDGET_MB, build_bm25_folder
+from searchr1.retrieval.corpus import DocStore, corpus_hash
+from searchr1.retrieval.manifest import IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
 STOPWORDS: dict[str, tuple[str, ...]] = {"en": tuple(STOPWORDS_EN), "en_plus": tuple(STOPWORDS_EN_PLUS), "none": ()}
@@ -110,51 +109,6 @@ def tokenize_query(
     return [vocab[w] for w in words if w in vocab]
 
 
-def chunk_term_counts(token_ids: list[list[int]], first_doc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-document term frequencies of one chunk.
-
-    Args:
-        token_ids: token ids of each document of the chunk.
-        first_doc: global row of the chunk's first document.
-
-    Returns:
-        ``(docs, terms, tf)``, each ``(P,)`` with one entry per distinct (doc, term) pair; int32, int32, float32.
-    """
-    lens = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
-    flat = np.fromiter((w for t in token_ids for w in t), dtype=np.int64, count=int(lens.sum()))
-    docs = np.repeat(np.arange(first_doc, first_doc + len(token_ids), dtype=np.int64), lens)
-    keys, tf = np.unique((docs << 32) | flat, return_counts=True)
-    return (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32), tf.astype(np.float32)
-
-
-def bm25_csc(
-    docs: np.ndarray, terms: np.ndarray, tf: np.ndarray, doc_lens: np.ndarray, n_vocab: int, k1: float, b: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lucene BM25 score matrix ``S`` (``(N, V)``) in CSC form, as ``bm25s`` stores it.
-
-    ``S[d, t] = idf(t) * tf / (tf + k1 * (1 - b + b * len_d / avg_len))`` with
-    ``idf(t) = log(1 + (N - df_t + 0.5) / (df_t + 0.5))`` (Kamphuis et al. 2020, Lucene variant).
-
-    Args:
-        docs, terms, tf: ``(P,)`` distinct (doc, term) pairs and their counts.
-        doc_lens: ``(N,)`` tokens per document.
-        n_vocab: ``V``.
-        k1, b: BM25 parameters.
-
-    Returns:
-        ``(data (P,) float32, indices (P,) int32 doc rows, indptr (V + 1,) int64)``, columns = terms.
-    """
-    n_docs = len(doc_lens)
-    df = np.bincount(terms, minlength=n_vocab).astype(np.float64)  # (V,)
-    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
-    norm = k1 * (1.0 - b + b * doc_lens / max(float(doc_lens.mean()), 1e-9))  # (N,)
-    scores = (idf[terms] * tf / (tf + norm[docs])).astype(np.float32)  # (P,)
-    order = np.lexsort((docs, terms))
-    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df.astype(np.int64), out=indptr[1:])
-    return scores[order], docs[order], indptr
-
-
 def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     """``(V, B)`` query term counts in canonical CSC form (terms sorted, repeats summed: a repeated query
     term counts twice, as in ``bm25s``), built directly rather than through scipy's slower COO path.
@@ -205,44 +159,6 @@ def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
     return out
 
 
-def build_bm25(
-    records: Iterable,
-    store: DocStoreWriter,
-    k1: float,
-    b: float,
-    stopwords: str,
-    chunk_size: int,
-    progress: bool,
-    stemmer: str = "none",
-) -> bm25s.BM25:
-    """Stream records into ``store`` and return the in-memory ``bm25s.BM25`` index over them."""
-    vocab: dict[str, int] = {"": 0}
-    tokenize = DocTokenizer(vocab, stopword_set(stopwords), make_stemmer(stemmer))
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    lens: list[np.ndarray] = []
-    bar = tqdm(desc="BM25 index", unit=" passages", disable=not progress)
-    for chunk in iter_chunks(iter(records), chunk_size):
-        first = len(store)
-        token_ids = []
-        for rec in chunk:
-            store.add(rec)
-            token_ids.append(tokenize(rec.contents))
-        parts.append(chunk_term_counts(token_ids, first))
-        lens.append(np.fromiter((len(t) for t in token_ids), dtype=np.float64, count=len(token_ids)))
-        bar.update(len(chunk))
-    bar.close()
-    if not parts:
-        raise ValueError("the corpus has no passages; nothing to index")
-    docs, terms, tf = (np.concatenate(x) for x in zip(*parts))
-    data, indices, indptr = bm25_csc(docs, terms, tf, np.concatenate(lens), len(vocab), k1, b)
-    model = bm25s.BM25(k1=k1, b=b, method="lucene", backend="numpy")
-    model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": len(store)}
-    model.vocab_dict = vocab
-    model.unique_token_ids_set = set(vocab.values())
-    model.nonoccurrence_array = None
-    return model
-
-
 class BM25Retriever(StoreRetriever):
     """BM25 search over a saved index folder, or over a corpus file indexed in memory.
 
@@ -278,21 +194,17 @@ class BM25Retriever(StoreRetriever):
         super().__init__(dedup=dedup, cache_size=cache_size)
         if index_dir is None and corpus is None:
             raise ValueError("BM25Retriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
-        if index_dir is not None and not (Path(index_dir) / "manifest.json").exists() and corpus is not None:
-            self.build(corpus, index_dir, k1, b, stopwords, stemmer=stemmer, show_progress=show_progress)
-        if index_dir is not None:
-            self.manifest = IndexManifest.load(index_dir)
-            expected = corpus_hash(corpus) if corpus is not None else None
-            self.manifest.check("bm25", corpus_sha256=expected)
-            self.model = bm25s.BM25.load(str(Path(index_dir) / BM25_SUBDIR), mmap=mmap, load_vocab=True)
-            self.docs = DocStore.load(index_dir)
-            stopwords = self.manifest.settings.get("stopwords", "en")
-            stemmer = self.manifest.settings.get("stemmer", "none")  # indexes built before stemming existed
-        else:
-            store = DocStoreWriter(None)
-            self.model = build_bm25(iter_corpus(corpus), store, k1, b, stopwords, 50_000, show_progress, stemmer)
-            self.docs = store.finish()
-            self.manifest = None
+        self._tmp = tempfile.TemporaryDirectory() if index_dir is None else None  # in-memory use: a temp folder
+        folder = index_dir if index_dir is not None else self._tmp.name
+        if not (Path(folder) / "manifest.json").exists() and corpus is not None:
+            self.build(corpus, folder, k1, b, stopwords, stemmer=stemmer, show_progress=show_progress)
+        self.manifest = IndexManifest.load(folder)
+        expected = corpus_hash(corpus) if corpus is not None and index_dir is not None else None
+        self.manifest.check("bm25", corpus_sha256=expected)
+        self.model = bm25s.BM25.load(str(Path(folder) / BM25_SUBDIR), mmap=mmap, load_vocab=True)
+        self.docs = DocStore.load(folder)
+        stopwords = self.manifest.settings.get("stopwords", "en")
+        stemmer = self.manifest.settings.get("stemmer", "none")  # indexes built before stemming existed
         self.stemmer = stemmer
         self._stem = make_stemmer(stemmer)
         self._stopwords = stopword_set(stopwords)
@@ -311,32 +223,36 @@ class BM25Retriever(StoreRetriever):
         k1: float = 0.9,
         b: float = 0.4,
         stopwords: str = "en",
-        chunk_size: int = 50_000,
+        chunk_size: int = 10_000,
         show_progress: bool = True,
         stemmer: str = "porter",
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     ) -> IndexManifest:
-        """Index ``corpus`` into ``out_dir`` (passage store, ``bm25/`` bm25s folder, ``manifest.json``)."""
+        """Index ``corpus`` into ``out_dir`` (passage store, ``bm25/`` bm25s folder, ``manifest.json``).
+
+        Resumable: rerun the same call after a kill and the finished runs are kept (see
+        :mod:`~searchr1.retrieval.bm25_build`); ``memory_budget_mb`` bounds the build's buffers.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.sha256()
-        store = DocStoreWriter(out)
-        model = build_bm25(iter_corpus(corpus, hasher), store, k1, b, stopwords, chunk_size, show_progress, stemmer)
-        store.finish()
-        model.save(str(out / BM25_SUBDIR), show_progress=False)
-        manifest = IndexManifest(
-            kind="bm25",
-            corpus_path=str(corpus),
-            corpus_sha256=hasher.hexdigest(),
-            num_docs=len(store),
-            settings={
-                "k1": k1,
-                "b": b,
-                "stopwords": stopwords,
-                "stemmer": stemmer,
-                "method": "lucene",
-                "tokenizer": _WORD.pattern,
-            },
+        settings = {
+            "k1": k1,
+            "b": b,
+            "stopwords": stopwords,
+            "stemmer": stemmer,
+            "method": "lucene",
+            "tokenizer": _WORD.pattern,
+        }
+        tokenize = DocTokenizer({"": 0}, stopword_set(stopwords), make_stemmer(stemmer))  # fail fast on bad names
+        if start_build(out, "bm25", corpus, settings):
+            manifest = IndexManifest.load(out)
+            if manifest.corpus_sha256 == corpus_hash(corpus):
+                return manifest
+            IndexManifest("bm25", str(corpus), "", 0, settings, complete=False).save(out)  # another corpus: redo
+        num_docs, sha = build_bm25_folder(
+            corpus, out, BM25_SUBDIR, tokenize, k1, b, memory_budget_mb, chunk_size, show_progress
         )
+        manifest = IndexManifest("bm25", str(corpus), sha, num_docs, settings)
         manifest.save(out)
         return manifest
 

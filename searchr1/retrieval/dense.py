@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
 from searchr1.retrieval.encoder import TextEncoder
-from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexMismatchError
+from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
 EMB_DIR = "embeddings"
@@ -31,20 +31,6 @@ FAISS_FILE = "faiss.index"
 
 def _shard_path(out: Path, i: int) -> Path:
     return out / EMB_DIR / f"shard_{i:05d}.npy"
-
-
-def _start_manifest(out: Path, corpus: str, settings: dict) -> None:
-    """Write an incomplete manifest, or check that an unfinished build used the same settings."""
-    if (out / MANIFEST_FILE).exists():
-        old = IndexManifest.load(out)
-        if old.kind != "dense" or old.settings != settings:
-            raise IndexMismatchError(
-                f"{out} holds an index built with other settings ({old.kind}, {old.settings}); "
-                f"asked for {settings}. Use another --out folder or delete this one"
-            )
-        if old.complete:
-            return
-    IndexManifest("dense", str(corpus), "", 0, settings, complete=False).save(out)
 
 
 def _encode_shards(corpus: str, out: Path, encoder: TextEncoder, shard_size: int, progress: bool) -> tuple[int, str]:
@@ -121,7 +107,7 @@ def build_dense_index(
     out.mkdir(parents=True, exist_ok=True)
     make_faiss_index(encoder.dim, faiss_factory)  # fail before hours of encoding
     settings = {**encoder.settings(), "faiss_factory": faiss_factory, "shard_size": shard_size, "metric": "ip"}
-    _start_manifest(out, corpus, settings)
+    start_build(out, "dense", corpus, settings)
     num_docs, sha = _encode_shards(corpus, out, encoder, shard_size, show_progress)
     index = _train_and_fill(out, encoder.dim, faiss_factory, train_size, show_progress)
     faiss.write_index(index, str(out / FAISS_FILE))
