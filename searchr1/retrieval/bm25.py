@@ -3,9 +3,13 @@
 Departures from plain ``bm25s.BM25.index``: the index is built by :mod:`~searchr1.retrieval.bm25_build` from a
 *stream* of corpus chunks into sorted on-disk runs merged term block by term block, within a memory budget
 (``bm25s`` itself keeps a Python list of token lists for the whole corpus), with the same Lucene formulas (a
-test checks it equals ``bm25s``'s own index). The result is a regular ``bm25s`` folder loaded with ``mmap=True``. Queries of one call are
-scored together with a single sparse product ``Q @ S^T`` (``Q``: ``(B, V)`` query term counts, ``S^T``:
-the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s per-query loop; the ``(B, N)`` CSR
+test checks it equals ``bm25s``'s own index). The result is a regular ``bm25s`` folder loaded with
+``mmap=True``. Queries of one call are scored in sub-batches, each one sparse product ``Q @ S^T`` (``Q``:
+``(b, V)`` query term counts, ``S^T``: the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s
+per-query loop. A sub-batch holds consecutive queries whose posting lists add up to at most
+``sub_batch_postings``, so its ``(b, N)`` result, and the memory of a call, stay bounded however big the batch
+(one product over a whole big batch made a result of hundreds of millions of non-zeros at 1M passages and was
+slower than a loop); sub-batches run on ``search_threads`` threads (scipy's product releases the GIL). The CSR
 product needs no format conversion or index sorting before the per-query top-k. Tokenisation matches
 ``bm25s.tokenize``: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed, then an optional stemmer
 (``stemmer="porter"``, the default: the original Porter algorithm of PyStemmer's Snowball, what Lucene's
@@ -18,6 +22,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bm25s
@@ -128,6 +133,20 @@ def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     return sp.csc_matrix((counts.astype(np.float32), keys % n_vocab, indptr), shape=(n_vocab, len(token_ids)))
 
 
+def plan_sub_batches(costs: np.ndarray, max_cost: int) -> list[tuple[int, int]]:
+    """Split consecutive queries into ``[start, end)`` groups whose ``costs`` (posting counts) sum to at most
+    ``max_cost``; a query costing more than ``max_cost`` gets a group alone. ``(B,)`` costs → groups in order."""
+    bounds, start, total = [], 0, 0
+    for i, c in enumerate(costs.tolist()):
+        if i > start and total + c > max_cost:
+            bounds.append((start, i))
+            start, total = i, 0
+        total += c
+    if len(costs):
+        bounds.append((start, len(costs)))
+    return bounds
+
+
 def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
     """Top ``k`` columns of each row of a sparse ``(B, N)`` score matrix, best first.
 
@@ -176,6 +195,9 @@ class BM25Retriever(StoreRetriever):
         dedup: send each distinct query of a batch once (see :class:`~searchr1.retrieval.base.CachedRetriever`).
         cache_size: LRU entries kept across calls (0 = off).
         show_progress: progress bar while building.
+        sub_batch_postings: postings scored by one sparse product at most (a query with more gets one alone);
+            bounds the memory of a call (~12 bytes a posting per thread).
+        search_threads: threads over the sub-batches of one call (1 = the calling thread only).
     """
 
     def __init__(
@@ -190,8 +212,16 @@ class BM25Retriever(StoreRetriever):
         dedup: bool = True,
         cache_size: int = 0,
         show_progress: bool = False,
+        sub_batch_postings: int = 1_000_000,
+        search_threads: int = 2,
     ) -> None:
         super().__init__(dedup=dedup, cache_size=cache_size)
+        if sub_batch_postings < 1 or search_threads < 1:
+            raise ValueError(
+                f"sub_batch_postings and search_threads must be >= 1, got {sub_batch_postings}, {search_threads}"
+            )
+        self.sub_batch_postings, self.search_threads = sub_batch_postings, search_threads
+        self._pool: ThreadPoolExecutor | None = None  # started by the first call with several sub-batches
         if index_dir is None and corpus is None:
             raise ValueError("BM25Retriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
         self._tmp = tempfile.TemporaryDirectory() if index_dir is None else None  # in-memory use: a temp folder
@@ -214,6 +244,7 @@ class BM25Retriever(StoreRetriever):
             (s["data"], s["indices"], s["indptr"]), shape=(len(s["indptr"]) - 1, s["num_docs"]), copy=False
         )
         self.vocab: dict[str, int] = self.model.vocab_dict
+        self._postings = np.diff(np.asarray(s["indptr"]))  # (V,) posting-list length of each term
 
     @classmethod
     def build(
@@ -258,5 +289,19 @@ class BM25Retriever(StoreRetriever):
 
     def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
         ids = [tokenize_query(q, self.vocab, self._stopwords, self._stem) for q in queries]
-        q = query_matrix(ids, self._terms_by_doc.shape[0]).T  # (B, V)
-        return topk_per_row(q @ self._terms_by_doc, topk)  # (B, V) @ (V, N): CSR (B, N), no conversion
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter((t for c in ids for t in c), dtype=np.int64, count=int(lens.sum()))
+        cum = np.concatenate([[0], np.cumsum(self._postings[flat])])  # postings of the terms, running total
+        ends = np.cumsum(lens)
+        groups = plan_sub_batches(cum[ends] - cum[ends - lens], self.sub_batch_postings)  # (B,) cost per query
+        if len(groups) == 1 or self.search_threads == 1:
+            return [h for a, z in groups for h in self._score(ids[a:z], topk)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.search_threads, thread_name_prefix="bm25")
+        parts = self._pool.map(self._score, [ids[a:z] for a, z in groups], [topk] * len(groups))
+        return [h for part in parts for h in part]
+
+    def _score(self, ids: list[list[int]], topk: int) -> list[Hits]:
+        """Top-k of one sub-batch of tokenised queries: one sparse product, then per-row top-k."""
+        q = query_matrix(ids, self._terms_by_doc.shape[0]).T  # (b, V)
+        return topk_per_row(q @ self._terms_by_doc, topk)  # (b, V) @ (V, N): CSR (b, N), no conversion

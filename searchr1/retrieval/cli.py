@@ -36,7 +36,13 @@ def _build_bm25(args: argparse.Namespace) -> IndexManifest:
     from searchr1.retrieval.bm25 import BM25Retriever
 
     return BM25Retriever.build(
-        args.corpus, args.out, k1=args.k1, b=args.b, stopwords=args.stopwords, stemmer=args.stemmer
+        args.corpus,
+        args.out,
+        k1=args.k1,
+        b=args.b,
+        stopwords=args.stopwords,
+        stemmer=args.stemmer,
+        memory_budget_mb=args.memory_budget_mb,
     )
 
 
@@ -95,6 +101,12 @@ def _index_parser() -> argparse.ArgumentParser:
     b.add_argument("--stopwords", default="en", help="BM25 stopword list: en, en_plus, none")
     b.add_argument(
         "--stemmer", default="porter", help="BM25 stemmer: porter (pyserini's), none, or another PyStemmer algorithm"
+    )
+    b.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=2048.0,
+        help="BM25: RAM for the build's buffers (the vocabulary comes on top); a killed build resumes",
     )
     b.add_argument("--encoder", default="intfloat/e5-base-v2", help="dense: HF model name or local folder")
     b.add_argument("--pooling", default="mean", help="dense: mean (E5) or cls")

@@ -12,7 +12,7 @@ import pytest
 import Stemmer
 
 from searchr1.retrieval import BM25Retriever, IndexMismatchError, Retriever
-from searchr1.retrieval.bm25 import tokenize_query
+from searchr1.retrieval.bm25 import plan_sub_batches, tokenize_query
 from searchr1.retrieval.corpus import iter_corpus
 
 # Measured with this code: 0.755 (80/106 supporting titles in the top 5) with Porter stemming, the default;
@@ -141,3 +141,22 @@ def test_manifest_checks_corpus_and_kind(tmp_path: Path, hotpot_index: Path, fla
 def test_builds_missing_index_dir_from_corpus(tmp_path: Path, hotpot_corpus: Path) -> None:
     retriever = BM25Retriever(index_dir=str(tmp_path / "new"), corpus=str(hotpot_corpus))
     assert len(retriever) == 521 and (tmp_path / "new" / "manifest.json").is_file()
+
+
+def test_plan_sub_batches_by_hand() -> None:
+    # limit 10: [4, 5] = 9, adding 3 would make 12 -> new group; [3] then 20 alone (over the limit); [0, 1]
+    assert plan_sub_batches(np.array([4, 5, 3, 20, 0, 1]), 10) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert plan_sub_batches(np.array([50]), 10) == [(0, 1)]
+    assert plan_sub_batches(np.array([], dtype=np.int64), 10) == []
+
+
+@pytest.mark.parametrize(("postings", "threads"), [(1, 1), (1, 2), (300, 2), (10**9, 2)])
+def test_sub_batches_and_threads_equal_one_product(
+    hotpot_index: Path, hotpot_questions: list[dict], postings: int, threads: int
+) -> None:
+    queries = [q["question"] for q in hotpot_questions] + ["", "film", "zzzz"]
+    one = BM25Retriever(index_dir=str(hotpot_index), dedup=False, sub_batch_postings=10**9, search_threads=1)
+    split = BM25Retriever(index_dir=str(hotpot_index), dedup=False, sub_batch_postings=postings, search_threads=threads)
+    assert split.search_hits(queries, 7) == one.search_hits(queries, 7)
+    with pytest.raises(ValueError, match="sub_batch_postings and search_threads must be >= 1"):
+        BM25Retriever(index_dir=str(hotpot_index), search_threads=0)
