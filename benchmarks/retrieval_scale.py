@@ -93,7 +93,7 @@ def build(corpus: Path, out: Path, budget_mb: float | None) -> dict:
     """``searchr1-index build --retriever bm25`` as a child; wall time and the child's peak RSS."""
     code = (
         "import sys; from searchr1.retrieval.cli import index_main; "
-        f"index_main(['build', '--corpus', sys.argv[1], '--retriever', 'bm25', '--out', sys.argv[2]"
+        "index_main(['build', '--corpus', sys.argv[1], '--retriever', 'bm25', '--out', sys.argv[2]"
         + (f", '--memory-budget-mb', '{budget_mb}'" if budget_mb else "")
         + "])"
     )
@@ -148,18 +148,19 @@ def dense(n: int, dim: int = 384, n_queries: int = 500) -> dict:
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((n, dim), dtype=np.float32)
     xb /= np.linalg.norm(xb, axis=1, keepdims=True)
-    xq = xb[rng.choice(n, n_queries, replace=False)] + 0.1 * rng.standard_normal((n_queries, dim), dtype=np.float32)
+    noise = rng.standard_normal((n_queries, dim), dtype=np.float32) * (0.5 / np.sqrt(dim))  # norm ~0.5
+    xq = xb[rng.choice(n, n_queries, replace=False)] + noise
     xq /= np.linalg.norm(xq, axis=1, keepdims=True)
     flat = faiss.IndexFlatIP(dim)
     flat.add(xb)
     _, truth = flat.search(xq, 10)
-    cells = max(16, int(4 * np.sqrt(n)))
+    cells = max(16, int(np.sqrt(n)))
     out: dict = {"dense_vectors": n, "dense_dim": dim}
     for kind, factory, knob in (("hnsw32", "HNSW32", ("efSearch", 64)), ("ivfpq", f"IVF{cells},PQ48", ("nprobe", 32))):
         index = make_faiss_index(dim, factory)
         start = time.perf_counter()
         if not index.is_trained:
-            index.train(xb[rng.choice(n, min(n, 50 * cells), replace=False)])
+            index.train(xb[rng.choice(n, min(n, 40 * cells), replace=False)])
         index.add(xb)
         out[f"dense_{kind}_build_s"] = round(time.perf_counter() - start, 1)
         if knob[0] == "efSearch":
@@ -181,7 +182,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=1_000_000)
     parser.add_argument("--workdir", default="/tmp/searchr1_retrieval_scale")
     parser.add_argument("--memory-budget-mb", type=float, default=None, help="BM25 build budget (default: its own)")
-    parser.add_argument("--dense-vectors", type=int, default=200_000, help="random vectors for the dense part")
+    parser.add_argument("--dense-vectors", type=int, default=100_000, help="random vectors for the dense part")
     parser.add_argument("--skip-dense", action="store_true")
     args = parser.parse_args()
     work = Path(args.workdir)
