@@ -52,7 +52,12 @@ def _build_dense(args: argparse.Namespace) -> IndexManifest:
     from searchr1.retrieval.encoder import TextEncoder
 
     encoder = TextEncoder(
-        args.encoder, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size, device=args.device
+        args.encoder,
+        preset=args.preset,
+        pooling=args.pooling,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     return build_dense_index(
         args.corpus, args.out, encoder, args.faiss, shard_size=args.shard_size, train_size=args.train_size
@@ -109,7 +114,12 @@ def _index_parser() -> argparse.ArgumentParser:
         help="BM25: RAM for the build's buffers (the vocabulary comes on top); a killed build resumes",
     )
     b.add_argument("--encoder", default="intfloat/e5-base-v2", help="dense: HF model name or local folder")
-    b.add_argument("--pooling", default="mean", help="dense: mean (E5) or cls")
+    b.add_argument(
+        "--preset",
+        default="e5",
+        help="dense: e5 (mean, query:/passage: prefixes), bge (cls), minilm (mean, no prefixes)",
+    )
+    b.add_argument("--pooling", default=None, help="dense: mean or cls (default: the preset's)")
     b.add_argument("--max-length", type=int, default=256, help="dense: tokens per passage")
     b.add_argument("--batch-size", type=int, default=256, help="dense: passages per forward pass")
     b.add_argument("--device", default=None, help="dense: cuda or cpu (default: cuda if available)")

@@ -12,6 +12,7 @@ metric is inner product, and indexes that need training are trained on up to ``t
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from searchr1.retrieval.encoder import TextEncoder
 from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
+log = logging.getLogger(__name__)
 EMB_DIR = "embeddings"
 FAISS_FILE = "faiss.index"
 
@@ -116,6 +118,16 @@ def build_dense_index(
     return manifest
 
 
+def read_faiss_index(path: Path, mmap: bool) -> faiss.Index:
+    """Read a faiss index, memory-mapped (``IO_FLAG_MMAP``) when asked and faiss can map that index type."""
+    if mmap:
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        except RuntimeError as err:
+            log.warning("faiss cannot memory-map %s (%s); reading it into RAM", path, str(err).strip()[-200:])
+    return faiss.read_index(str(path))
+
+
 class DenseRetriever(StoreRetriever):
     """Dense search: encode queries, search the faiss index, fetch passages by row.
 
@@ -136,6 +148,10 @@ class DenseRetriever(StoreRetriever):
         nprobe: IVF cells probed per query (IVF indexes only).
         ef_search: HNSW search breadth (HNSW indexes only).
         shard_size: passages per embedding shard when building.
+        preset: encoder preset when building (``e5``, ``bge``, ``minilm``; see
+            :class:`~searchr1.retrieval.encoder.TextEncoder`); explicit pooling/prefixes override it.
+        mmap: memory-map ``faiss.index`` (``IO_FLAG_MMAP``) instead of reading it into RAM, where faiss supports
+            it for the index type (else it is read, with a warning).
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """
 
@@ -156,6 +172,8 @@ class DenseRetriever(StoreRetriever):
         nprobe: int | None = None,
         ef_search: int | None = None,
         shard_size: int = 100_000,
+        preset: str | None = None,
+        mmap: bool = False,
         dedup: bool = True,
         cache_size: int = 0,
     ) -> None:
@@ -176,6 +194,8 @@ class DenseRetriever(StoreRetriever):
         if not complete and corpus is not None:
             build_args = {k: v for k, v in pinned.items() if v is not None}
             build_args["model_name_or_path"] = build_args.pop("encoder", "intfloat/e5-base-v2")
+            if preset is not None:
+                build_args["preset"] = preset
             self.encoder = TextEncoder(**build_args, **runtime)
             build_dense_index(corpus, str(folder), self.encoder, faiss_factory, shard_size, show_progress=False)
         self.manifest = IndexManifest.load(folder)
@@ -191,7 +211,7 @@ class DenseRetriever(StoreRetriever):
                 max_length=saved["max_length"],
                 **runtime,
             )
-        self.index = faiss.read_index(str(folder / FAISS_FILE))
+        self.index = read_faiss_index(folder / FAISS_FILE, mmap)
         self._configure(nprobe, ef_search, use_gpu)
         self.docs = DocStore.load(folder)
 
