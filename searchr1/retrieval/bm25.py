@@ -9,7 +9,10 @@ test checks it equals ``bm25s``'s own index). The result is a regular ``bm25s`` 
 per-query loop. A sub-batch holds consecutive queries whose posting lists add up to at most
 ``sub_batch_postings``, so its ``(b, N)`` result, and the memory of a call, stay bounded however big the batch
 (one product over a whole big batch made a result of hundreds of millions of non-zeros at 1M passages and was
-slower than a loop); sub-batches run on ``search_threads`` threads (scipy's product releases the GIL). The CSR
+slower than a loop); sub-batches run on ``search_threads`` threads (scipy's product releases the GIL). A query
+whose posting lists add up to ``prune_min_postings`` or more is scored alone with exact MaxScore pruning instead
+(:mod:`~searchr1.retrieval.bm25_search`: its common terms are only looked up for the passages that can still
+reach the top k; same results as the product, ties included). The CSR
 product needs no format conversion or index sorting before the per-query top-k. Tokenisation matches
 ``bm25s.tokenize``: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed, then an optional stemmer
 (``stemmer="porter"``, the default: the original Porter algorithm of PyStemmer's Snowball, what Lucene's
@@ -31,7 +34,8 @@ import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
 
 from searchr1.retrieval.base import StoreRetriever
-from searchr1.retrieval.bm25_build import DEFAULT_MEMORY_BUDGET_MB, build_bm25_folder
+from searchr1.retrieval.bm25_build import DEFAULT_MEMORY_BUDGET_MB, TERM_MAX_FILE, build_bm25_folder
+from searchr1.retrieval.bm25_search import maxscore_row, term_max_scores
 from searchr1.retrieval.corpus import DocStore, corpus_hash
 from searchr1.retrieval.manifest import IndexManifest, start_build
 from searchr1.retrieval.types import Hits
@@ -198,6 +202,8 @@ class BM25Retriever(StoreRetriever):
         sub_batch_postings: postings scored by one sparse product at most (a query with more gets one alone);
             bounds the memory of a call (~12 bytes a posting per thread).
         search_threads: threads over the sub-batches of one call (1 = the calling thread only).
+        prune_min_postings: queries with at least this many postings are scored alone with MaxScore pruning
+            (None: never; small corpora never reach the default).
     """
 
     def __init__(
@@ -214,6 +220,7 @@ class BM25Retriever(StoreRetriever):
         show_progress: bool = False,
         sub_batch_postings: int = 1_000_000,
         search_threads: int = 2,
+        prune_min_postings: int | None = 50_000,
     ) -> None:
         super().__init__(dedup=dedup, cache_size=cache_size)
         if sub_batch_postings < 1 or search_threads < 1:
@@ -221,6 +228,7 @@ class BM25Retriever(StoreRetriever):
                 f"sub_batch_postings and search_threads must be >= 1, got {sub_batch_postings}, {search_threads}"
             )
         self.sub_batch_postings, self.search_threads = sub_batch_postings, search_threads
+        self.prune_min_postings = prune_min_postings
         self._pool: ThreadPoolExecutor | None = None  # started by the first call with several sub-batches
         if index_dir is None and corpus is None:
             raise ValueError("BM25Retriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
@@ -245,6 +253,8 @@ class BM25Retriever(StoreRetriever):
         )
         self.vocab: dict[str, int] = self.model.vocab_dict
         self._postings = np.diff(np.asarray(s["indptr"]))  # (V,) posting-list length of each term
+        self._term_max: np.ndarray | None = None  # (V,) max score per term, read or computed on first pruning
+        self._index_dir = Path(folder) / BM25_SUBDIR
 
     @classmethod
     def build(
@@ -293,13 +303,41 @@ class BM25Retriever(StoreRetriever):
         flat = np.fromiter((t for c in ids for t in c), dtype=np.int64, count=int(lens.sum()))
         cum = np.concatenate([[0], np.cumsum(self._postings[flat])])  # postings of the terms, running total
         ends = np.cumsum(lens)
-        groups = plan_sub_batches(cum[ends] - cum[ends - lens], self.sub_batch_postings)  # (B,) cost per query
-        if len(groups) == 1 or self.search_threads == 1:
-            return [h for a, z in groups for h in self._score(ids[a:z], topk)]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.search_threads, thread_name_prefix="bm25")
-        parts = self._pool.map(self._score, [ids[a:z] for a, z in groups], [topk] * len(groups))
-        return [h for part in parts for h in part]
+        costs = cum[ends] - cum[ends - lens]  # (B,) postings per query
+        alone = costs >= self.prune_min_postings if self.prune_min_postings is not None else costs < 0
+        small = np.flatnonzero(~alone)
+        tasks = [(small[a:z].tolist(), False) for a, z in plan_sub_batches(costs[small], self.sub_batch_postings)]
+        big = np.flatnonzero(alone).tolist()
+        tasks += [(big[a : a + 8], True) for a in range(0, len(big), 8)]  # 8 pruned queries a task
+        if len(tasks) > 1 and self.search_threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.search_threads, thread_name_prefix="bm25")
+            parts = list(self._pool.map(lambda t: self._run(ids, t[0], t[1], topk), tasks))
+        else:
+            parts = [self._run(ids, rows, prune, topk) for rows, prune in tasks]
+        out: list[Hits] = [None] * len(ids)  # type: ignore[list-item]
+        for (rows, _), hits in zip(tasks, parts):
+            for r, h in zip(rows, hits):
+                out[r] = h
+        return out
+
+    def _run(self, ids: list[list[int]], rows: list[int], prune: bool, topk: int) -> list[Hits]:
+        """Hits of the queries ``rows``: one sparse product, or (``prune``) MaxScore one query at a time."""
+        if not prune:
+            return self._score([ids[r] for r in rows], topk)
+        out = []
+        for r in rows:
+            row = maxscore_row(self._terms_by_doc, self.term_max, ids[r], topk)
+            out.append(topk_per_row(row, topk)[0] if row is not None else self._score([ids[r]], topk)[0])
+        return out
+
+    @property
+    def term_max(self) -> np.ndarray:
+        """``(V,)`` max score of each term: ``bm25/term_max.npy`` of the index, else computed once here."""
+        if self._term_max is None:
+            path = self._index_dir / TERM_MAX_FILE
+            self._term_max = np.load(path) if path.is_file() else term_max_scores(self._terms_by_doc)
+        return self._term_max
 
     def _score(self, ids: list[list[int]], topk: int) -> list[Hits]:
         """Top-k of one sub-batch of tokenised queries: one sparse product, then per-row top-k."""

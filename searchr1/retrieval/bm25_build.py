@@ -37,6 +37,7 @@ from searchr1.retrieval.corpus import CorpusRecord, DocStoreWriter, corpus_size,
 
 log = logging.getLogger(__name__)
 RUNS_DIR = "bm25_runs"
+TERM_MAX_FILE = "term_max.npy"  # (V,) float32 max score per term, for MaxScore pruning (beside bm25s's files)
 DEFAULT_MEMORY_BUDGET_MB = 2048.0
 _RUN_BYTES_PER_PAIR = 40  # buffered triples (12 B) + the flush's sort order and sorted copies (28 B)
 _PIECE_BYTES_PER_POSTING = 72  # a merge piece: triples read, float64 temporaries, int64 positions
@@ -280,6 +281,7 @@ def merge_runs(
     idf, norm = lucene_idf(df, len(doc_lens)), length_norm(doc_lens, k1, b)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "indptr.csc.index.npy", indptr)
+    term_max = np.zeros(n_vocab, dtype=np.float32)
     windows = {}
     for name, dtype in (("data", np.float32), ("indices", np.int32)):
         path = out / f"{name}.csc.index.npy"
@@ -302,11 +304,15 @@ def merge_runs(
                 rel = terms - t0
                 rank = np.arange(len(terms)) - np.searchsorted(terms, terms)  # place inside the term's group
                 pos = cursor[rel] + rank
-                data[pos] = bm25_weights(idf, norm, terms, docs, tf)
+                scores = bm25_weights(idf, norm, terms, docs, tf)
+                data[pos] = scores
+                starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])  # a piece is sorted by term
+                np.maximum.at(term_max, terms[starts], np.maximum.reduceat(scores, starts))
                 indices[pos] = docs
                 cursor += np.bincount(rel, minlength=t1 - t0)
         data.flush(), indices.flush()
         del data, indices
+    np.save(out / TERM_MAX_FILE, term_max)
 
 
 def write_bm25s_params(out: Path, k1: float, b: float, num_docs: int) -> None:

@@ -160,3 +160,38 @@ def test_sub_batches_and_threads_equal_one_product(
     assert split.search_hits(queries, 7) == one.search_hits(queries, 7)
     with pytest.raises(ValueError, match="sub_batch_postings and search_threads must be >= 1"):
         BM25Retriever(index_dir=str(hotpot_index), search_threads=0)
+
+
+@pytest.fixture(scope="module")
+def tripled_index(tmp_path_factory: pytest.TempPathFactory, flashrag_corpus: Path) -> Path:
+    """The FlashRAG sample three times over (3000 passages, every score tied three ways)."""
+    folder = tmp_path_factory.mktemp("tripled")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text(flashrag_corpus.read_text() * 3)
+    BM25Retriever.build(str(corpus), str(folder / "index"), show_progress=False)
+    return folder / "index"
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_maxscore_pruning_equals_exhaustive_product(
+    tripled_index: Path, hotpot_index: Path, hotpot_questions: list[dict], k: int
+) -> None:
+    queries = [q["question"] for q in hotpot_questions] + [
+        "football football club england",  # a repeated term counts twice
+        "the",  # stopword only: no terms
+        "film american",  # common terms only
+        "genentech lobbyist washington",
+    ]
+    for index in (tripled_index, hotpot_index):
+        exhaustive = BM25Retriever(index_dir=str(index), dedup=False, prune_min_postings=None, search_threads=1)
+        pruned = BM25Retriever(index_dir=str(index), dedup=False, prune_min_postings=0)
+        assert pruned.search_hits(queries, k) == exhaustive.search_hits(queries, k)
+
+
+def test_term_max_saved_by_the_build_equals_computed(tripled_index: Path) -> None:
+    from searchr1.retrieval.bm25_search import term_max_scores
+
+    retriever = BM25Retriever(index_dir=str(tripled_index))
+    saved = np.load(tripled_index / "bm25" / "term_max.npy")
+    np.testing.assert_array_equal(saved, term_max_scores(retriever._terms_by_doc))
+    assert saved.shape == (len(retriever.vocab),) and saved.max() > 0

@@ -17,7 +17,13 @@ import pytest
 from searchr1.retrieval import BM25Retriever, IndexMismatchError
 from searchr1.retrieval.bm25_build import RUNS_DIR, BuildLimits, lucene_idf
 
-FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "vocab.index.json")
+FILES = (
+    "data.csc.index.npy",
+    "indices.csc.index.npy",
+    "indptr.csc.index.npy",
+    "vocab.index.json",
+    "term_max.npy",
+)
 
 
 def _same_index(a: Path, b: Path) -> None:
