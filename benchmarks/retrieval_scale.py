@@ -6,10 +6,11 @@ words) with Zipf word frequencies over a lexicon whose head is the real words of
 
 Figures: ``build_wall_s`` and ``build_peak_rss_mb`` (``searchr1-index build --retriever bm25`` as a child process,
 its ``ru_maxrss``), ``index_bytes`` (the whole folder), ``load_s`` (``BM25Retriever(index_dir=...)`` in a fresh
-process), ``qps_batch_<B>`` for one-query calls (B = 1) and B-query calls (16/256/2560; the questions cycled,
-``dedup=False`` so every query is searched), ``p50_ms_batch_<B>``/``p99_ms_batch_<B>`` per call, then dense:
+process), ``qps_batch_<B>`` for one-query calls (B = 1) and B-query calls (16/256/2560), each size over the same
+2,560 queries (the sample questions cycled, ``dedup=False`` so every query is searched),
+``p50_ms_batch_<B>``/``p99_ms_batch_<B>`` per call, then dense:
 ``dense_<kind>_qps`` and ``dense_<kind>_recall_at_10`` (vs exact ``Flat`` search) on random unit vectors of
-dimension 384 (HNSW32, IVF+PQ), built by ``build_ann_index``.
+dimension 384 (HNSW32, IVF+PQ from :func:`~searchr1.retrieval.dense.make_faiss_index`).
 
 Usage: ``nice -n 10 python benchmarks/retrieval_scale.py --passages 1000000 --workdir /tmp/scale``
 (the corpus is written once into ``--workdir`` and reused by later runs with the same size).
@@ -111,30 +112,31 @@ import json, sys, time
 import numpy as np
 t0 = time.perf_counter()
 from searchr1.retrieval import BM25Retriever
-r = BM25Retriever(index_dir=sys.argv[1], dedup=False)
+r = BM25Retriever(index_dir=sys.argv[1], dedup=False, search_threads=int(sys.argv[3]))
 load = time.perf_counter() - t0
 qs = json.loads(sys.argv[2])
-out = {"load_s": round(load, 2)}
+qs = [qs[i % len(qs)] for i in range(2560)]  # every batch size searches the same 2,560 queries
+r.search_hits(qs[:64], 3)  # warm-up: page in the posting lists of common terms
+out = {"load_s": round(load, 2), "search_threads": r.search_threads}
 for b in (1, 16, 256, 2560):
-    n_calls = max(1, min(400 // b, 60)) if b > 1 else 400
     times = []
-    for i in range(n_calls):
-        batch = [qs[(i * b + j) % len(qs)] for j in range(b)]
-        s = time.perf_counter(); r.search_hits(batch, 3); times.append(time.perf_counter() - s)
-    if b == 2560:
-        times = times[:3]
-    out[f"qps_batch_{b}"] = round(b * len(times) / sum(times), 1)
+    for start in range(0, len(qs), b):
+        s = time.perf_counter(); r.search_hits(qs[start : start + b], 3); times.append(time.perf_counter() - s)
+    out[f"qps_batch_{b}"] = round(len(qs) / sum(times), 1)
     out[f"p50_ms_batch_{b}"] = round(1000 * float(np.percentile(times, 50)), 2)
     out[f"p99_ms_batch_{b}"] = round(1000 * float(np.percentile(times, 99)), 2)
 print(json.dumps(out))
 """
 
 
-def search(index: Path) -> dict:
+def search(index: Path, threads: int) -> dict:
     """Load time and q/s per batch size in a fresh process."""
     qs = questions()
     res = subprocess.run(
-        [sys.executable, "-c", _SEARCH_CHILD, str(index), json.dumps(qs)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _SEARCH_CHILD, str(index), json.dumps(qs), str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -184,6 +186,10 @@ def main() -> None:
     parser.add_argument("--memory-budget-mb", type=float, default=None, help="BM25 build budget (default: its own)")
     parser.add_argument("--dense-vectors", type=int, default=100_000, help="random vectors for the dense part")
     parser.add_argument("--skip-dense", action="store_true")
+    parser.add_argument("--search-threads", type=int, default=2, help="BM25Retriever(search_threads=...)")
+    parser.add_argument(
+        "--reuse-index", action="store_true", help="search the index a previous run built (no build figures)"
+    )
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -194,10 +200,11 @@ def main() -> None:
     out: dict = {"passages": args.passages, "corpus_bytes": corpus.stat().st_size}
     out["corpus_write_s"] = round(time.perf_counter() - start, 1)
     index = work / f"bm25_{args.passages}"
-    if index.exists():
-        subprocess.run(["rm", "-rf", str(index)], check=True)
-    out.update(build(corpus, index, args.memory_budget_mb))
-    out.update(search(index))
+    if not (args.reuse_index and (index / "manifest.json").is_file()):
+        if index.exists():
+            subprocess.run(["rm", "-rf", str(index)], check=True)
+        out.update(build(corpus, index, args.memory_budget_mb))
+    out.update(search(index, args.search_threads))
     if not args.skip_dense:
         out.update(dense(args.dense_vectors))
     print(json.dumps(out))
