@@ -139,8 +139,8 @@ class DenseRetriever(StoreRetriever):
         encoder: model name/path; None = the one recorded in the manifest (a different one is an error).
         faiss_factory: index type when building (a saved index keeps its own).
         pooling, query_prefix, passage_prefix, max_length: encoder settings; None = the manifest's when
-            loading, E5's (``mean``, ``"query: "``, ``"passage: "``, 256) when building. Given values must
-            match the manifest.
+            loading, the preset's (E5 by default: ``mean``, ``"query: "``, ``"passage: "``; 256 tokens) when
+            building. Given values must match the manifest.
         batch_size: encoder batch size.
         device: encoder device (None = CUDA when available).
         fp16: half-precision encoder on CUDA.
