@@ -70,18 +70,24 @@ def make_stemmer(name: str) -> Stem | None:
 class DocTokenizer:
     """Passage text → term ids, adding new terms (stemmed words) to ``vocab``; an empty passage gets the ``""``
     token. Each distinct surface word is stopword-checked and stemmed once and remembered, so a word seen before
-    costs one dict lookup (stemming every word made the 100k-passage synthetic build twice as slow).
+    costs one dict lookup (stemming every word made the 100k-passage synthetic build twice as slow). The memory
+    is emptied when it holds ``cache_words`` words, so a corpus with tens of millions of distinct surface forms
+    (numbers, typos) does not grow it without bound; only the vocabulary keeps every term.
 
     Args:
         vocab: term → id, grown in place.
         stopwords: words dropped before stemming.
         stem: word-list stemmer, or None.
+        cache_words: surface words remembered at most.
     """
 
-    def __init__(self, vocab: dict[str, int], stopwords: frozenset[str], stem: Stem | None = None) -> None:
+    def __init__(
+        self, vocab: dict[str, int], stopwords: frozenset[str], stem: Stem | None = None, cache_words: int = 2_000_000
+    ) -> None:
         self.vocab = vocab
         self.stopwords = stopwords
         self.stem = stem
+        self.cache_words = cache_words
         self._ids: dict[str, int] = {}  # surface word → term id, -1 for a stopword
 
     def _new_word(self, word: str) -> int:
@@ -90,6 +96,8 @@ class DocTokenizer:
         else:
             term = self.stem([word])[0] if self.stem is not None else word
             wid = self.vocab.setdefault(term, len(self.vocab))
+        if len(self._ids) >= self.cache_words:
+            self._ids.clear()  # in place: a running __call__ holds this dict
         self._ids[word] = wid
         return wid
 

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from searchr1.retrieval.corpus import CorpusRecord, DocStoreWriter, corpus_size, iter_chunks, iter_corpus
+from searchr1.retrieval.manifest import IndexMismatchError
 
 log = logging.getLogger(__name__)
 RUNS_DIR = "bm25_runs"
@@ -154,6 +155,22 @@ def write_run(
     meta = {"first_doc": first_doc, "num_docs": len(lens), "vocab_size": vocab_size, "pairs": len(terms)}
     (tmp / "meta.json").write_text(json.dumps(meta))
     tmp.rename(run_dir)
+
+
+def check_source(runs_dir: Path, corpus: str) -> None:
+    """Record the corpus (path, bytes) the runs come from, or refuse to resume runs of another corpus."""
+    src = {"corpus": str(corpus), "bytes": corpus_size(corpus)}
+    path = runs_dir / "source.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["bytes"] != src["bytes"]:
+            raise IndexMismatchError(
+                f"{runs_dir} holds the runs of an unfinished build of {old['corpus']} ({old['bytes']} bytes), not of "
+                f"{corpus} ({src['bytes']} bytes); delete {runs_dir} to start over"
+            )
+        return
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(src))
 
 
 def finished_runs(runs_dir: Path) -> list[Path]:
@@ -353,6 +370,7 @@ def build_bm25_folder(
     progress = _Progress(corpus, show_progress)
     store = DocStoreWriter(out)
     runs_dir = out / RUNS_DIR
+    check_source(runs_dir, corpus)
     lens = tokenize_into_runs(
         iter_corpus(corpus, hasher, progress), store, tokenize, runs_dir, limits, chunk_size, progress
     )

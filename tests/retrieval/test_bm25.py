@@ -195,3 +195,13 @@ def test_term_max_saved_by_the_build_equals_computed(tripled_index: Path) -> Non
     saved = np.load(tripled_index / "bm25" / "term_max.npy")
     np.testing.assert_array_equal(saved, term_max_scores(retriever._terms_by_doc))
     assert saved.shape == (len(retriever.vocab),) and saved.max() > 0
+
+
+def test_tokenizer_cache_is_bounded_and_ids_stay_the_same() -> None:
+    from searchr1.retrieval.bm25 import DocTokenizer, make_stemmer, stopword_set
+
+    text = "Directed directing films the film director ed wood woods " * 3
+    big = DocTokenizer({"": 0}, stopword_set("en"), make_stemmer("porter"))
+    small = DocTokenizer({"": 0}, stopword_set("en"), make_stemmer("porter"), cache_words=2)
+    assert small(text) == big(text) and small.vocab == big.vocab
+    assert len(small._ids) <= 2 < len(big._ids)

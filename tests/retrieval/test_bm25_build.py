@@ -87,13 +87,15 @@ def test_killed_build_resumes_to_the_same_index(
     assert (out / RUNS_DIR / "run_00020.tmp").is_dir()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False
-    kept = [p for p in (out / RUNS_DIR).iterdir() if not p.name.endswith(".tmp")]
+    kept = [p for p in (out / RUNS_DIR).glob("run_*") if not p.name.endswith(".tmp")]
     assert len(kept) == 20
     covered = sum(json.loads((p / "meta.json").read_text())["num_docs"] for p in kept)
     with pytest.raises(IndexMismatchError, match="build did not finish"):
         BM25Retriever(index_dir=str(out))
     with pytest.raises(IndexMismatchError, match="other settings"):
         BM25Retriever.build(str(corpus), str(out), k1=1.5, show_progress=False)
+    with pytest.raises(IndexMismatchError, match="holds the runs of an unfinished build"):
+        BM25Retriever.build(str(flashrag_corpus), str(out), show_progress=False)  # another corpus, same settings
     with caplog.at_level(logging.INFO, logger="searchr1.retrieval.bm25_build"):
         BM25Retriever.build(str(corpus), str(out), show_progress=False, memory_budget_mb=0.2, chunk_size=3)
     assert f"resuming after {covered} passages in {len(kept)} finished runs" in caplog.text
