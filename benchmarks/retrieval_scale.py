@@ -115,7 +115,7 @@ from searchr1.retrieval import BM25Retriever
 r = BM25Retriever(index_dir=sys.argv[1], dedup=False, search_threads=int(sys.argv[3]))
 load = time.perf_counter() - t0
 qs = json.loads(sys.argv[2])
-qs = [qs[i % len(qs)] for i in range(2560)]  # every batch size searches the same 2,560 queries
+qs = [qs[i % len(qs)] for i in range(int(sys.argv[4]))]  # every batch size searches the same queries
 r.search_hits(qs[:64], 3)  # warm-up: page in the posting lists of common terms
 out = {"load_s": round(load, 2), "search_threads": r.search_threads}
 for b in (1, 16, 256, 2560):
@@ -129,11 +129,11 @@ print(json.dumps(out))
 """
 
 
-def search(index: Path, threads: int) -> dict:
+def search(index: Path, threads: int, n_queries: int) -> dict:
     """Load time and q/s per batch size in a fresh process."""
     qs = questions()
     res = subprocess.run(
-        [sys.executable, "-c", _SEARCH_CHILD, str(index), json.dumps(qs), str(threads)],
+        [sys.executable, "-c", _SEARCH_CHILD, str(index), json.dumps(qs), str(threads), str(n_queries)],
         check=True,
         capture_output=True,
         text=True,
@@ -158,7 +158,9 @@ def dense(n: int, dim: int = 384, n_queries: int = 500) -> dict:
     _, truth = flat.search(xq, 10)
     cells = max(16, int(np.sqrt(n)))
     out: dict = {"dense_vectors": n, "dense_dim": dim}
-    for kind, factory, knob in (("hnsw32", "HNSW32", ("efSearch", 64)), ("ivfpq", f"IVF{cells},PQ48", ("nprobe", 32))):
+    nbits = 8 if min(n, 40 * cells) >= 39 * 256 else 4  # 8-bit PQ codebooks want >= 39 * 256 training vectors
+    ivf = f"IVF{cells},PQ48x{nbits}"
+    for kind, factory, knob in (("hnsw32", "HNSW32", ("efSearch", 64)), ("ivfpq", ivf, ("nprobe", 32))):
         index = make_faiss_index(dim, factory)
         start = time.perf_counter()
         if not index.is_trained:
@@ -176,6 +178,7 @@ def dense(n: int, dim: int = 384, n_queries: int = 500) -> dict:
             float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), truth.tolist())])), 3
         )
         out[f"dense_{kind}_{knob[0]}"] = knob[1]
+        out[f"dense_{kind}_factory"] = factory
     return out
 
 
@@ -187,16 +190,18 @@ def main() -> None:
     parser.add_argument("--dense-vectors", type=int, default=100_000, help="random vectors for the dense part")
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument("--search-threads", type=int, default=2, help="BM25Retriever(search_threads=...)")
+    parser.add_argument("--queries", type=int, default=2560, help="queries searched at every batch size")
+    parser.add_argument("--vocab", type=int, default=500_000, help="lexicon size of the synthetic corpus")
     parser.add_argument(
         "--reuse-index", action="store_true", help="search the index a previous run built (no build figures)"
     )
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"synthetic_{args.passages}.jsonl"
+    corpus = work / f"synthetic_{args.passages}{'' if args.vocab == 500_000 else f'_v{args.vocab}'}.jsonl"
     start = time.perf_counter()
     if not corpus.exists():
-        synthetic_corpus(corpus, args.passages)
+        synthetic_corpus(corpus, args.passages, vocab=args.vocab)
     out: dict = {"passages": args.passages, "corpus_bytes": corpus.stat().st_size}
     out["corpus_write_s"] = round(time.perf_counter() - start, 1)
     index = work / f"bm25_{args.passages}"
@@ -204,7 +209,7 @@ def main() -> None:
         if index.exists():
             subprocess.run(["rm", "-rf", str(index)], check=True)
         out.update(build(corpus, index, args.memory_budget_mb))
-    out.update(search(index, args.search_threads))
+    out.update(search(index, args.search_threads, args.queries))
     if not args.skip_dense:
         out.update(dense(args.dense_vectors))
     print(json.dumps(out))

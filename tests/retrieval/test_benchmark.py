@@ -22,7 +22,8 @@ def test_benchmark_prints_one_json_line() -> None:
 
 @pytest.mark.slow
 def test_scale_benchmark_prints_one_json_line(tmp_path) -> None:
-    args = ["--passages", "3000", "--dense-vectors", "3000", "--workdir", str(tmp_path)]
+    args = ["--passages", "3000", "--vocab", "20000", "--queries", "512", "--dense-vectors", "3000"]
+    args += ["--workdir", str(tmp_path)]
     out = run_benchmark("retrieval_scale.py", args, timeout=300)
     assert out["passages"] == 3000 and out["build_peak_rss_mb"] > 0 and out["index_bytes"] > out["corpus_bytes"]
     for b in (1, 16, 256, 2560):
