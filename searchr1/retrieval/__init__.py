@@ -18,6 +18,7 @@ from searchr1.retrieval.types import Passage, RetrievalError, Retriever, format_
 _LAZY = {
     "DenseRetriever": "searchr1.retrieval.dense",
     "HTTPRetriever": "searchr1.retrieval.client",
+    "HybridRetriever": "searchr1.retrieval.hybrid",
     "create_app": "searchr1.retrieval.server",
 }
 

@@ -1,12 +1,18 @@
 """BM25 retriever on ``bm25s`` (Lucene BM25, numpy/scipy backend, memory-mapped load).
 
-Departures from plain ``bm25s.BM25.index``: the index is built from a *stream* of corpus chunks, each
-chunk turned into compact ``(doc, term, tf)`` numpy arrays (``bm25s`` itself keeps a Python list of
-token lists for the whole corpus), and the CSC score matrix is computed vectorised at the end with the
-same Lucene formulas (a test checks it equals ``bm25s``'s own index). The result is a regular
-``bm25s.BM25`` saved with ``bm25s``'s ``save`` and loaded with ``mmap=True``. Queries of one call are
-scored together with a single sparse product ``Q @ S^T`` (``Q``: ``(B, V)`` query term counts, ``S^T``:
-the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s per-query loop; the ``(B, N)`` CSR
+Departures from plain ``bm25s.BM25.index``: the index is built by :mod:`~searchr1.retrieval.bm25_build` from a
+*stream* of corpus chunks into sorted on-disk runs merged term block by term block, within a memory budget
+(``bm25s`` itself keeps a Python list of token lists for the whole corpus), with the same Lucene formulas (a
+test checks it equals ``bm25s``'s own index). The result is a regular ``bm25s`` folder loaded with
+``mmap=True``. Queries of one call are scored in sub-batches, each one sparse product ``Q @ S^T`` (``Q``:
+``(b, V)`` query term counts, ``S^T``: the ``(V, N)`` CSR view of bm25s's CSC scores) instead of ``bm25s``'s
+per-query loop. A sub-batch holds consecutive queries whose posting lists add up to at most
+``sub_batch_postings``, so its ``(b, N)`` result, and the memory of a call, stay bounded however big the batch
+(one product over a whole big batch made a result of hundreds of millions of non-zeros at 1M passages and was
+slower than a loop); sub-batches run on ``search_threads`` threads (scipy's product releases the GIL). A query
+whose posting lists add up to ``prune_min_postings`` or more is scored alone with exact MaxScore pruning instead
+(:mod:`~searchr1.retrieval.bm25_search`: its common terms are only looked up for the passages that can still
+reach the top k; same results as the product, ties included). The CSR
 product needs no format conversion or index sorting before the per-query top-k. Tokenisation matches
 ``bm25s.tokenize``: lowercase, ``\\b\\w\\w+\\b`` words, stopwords removed, then an optional stemmer
 (``stemmer="porter"``, the default: the original Porter algorithm of PyStemmer's Snowball, what Lucene's
@@ -16,20 +22,22 @@ Porter stemming lifts recall@5 of the supporting titles from 0.689 to 0.755 (rec
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
-from tqdm.auto import tqdm
 
 from searchr1.retrieval.base import StoreRetriever
-from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
-from searchr1.retrieval.manifest import IndexManifest
+from searchr1.retrieval.bm25_build import DEFAULT_MEMORY_BUDGET_MB, TERM_MAX_FILE, build_bm25_folder
+from searchr1.retrieval.bm25_search import maxscore_row, term_max_scores
+from searchr1.retrieval.corpus import DocStore, corpus_hash
+from searchr1.retrieval.manifest import IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
 STOPWORDS: dict[str, tuple[str, ...]] = {"en": tuple(STOPWORDS_EN), "en_plus": tuple(STOPWORDS_EN_PLUS), "none": ()}
@@ -62,18 +70,24 @@ def make_stemmer(name: str) -> Stem | None:
 class DocTokenizer:
     """Passage text → term ids, adding new terms (stemmed words) to ``vocab``; an empty passage gets the ``""``
     token. Each distinct surface word is stopword-checked and stemmed once and remembered, so a word seen before
-    costs one dict lookup (stemming every word made the 100k-passage synthetic build twice as slow).
+    costs one dict lookup (stemming every word made the 100k-passage synthetic build twice as slow). The memory
+    is emptied when it holds ``cache_words`` words, so a corpus with tens of millions of distinct surface forms
+    (numbers, typos) does not grow it without bound; only the vocabulary keeps every term.
 
     Args:
         vocab: term → id, grown in place.
         stopwords: words dropped before stemming.
         stem: word-list stemmer, or None.
+        cache_words: surface words remembered at most.
     """
 
-    def __init__(self, vocab: dict[str, int], stopwords: frozenset[str], stem: Stem | None = None) -> None:
+    def __init__(
+        self, vocab: dict[str, int], stopwords: frozenset[str], stem: Stem | None = None, cache_words: int = 2_000_000
+    ) -> None:
         self.vocab = vocab
         self.stopwords = stopwords
         self.stem = stem
+        self.cache_words = cache_words
         self._ids: dict[str, int] = {}  # surface word → term id, -1 for a stopword
 
     def _new_word(self, word: str) -> int:
@@ -82,6 +96,8 @@ class DocTokenizer:
         else:
             term = self.stem([word])[0] if self.stem is not None else word
             wid = self.vocab.setdefault(term, len(self.vocab))
+        if len(self._ids) >= self.cache_words:
+            self._ids.clear()  # in place: a running __call__ holds this dict
         self._ids[word] = wid
         return wid
 
@@ -110,51 +126,6 @@ def tokenize_query(
     return [vocab[w] for w in words if w in vocab]
 
 
-def chunk_term_counts(token_ids: list[list[int]], first_doc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-document term frequencies of one chunk.
-
-    Args:
-        token_ids: token ids of each document of the chunk.
-        first_doc: global row of the chunk's first document.
-
-    Returns:
-        ``(docs, terms, tf)``, each ``(P,)`` with one entry per distinct (doc, term) pair; int32, int32, float32.
-    """
-    lens = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
-    flat = np.fromiter((w for t in token_ids for w in t), dtype=np.int64, count=int(lens.sum()))
-    docs = np.repeat(np.arange(first_doc, first_doc + len(token_ids), dtype=np.int64), lens)
-    keys, tf = np.unique((docs << 32) | flat, return_counts=True)
-    return (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32), tf.astype(np.float32)
-
-
-def bm25_csc(
-    docs: np.ndarray, terms: np.ndarray, tf: np.ndarray, doc_lens: np.ndarray, n_vocab: int, k1: float, b: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lucene BM25 score matrix ``S`` (``(N, V)``) in CSC form, as ``bm25s`` stores it.
-
-    ``S[d, t] = idf(t) * tf / (tf + k1 * (1 - b + b * len_d / avg_len))`` with
-    ``idf(t) = log(1 + (N - df_t + 0.5) / (df_t + 0.5))`` (Kamphuis et al. 2020, Lucene variant).
-
-    Args:
-        docs, terms, tf: ``(P,)`` distinct (doc, term) pairs and their counts.
-        doc_lens: ``(N,)`` tokens per document.
-        n_vocab: ``V``.
-        k1, b: BM25 parameters.
-
-    Returns:
-        ``(data (P,) float32, indices (P,) int32 doc rows, indptr (V + 1,) int64)``, columns = terms.
-    """
-    n_docs = len(doc_lens)
-    df = np.bincount(terms, minlength=n_vocab).astype(np.float64)  # (V,)
-    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
-    norm = k1 * (1.0 - b + b * doc_lens / max(float(doc_lens.mean()), 1e-9))  # (N,)
-    scores = (idf[terms] * tf / (tf + norm[docs])).astype(np.float32)  # (P,)
-    order = np.lexsort((docs, terms))
-    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df.astype(np.int64), out=indptr[1:])
-    return scores[order], docs[order], indptr
-
-
 def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     """``(V, B)`` query term counts in canonical CSC form (terms sorted, repeats summed: a repeated query
     term counts twice, as in ``bm25s``), built directly rather than through scipy's slower COO path.
@@ -172,6 +143,20 @@ def query_matrix(token_ids: list[list[int]], n_vocab: int) -> sp.csc_matrix:
     indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys // n_vocab, minlength=len(token_ids)), out=indptr[1:])
     return sp.csc_matrix((counts.astype(np.float32), keys % n_vocab, indptr), shape=(n_vocab, len(token_ids)))
+
+
+def plan_sub_batches(costs: np.ndarray, max_cost: int) -> list[tuple[int, int]]:
+    """Split consecutive queries into ``[start, end)`` groups whose ``costs`` (posting counts) sum to at most
+    ``max_cost``; a query costing more than ``max_cost`` gets a group alone. ``(B,)`` costs → groups in order."""
+    bounds, start, total = [], 0, 0
+    for i, c in enumerate(costs.tolist()):
+        if i > start and total + c > max_cost:
+            bounds.append((start, i))
+            start, total = i, 0
+        total += c
+    if len(costs):
+        bounds.append((start, len(costs)))
+    return bounds
 
 
 def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
@@ -205,44 +190,6 @@ def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
     return out
 
 
-def build_bm25(
-    records: Iterable,
-    store: DocStoreWriter,
-    k1: float,
-    b: float,
-    stopwords: str,
-    chunk_size: int,
-    progress: bool,
-    stemmer: str = "none",
-) -> bm25s.BM25:
-    """Stream records into ``store`` and return the in-memory ``bm25s.BM25`` index over them."""
-    vocab: dict[str, int] = {"": 0}
-    tokenize = DocTokenizer(vocab, stopword_set(stopwords), make_stemmer(stemmer))
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    lens: list[np.ndarray] = []
-    bar = tqdm(desc="BM25 index", unit=" passages", disable=not progress)
-    for chunk in iter_chunks(iter(records), chunk_size):
-        first = len(store)
-        token_ids = []
-        for rec in chunk:
-            store.add(rec)
-            token_ids.append(tokenize(rec.contents))
-        parts.append(chunk_term_counts(token_ids, first))
-        lens.append(np.fromiter((len(t) for t in token_ids), dtype=np.float64, count=len(token_ids)))
-        bar.update(len(chunk))
-    bar.close()
-    if not parts:
-        raise ValueError("the corpus has no passages; nothing to index")
-    docs, terms, tf = (np.concatenate(x) for x in zip(*parts))
-    data, indices, indptr = bm25_csc(docs, terms, tf, np.concatenate(lens), len(vocab), k1, b)
-    model = bm25s.BM25(k1=k1, b=b, method="lucene", backend="numpy")
-    model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": len(store)}
-    model.vocab_dict = vocab
-    model.unique_token_ids_set = set(vocab.values())
-    model.nonoccurrence_array = None
-    return model
-
-
 class BM25Retriever(StoreRetriever):
     """BM25 search over a saved index folder, or over a corpus file indexed in memory.
 
@@ -260,6 +207,11 @@ class BM25Retriever(StoreRetriever):
         dedup: send each distinct query of a batch once (see :class:`~searchr1.retrieval.base.CachedRetriever`).
         cache_size: LRU entries kept across calls (0 = off).
         show_progress: progress bar while building.
+        sub_batch_postings: postings scored by one sparse product at most (a query with more gets one alone);
+            bounds the memory of a call (~12 bytes a posting per thread).
+        search_threads: threads over the sub-batches of one call (1 = the calling thread only).
+        prune_min_postings: queries with at least this many postings are scored alone with MaxScore pruning
+            (None: never; small corpora never reach the default).
     """
 
     def __init__(
@@ -274,25 +226,31 @@ class BM25Retriever(StoreRetriever):
         dedup: bool = True,
         cache_size: int = 0,
         show_progress: bool = False,
+        sub_batch_postings: int = 1_000_000,
+        search_threads: int = 2,
+        prune_min_postings: int | None = 50_000,
     ) -> None:
         super().__init__(dedup=dedup, cache_size=cache_size)
+        if sub_batch_postings < 1 or search_threads < 1:
+            raise ValueError(
+                f"sub_batch_postings and search_threads must be >= 1, got {sub_batch_postings}, {search_threads}"
+            )
+        self.sub_batch_postings, self.search_threads = sub_batch_postings, search_threads
+        self.prune_min_postings = prune_min_postings
+        self._pool: ThreadPoolExecutor | None = None  # started by the first call with several sub-batches
         if index_dir is None and corpus is None:
             raise ValueError("BM25Retriever needs index_dir (a built index folder) or corpus (a .jsonl file)")
-        if index_dir is not None and not (Path(index_dir) / "manifest.json").exists() and corpus is not None:
-            self.build(corpus, index_dir, k1, b, stopwords, stemmer=stemmer, show_progress=show_progress)
-        if index_dir is not None:
-            self.manifest = IndexManifest.load(index_dir)
-            expected = corpus_hash(corpus) if corpus is not None else None
-            self.manifest.check("bm25", corpus_sha256=expected)
-            self.model = bm25s.BM25.load(str(Path(index_dir) / BM25_SUBDIR), mmap=mmap, load_vocab=True)
-            self.docs = DocStore.load(index_dir)
-            stopwords = self.manifest.settings.get("stopwords", "en")
-            stemmer = self.manifest.settings.get("stemmer", "none")  # indexes built before stemming existed
-        else:
-            store = DocStoreWriter(None)
-            self.model = build_bm25(iter_corpus(corpus), store, k1, b, stopwords, 50_000, show_progress, stemmer)
-            self.docs = store.finish()
-            self.manifest = None
+        self._tmp = tempfile.TemporaryDirectory() if index_dir is None else None  # in-memory use: a temp folder
+        folder = index_dir if index_dir is not None else self._tmp.name
+        if not (Path(folder) / "manifest.json").exists() and corpus is not None:
+            self.build(corpus, folder, k1, b, stopwords, stemmer=stemmer, show_progress=show_progress)
+        self.manifest = IndexManifest.load(folder)
+        expected = corpus_hash(corpus) if corpus is not None and index_dir is not None else None
+        self.manifest.check("bm25", corpus_sha256=expected)
+        self.model = bm25s.BM25.load(str(Path(folder) / BM25_SUBDIR), mmap=mmap, load_vocab=True)
+        self.docs = DocStore.load(folder)
+        stopwords = self.manifest.settings.get("stopwords", "en")
+        stemmer = self.manifest.settings.get("stemmer", "none")  # indexes built before stemming existed
         self.stemmer = stemmer
         self._stem = make_stemmer(stemmer)
         self._stopwords = stopword_set(stopwords)
@@ -302,6 +260,9 @@ class BM25Retriever(StoreRetriever):
             (s["data"], s["indices"], s["indptr"]), shape=(len(s["indptr"]) - 1, s["num_docs"]), copy=False
         )
         self.vocab: dict[str, int] = self.model.vocab_dict
+        self._postings = np.diff(np.asarray(s["indptr"]))  # (V,) posting-list length of each term
+        self._term_max: np.ndarray | None = None  # (V,) max score per term, read or computed on first pruning
+        self._index_dir = Path(folder) / BM25_SUBDIR
 
     @classmethod
     def build(
@@ -311,36 +272,82 @@ class BM25Retriever(StoreRetriever):
         k1: float = 0.9,
         b: float = 0.4,
         stopwords: str = "en",
-        chunk_size: int = 50_000,
+        chunk_size: int = 10_000,
         show_progress: bool = True,
         stemmer: str = "porter",
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     ) -> IndexManifest:
-        """Index ``corpus`` into ``out_dir`` (passage store, ``bm25/`` bm25s folder, ``manifest.json``)."""
+        """Index ``corpus`` into ``out_dir`` (passage store, ``bm25/`` bm25s folder, ``manifest.json``).
+
+        Resumable: rerun the same call after a kill and the finished runs are kept (see
+        :mod:`~searchr1.retrieval.bm25_build`); ``memory_budget_mb`` bounds the build's buffers.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.sha256()
-        store = DocStoreWriter(out)
-        model = build_bm25(iter_corpus(corpus, hasher), store, k1, b, stopwords, chunk_size, show_progress, stemmer)
-        store.finish()
-        model.save(str(out / BM25_SUBDIR), show_progress=False)
-        manifest = IndexManifest(
-            kind="bm25",
-            corpus_path=str(corpus),
-            corpus_sha256=hasher.hexdigest(),
-            num_docs=len(store),
-            settings={
-                "k1": k1,
-                "b": b,
-                "stopwords": stopwords,
-                "stemmer": stemmer,
-                "method": "lucene",
-                "tokenizer": _WORD.pattern,
-            },
+        settings = {
+            "k1": k1,
+            "b": b,
+            "stopwords": stopwords,
+            "stemmer": stemmer,
+            "method": "lucene",
+            "tokenizer": _WORD.pattern,
+        }
+        tokenize = DocTokenizer({"": 0}, stopword_set(stopwords), make_stemmer(stemmer))  # fail fast on bad names
+        if start_build(out, "bm25", corpus, settings):
+            manifest = IndexManifest.load(out)
+            if manifest.corpus_sha256 == corpus_hash(corpus):
+                return manifest
+            IndexManifest("bm25", str(corpus), "", 0, settings, complete=False).save(out)  # another corpus: redo
+        num_docs, sha = build_bm25_folder(
+            corpus, out, BM25_SUBDIR, tokenize, k1, b, memory_budget_mb, chunk_size, show_progress
         )
+        manifest = IndexManifest("bm25", str(corpus), sha, num_docs, settings)
         manifest.save(out)
         return manifest
 
     def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
         ids = [tokenize_query(q, self.vocab, self._stopwords, self._stem) for q in queries]
-        q = query_matrix(ids, self._terms_by_doc.shape[0]).T  # (B, V)
-        return topk_per_row(q @ self._terms_by_doc, topk)  # (B, V) @ (V, N): CSR (B, N), no conversion
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter((t for c in ids for t in c), dtype=np.int64, count=int(lens.sum()))
+        cum = np.concatenate([[0], np.cumsum(self._postings[flat])])  # postings of the terms, running total
+        ends = np.cumsum(lens)
+        costs = cum[ends] - cum[ends - lens]  # (B,) postings per query
+        alone = costs >= self.prune_min_postings if self.prune_min_postings is not None else costs < 0
+        small = np.flatnonzero(~alone)
+        tasks = [(small[a:z].tolist(), False) for a, z in plan_sub_batches(costs[small], self.sub_batch_postings)]
+        big = np.flatnonzero(alone).tolist()
+        tasks += [(big[a : a + 8], True) for a in range(0, len(big), 8)]  # 8 pruned queries a task
+        if len(tasks) > 1 and self.search_threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.search_threads, thread_name_prefix="bm25")
+            parts = list(self._pool.map(lambda t: self._run(ids, t[0], t[1], topk), tasks))
+        else:
+            parts = [self._run(ids, rows, prune, topk) for rows, prune in tasks]
+        out: list[Hits] = [None] * len(ids)  # type: ignore[list-item]
+        for (rows, _), hits in zip(tasks, parts):
+            for r, h in zip(rows, hits):
+                out[r] = h
+        return out
+
+    def _run(self, ids: list[list[int]], rows: list[int], prune: bool, topk: int) -> list[Hits]:
+        """Hits of the queries ``rows``: one sparse product, or (``prune``) MaxScore one query at a time."""
+        if not prune:
+            return self._score([ids[r] for r in rows], topk)
+        out = []
+        for r in rows:
+            row = maxscore_row(self._terms_by_doc, self.term_max, ids[r], topk)
+            out.append(topk_per_row(row, topk)[0] if row is not None else self._score([ids[r]], topk)[0])
+        return out
+
+    @property
+    def term_max(self) -> np.ndarray:
+        """``(V,)`` max score of each term: ``bm25/term_max.npy`` of the index, else computed once here."""
+        if self._term_max is None:
+            path = self._index_dir / TERM_MAX_FILE
+            self._term_max = np.load(path) if path.is_file() else term_max_scores(self._terms_by_doc)
+        return self._term_max
+
+    def _score(self, ids: list[list[int]], topk: int) -> list[Hits]:
+        """Top-k of one sub-batch of tokenised queries: one sparse product, then per-row top-k."""
+        q = query_matrix(ids, self._terms_by_doc.shape[0]).T  # (b, V)
+        return topk_per_row(q @ self._terms_by_doc, topk)  # (b, V) @ (V, N): CSR (b, N), no conversion

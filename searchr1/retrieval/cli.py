@@ -6,6 +6,7 @@ Examples::
     searchr1-index build --corpus wiki-18.jsonl.gz --retriever dense --encoder intfloat/e5-base-v2 \\
         --faiss Flat --out indexes/wiki18-e5
     searchr1-retrieval serve --index indexes/wiki18-bm25 --host 127.0.0.1 --port 8000
+    searchr1-retrieval serve --index indexes/wiki18-bm25 --index indexes/wiki18-e5   # hybrid (RRF) of both
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ def _build_bm25(args: argparse.Namespace) -> IndexManifest:
     from searchr1.retrieval.bm25 import BM25Retriever
 
     return BM25Retriever.build(
-        args.corpus, args.out, k1=args.k1, b=args.b, stopwords=args.stopwords, stemmer=args.stemmer
+        args.corpus,
+        args.out,
+        k1=args.k1,
+        b=args.b,
+        stopwords=args.stopwords,
+        stemmer=args.stemmer,
+        memory_budget_mb=args.memory_budget_mb,
     )
 
 
@@ -46,7 +53,12 @@ def _build_dense(args: argparse.Namespace) -> IndexManifest:
     from searchr1.retrieval.encoder import TextEncoder
 
     encoder = TextEncoder(
-        args.encoder, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size, device=args.device
+        args.encoder,
+        preset=args.preset,
+        pooling=args.pooling,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     return build_dense_index(
         args.corpus, args.out, encoder, args.faiss, shard_size=args.shard_size, train_size=args.train_size
@@ -61,8 +73,9 @@ def load_retriever(
     use_gpu: bool = False,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    mmap: bool = False,
 ) -> CachedRetriever:
-    """Open an index folder with the retriever its manifest names."""
+    """Open an index folder with the retriever its manifest names (``mmap``: memory-map a dense faiss index)."""
     kind = IndexManifest.load(index_dir).kind
     if kind == "bm25":
         from searchr1.retrieval.bm25 import BM25Retriever
@@ -77,6 +90,7 @@ def load_retriever(
             use_gpu=use_gpu,
             nprobe=nprobe,
             ef_search=ef_search,
+            mmap=mmap,
             dedup=dedup,
             cache_size=cache_size,
         )
@@ -96,8 +110,19 @@ def _index_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--stemmer", default="porter", help="BM25 stemmer: porter (pyserini's), none, or another PyStemmer algorithm"
     )
+    b.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=2048.0,
+        help="BM25: RAM for the build's buffers (the vocabulary comes on top); a killed build resumes",
+    )
     b.add_argument("--encoder", default="intfloat/e5-base-v2", help="dense: HF model name or local folder")
-    b.add_argument("--pooling", default="mean", help="dense: mean (E5) or cls")
+    b.add_argument(
+        "--preset",
+        default="e5",
+        help="dense: e5 (mean, query:/passage: prefixes), bge (cls), minilm (mean, no prefixes)",
+    )
+    b.add_argument("--pooling", default=None, help="dense: mean or cls (default: the preset's)")
     b.add_argument("--max-length", type=int, default=256, help="dense: tokens per passage")
     b.add_argument("--batch-size", type=int, default=256, help="dense: passages per forward pass")
     b.add_argument("--device", default=None, help="dense: cuda or cpu (default: cuda if available)")
@@ -119,7 +144,14 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchr1-retrieval", description="Serve an index over HTTP.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve POST /retrieve (Search-R1 wire format) and GET /health")
-    s.add_argument("--index", required=True, help="index folder from searchr1-index build")
+    s.add_argument(
+        "--index",
+        required=True,
+        action="append",
+        help="index folder from searchr1-index build; give it twice or more to serve their hybrid (RRF) fusion",
+    )
+    s.add_argument("--rrf-k", type=float, default=10.0, help="hybrid: reciprocal-rank-fusion constant")
+    s.add_argument("--mmap", action="store_true", help="dense: memory-map faiss.index (IO_FLAG_MMAP)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--topk", type=int, default=3, help="topk when a request gives none (or 0, as in Search-R1)")
@@ -151,15 +183,26 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     from searchr1.retrieval.server import ServerLimits, create_app
 
     args = _serve_parser().parse_args(argv)
-    retriever = load_retriever(
-        args.index,
-        dedup=not args.no_dedup,
-        cache_size=args.cache_size,
-        device=args.device,
-        use_gpu=args.use_gpu,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-    )
+    one = len(args.index) == 1  # several indexes: the parts search without their own dedup/cache, the fusion with
+    parts = [
+        load_retriever(
+            index,
+            dedup=not args.no_dedup and one,
+            cache_size=args.cache_size if one else 0,
+            device=args.device,
+            use_gpu=args.use_gpu,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+            mmap=args.mmap,
+        )
+        for index in args.index
+    ]
+    if one:
+        retriever = parts[0]
+    else:
+        from searchr1.retrieval.hybrid import HybridRetriever
+
+        retriever = HybridRetriever(parts, rrf_k=args.rrf_k, dedup=not args.no_dedup, cache_size=args.cache_size)
     limits = ServerLimits(
         max_queries=args.max_queries,
         max_query_chars=args.max_query_chars,

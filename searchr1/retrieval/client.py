@@ -4,7 +4,9 @@ A :class:`~searchr1.retrieval.pool.ConnectionPool` of standard-library ``http.cl
 alive between calls (receiving a 1 MB answer costs a third of what it did with ``httpx``). A call is retried on
 connection errors, timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
 (``backoff * 2**attempt`` seconds); then :class:`~searchr1.retrieval.types.RetrievalError` says what failed. A
-4xx other than 429 is the caller's mistake and raises at once with the server's message.
+4xx other than 429 is the caller's mistake and raises at once with the server's message. Given several server
+URLs (one server per node), requests are spread over them and fail over from a dead or slow one, each behind a
+circuit breaker (:mod:`~searchr1.retrieval.replicas`); ``metrics()`` then reports each replica's health.
 
 Large batches are split into requests of at most ``max_queries_per_request`` queries, all sent at once on their
 own connections (up to ``max_connections``). Our server searches a batch in parts of whole requests
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,10 +28,10 @@ import orjson
 
 from searchr1.retrieval.base import CachedRetriever
 from searchr1.retrieval.corpus import loads
-from searchr1.retrieval.pool import ConnectionPool, HTTPAnswer
+from searchr1.retrieval.pool import HTTPAnswer
+from searchr1.retrieval.replicas import ReplicaSet
 from searchr1.retrieval.types import Passage, RetrievalError
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 _JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -100,38 +101,44 @@ class HTTPRetriever(CachedRetriever):
     """Search through a retrieval server.
 
     Args:
-        url: server base URL (``/retrieve`` is appended).
+        url: server base URL (``/retrieve`` is appended), or a list of them (replicas of the same index: requests
+            are spread round-robin and fail over, see :mod:`~searchr1.retrieval.replicas`).
         timeout: seconds per HTTP request (connect + read).
         max_retries: extra attempts after the first failed one.
         backoff: first retry delay in seconds, doubled each retry.
         max_queries_per_request: split bigger batches into requests of this many queries, sent concurrently
             (keep it at the server's ``--part-queries`` so they are searched one after the other while the
             answers come back; the server refuses more than its ``--max-queries``, 16,384 by default).
-        max_connections: size of the keep-alive pool (requests running at once).
+        max_connections: size of the keep-alive pool (requests running at once), per replica.
+        failure_threshold: failures in a row that open a replica's circuit breaker.
+        cooldown_s: seconds an open replica gets no requests before one trial.
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:8000",
+        url: str | list[str] = "http://127.0.0.1:8000",
         timeout: float = 30.0,
         max_retries: int = 3,
         backoff: float = 0.5,
         max_queries_per_request: int = 256,
         max_connections: int = 16,
+        failure_threshold: int = 2,
+        cooldown_s: float = 5.0,
         dedup: bool = True,
         cache_size: int = 0,
     ) -> None:
         super().__init__(dedup=dedup, cache_size=cache_size)
         if max_retries < 0 or backoff < 0 or timeout <= 0 or max_queries_per_request < 1:
             raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and max_queries_per_request >= 1")
-        self.url = url.rstrip("/")
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
+        self.url = self.urls[0]
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_queries_per_request = max_queries_per_request
         self.max_connections = max_connections
-        self._pool = ConnectionPool(self.url, timeout=timeout, max_connections=max_connections)
+        self._replicas = ReplicaSet(self.urls, timeout, max_connections, failure_threshold, cooldown_s)
         self._senders: ThreadPoolExecutor | None = None  # started on the first batch that needs several requests
 
     def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
@@ -150,38 +157,19 @@ class HTTPRetriever(CachedRetriever):
         return self._parse(self._post(payload), len(queries))
 
     def _post(self, payload: dict[str, Any]) -> Any:
-        body = dumps(payload)
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._pool.request("POST", "/retrieve", body, _JSON_HEADERS)
-            except TimeoutError as err:
-                last = f"timed out after {self.timeout}s ({err or type(err).__name__})"
-                continue
-            except (OSError, http.client.HTTPException) as err:
-                last = f"cannot reach the server ({type(err).__name__}: {err})"
-                continue
-            if resp.status in _RETRY_STATUS:
-                last = f"HTTP {resp.status}: {resp.text[:300]}"
-                continue
-            return self._decode(resp)
-        raise RetrievalError(
-            f"retrieval server {self.url} failed after {self.max_retries + 1} attempts: {last}. "
-            "Is `searchr1-retrieval serve` running at that address?"
+        resp, url = self._replicas.request(
+            "POST", "/retrieve", dumps(payload), _JSON_HEADERS, self.max_retries, self.backoff
         )
+        return self._decode(resp, url)
 
-    def _decode(self, resp: HTTPAnswer) -> Any:
+    def _decode(self, resp: HTTPAnswer, url: str) -> Any:
         """The parsed JSON of a non-retried answer; :class:`RetrievalError` for a 4xx or a non-JSON body."""
         if resp.status >= 400:
-            raise RetrievalError(
-                f"retrieval server {self.url} refused the request: HTTP {resp.status}: {resp.text[:300]}"
-            )
+            raise RetrievalError(f"retrieval server {url} refused the request: HTTP {resp.status}: {resp.text[:300]}")
         try:
             return loads(resp.body)
         except ValueError:
-            raise RetrievalError(f"retrieval server {self.url} sent a non-JSON reply: {resp.text[:200]!r}") from None
+            raise RetrievalError(f"retrieval server {url} sent a non-JSON reply: {resp.text[:200]!r}") from None
 
     def _parse(self, body: Any, n: int) -> list[list[Passage]]:
         try:
@@ -191,22 +179,27 @@ class HTTPRetriever(CachedRetriever):
                 f"retrieval server {self.url} sent an unexpected reply ({err}): {str(body)[:200]}"
             ) from None
 
-    def health(self) -> dict[str, Any]:
-        """The server's ``GET /health`` answer (raises :class:`RetrievalError` if unreachable)."""
+    def health(self, replica: int = 0) -> dict[str, Any]:
+        """The ``GET /health`` answer of server ``replica`` (raises :class:`RetrievalError` if unreachable)."""
+        url = self.urls[replica]
         try:
-            resp = self._pool.request("GET", "/health")
+            resp = self._replicas.pools[replica].request("GET", "/health")
             if resp.status != 200:
-                raise RetrievalError(f"retrieval server {self.url} health check failed: HTTP {resp.status}")
+                raise RetrievalError(f"retrieval server {url} health check failed: HTTP {resp.status}")
             return loads(resp.body)
         except (OSError, http.client.HTTPException, ValueError) as err:
-            raise RetrievalError(f"retrieval server {self.url} health check failed: {err}") from None
+            raise RetrievalError(f"retrieval server {url} health check failed: {err}") from None
+
+    def metrics(self) -> dict[str, float]:
+        """The counters of :class:`~searchr1.retrieval.base.CachedRetriever` plus each replica's health."""
+        return {**super().metrics(), **self._replicas.metrics()}
 
     def close(self) -> None:
         """Close the connection pool and the sender threads."""
         if self._senders is not None:
             self._senders.shutdown(wait=False, cancel_futures=True)
             self._senders = None
-        self._pool.close()
+        self._replicas.close()
 
     def __enter__(self) -> HTTPRetriever:
         return self

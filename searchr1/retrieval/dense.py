@@ -12,6 +12,7 @@ metric is inner product, and indexes that need training are trained on up to ``t
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -22,29 +23,16 @@ from tqdm.auto import tqdm
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.corpus import DocStore, DocStoreWriter, corpus_hash, iter_chunks, iter_corpus
 from searchr1.retrieval.encoder import TextEncoder
-from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexMismatchError
+from searchr1.retrieval.manifest import MANIFEST_FILE, IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
+log = logging.getLogger(__name__)
 EMB_DIR = "embeddings"
 FAISS_FILE = "faiss.index"
 
 
 def _shard_path(out: Path, i: int) -> Path:
     return out / EMB_DIR / f"shard_{i:05d}.npy"
-
-
-def _start_manifest(out: Path, corpus: str, settings: dict) -> None:
-    """Write an incomplete manifest, or check that an unfinished build used the same settings."""
-    if (out / MANIFEST_FILE).exists():
-        old = IndexManifest.load(out)
-        if old.kind != "dense" or old.settings != settings:
-            raise IndexMismatchError(
-                f"{out} holds an index built with other settings ({old.kind}, {old.settings}); "
-                f"asked for {settings}. Use another --out folder or delete this one"
-            )
-        if old.complete:
-            return
-    IndexManifest("dense", str(corpus), "", 0, settings, complete=False).save(out)
 
 
 def _encode_shards(corpus: str, out: Path, encoder: TextEncoder, shard_size: int, progress: bool) -> tuple[int, str]:
@@ -121,13 +109,23 @@ def build_dense_index(
     out.mkdir(parents=True, exist_ok=True)
     make_faiss_index(encoder.dim, faiss_factory)  # fail before hours of encoding
     settings = {**encoder.settings(), "faiss_factory": faiss_factory, "shard_size": shard_size, "metric": "ip"}
-    _start_manifest(out, corpus, settings)
+    start_build(out, "dense", corpus, settings)
     num_docs, sha = _encode_shards(corpus, out, encoder, shard_size, show_progress)
     index = _train_and_fill(out, encoder.dim, faiss_factory, train_size, show_progress)
     faiss.write_index(index, str(out / FAISS_FILE))
     manifest = IndexManifest("dense", str(corpus), sha, num_docs, settings, complete=True)
     manifest.save(out)
     return manifest
+
+
+def read_faiss_index(path: Path, mmap: bool) -> faiss.Index:
+    """Read a faiss index, memory-mapped (``IO_FLAG_MMAP``) when asked and faiss can map that index type."""
+    if mmap:
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        except RuntimeError as err:
+            log.warning("faiss cannot memory-map %s (%s); reading it into RAM", path, str(err).strip()[-200:])
+    return faiss.read_index(str(path))
 
 
 class DenseRetriever(StoreRetriever):
@@ -141,15 +139,21 @@ class DenseRetriever(StoreRetriever):
         encoder: model name/path; None = the one recorded in the manifest (a different one is an error).
         faiss_factory: index type when building (a saved index keeps its own).
         pooling, query_prefix, passage_prefix, max_length: encoder settings; None = the manifest's when
-            loading, E5's (``mean``, ``"query: "``, ``"passage: "``, 256) when building. Given values must
-            match the manifest.
+            loading, the preset's (E5 by default: ``mean``, ``"query: "``, ``"passage: "``; 256 tokens) when
+            building. Given values must match the manifest.
         batch_size: encoder batch size.
         device: encoder device (None = CUDA when available).
         fp16: half-precision encoder on CUDA.
         use_gpu: move the faiss index to the GPUs (needs ``faiss-gpu``).
+        gpu_shard: with ``use_gpu`` and several GPUs, split the index across them (each holds ``1/n`` of the
+            vectors: what a wiki-18 Flat index, ~64 GB at 768-d, needs) instead of a full copy on each.
         nprobe: IVF cells probed per query (IVF indexes only).
         ef_search: HNSW search breadth (HNSW indexes only).
         shard_size: passages per embedding shard when building.
+        preset: encoder preset when building (``e5``, ``bge``, ``minilm``; see
+            :class:`~searchr1.retrieval.encoder.TextEncoder`); explicit pooling/prefixes override it.
+        mmap: memory-map ``faiss.index`` (``IO_FLAG_MMAP``) instead of reading it into RAM, where faiss supports
+            it for the index type (else it is read, with a warning).
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """
 
@@ -167,9 +171,12 @@ class DenseRetriever(StoreRetriever):
         device: str | None = None,
         fp16: bool = True,
         use_gpu: bool = False,
+        gpu_shard: bool = True,
         nprobe: int | None = None,
         ef_search: int | None = None,
         shard_size: int = 100_000,
+        preset: str | None = None,
+        mmap: bool = False,
         dedup: bool = True,
         cache_size: int = 0,
     ) -> None:
@@ -190,6 +197,8 @@ class DenseRetriever(StoreRetriever):
         if not complete and corpus is not None:
             build_args = {k: v for k, v in pinned.items() if v is not None}
             build_args["model_name_or_path"] = build_args.pop("encoder", "intfloat/e5-base-v2")
+            if preset is not None:
+                build_args["preset"] = preset
             self.encoder = TextEncoder(**build_args, **runtime)
             build_dense_index(corpus, str(folder), self.encoder, faiss_factory, shard_size, show_progress=False)
         self.manifest = IndexManifest.load(folder)
@@ -205,11 +214,11 @@ class DenseRetriever(StoreRetriever):
                 max_length=saved["max_length"],
                 **runtime,
             )
-        self.index = faiss.read_index(str(folder / FAISS_FILE))
-        self._configure(nprobe, ef_search, use_gpu)
+        self.index = read_faiss_index(folder / FAISS_FILE, mmap)
+        self._configure(nprobe, ef_search, use_gpu, gpu_shard)
         self.docs = DocStore.load(folder)
 
-    def _configure(self, nprobe: int | None, ef_search: int | None, use_gpu: bool) -> None:
+    def _configure(self, nprobe: int | None, ef_search: int | None, use_gpu: bool, gpu_shard: bool) -> None:
         if nprobe is not None:
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         if ef_search is not None:
@@ -219,7 +228,9 @@ class DenseRetriever(StoreRetriever):
                 raise RuntimeError(
                     "use_gpu=True needs faiss-gpu and a visible GPU; install faiss-gpu or set use_gpu=False"
                 )
-            self.index = faiss.index_cpu_to_all_gpus(self.index)
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = gpu_shard
+            self.index = faiss.index_cpu_to_all_gpus(self.index, co=options)
 
     def _search_batch(self, queries: list[str], topk: int) -> list[Hits]:
         emb = self.encoder.encode(queries, is_query=True)  # (B, H)

@@ -1,7 +1,8 @@
 """Text encoder for dense retrieval: a ``transformers`` model, pooled and L2-normalised (E5 recipe).
 
 Default ``intfloat/e5-base-v2`` as in Search-R1: mean pooling over non-pad tokens, L2 normalisation,
-``"query: "`` / ``"passage: "`` prefixes, fp16 on GPU. Pooling is a registry (``mean``, ``cls``).
+``"query: "`` / ``"passage: "`` prefixes, fp16 on GPU. Pooling is a registry (``mean``, ``cls``); so are the
+presets that set pooling and prefixes by model family (``e5``, ``bge``, ``minilm``), so users do not hand-set them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return hidden[:, 0]
 
 
+ENCODER_PRESETS: dict[str, dict[str, str]] = {
+    "e5": {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: "},  # E5 model cards
+    "bge": {"pooling": "cls", "query_prefix": "", "passage_prefix": ""},  # BGE: CLS pooling
+    "minilm": {"pooling": "mean", "query_prefix": "", "passage_prefix": ""},  # sentence-transformers MiniLM
+}
+
+
+def encoder_preset(name: str, **overrides: str | None) -> dict[str, str]:
+    """Pooling and prefixes of a preset, with the non-None ``overrides`` (``pooling``, ``query_prefix``,
+    ``passage_prefix``) replacing its values; the error lists the valid presets."""
+    if name not in ENCODER_PRESETS:
+        raise ValueError(f"unknown encoder preset {name!r}; valid: {sorted(ENCODER_PRESETS)}")
+    return {**ENCODER_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+
+
 def get_pooler(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Pooling function by name; the error lists the valid ones."""
     if name not in POOLERS:
@@ -50,9 +66,11 @@ class TextEncoder:
 
     Args:
         model_name_or_path: Hugging Face name or local folder with a model and tokenizer.
-        pooling: pooling registry name (``mean`` for E5, ``cls`` for BGE-style models).
-        query_prefix: prepended to every query.
-        passage_prefix: prepended to every passage.
+        preset: ``e5`` (mean pooling, ``"query: "``/``"passage: "``), ``bge`` (CLS, no prefixes) or ``minilm``
+            (mean, no prefixes): the defaults of the three settings below.
+        pooling: pooling registry name (``mean`` for E5, ``cls`` for BGE-style models); None = the preset's.
+        query_prefix: prepended to every query; None = the preset's.
+        passage_prefix: prepended to every passage; None = the preset's.
         max_length: tokens per text (longer texts are truncated).
         batch_size: texts per forward pass.
         device: ``cuda``, ``cpu`` or None (CUDA when available).
@@ -62,16 +80,19 @@ class TextEncoder:
     def __init__(
         self,
         model_name_or_path: str = "intfloat/e5-base-v2",
-        pooling: str = "mean",
-        query_prefix: str = "query: ",
-        passage_prefix: str = "passage: ",
+        pooling: str | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
         max_length: int = 256,
         batch_size: int = 64,
         device: str | None = None,
         fp16: bool = True,
+        preset: str = "e5",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        chosen = encoder_preset(preset, pooling=pooling, query_prefix=query_prefix, passage_prefix=passage_prefix)
+        pooling, query_prefix, passage_prefix = chosen["pooling"], chosen["query_prefix"], chosen["passage_prefix"]
         self.model_name_or_path = model_name_or_path
         self.pooling = pooling
         self._pool = get_pooler(pooling)

@@ -93,3 +93,27 @@ class IndexManifest:
                     f"index was built with {name}={have!r} but {name}={want!r} was asked for; "
                     f"pass {name}={have!r} or rebuild the index"
                 )
+
+
+def start_build(folder: str | Path, kind: str, corpus: str, settings: dict[str, Any]) -> bool:
+    """Begin (or resume) a resumable build in ``folder``: write an incomplete manifest, unless one with these
+    settings is there already.
+
+    Returns:
+        True when ``folder`` already holds a *complete* index of this kind and settings (nothing to redo).
+
+    Raises:
+        IndexMismatchError: ``folder`` holds an index (finished or not) of another kind or other settings.
+    """
+    folder = Path(folder)
+    if (folder / MANIFEST_FILE).exists():
+        old = IndexManifest.load(folder)
+        if old.kind != kind or old.settings != settings:
+            raise IndexMismatchError(
+                f"{folder} holds an index built with other settings ({old.kind}, {old.settings}); "
+                f"asked for {kind} with {settings}. Use another --out folder or delete this one"
+            )
+        if old.complete:
+            return True
+    IndexManifest(kind, str(corpus), "", 0, settings, complete=False).save(folder)
+    return False

@@ -18,3 +18,15 @@ def test_benchmark_prints_one_json_line() -> None:
             assert out[section][key] > 0
     assert out["hotpotqa"]["bm25_recall_at_5"] >= 0.65
     assert out["dense"]["dense_vs_raw_faiss_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_scale_benchmark_prints_one_json_line(tmp_path) -> None:
+    args = ["--passages", "3000", "--vocab", "20000", "--queries", "512", "--dense-vectors", "3000"]
+    args += ["--workdir", str(tmp_path)]
+    out = run_benchmark("retrieval_scale.py", args, timeout=300)
+    assert out["passages"] == 3000 and out["build_peak_rss_mb"] > 0 and out["index_bytes"] > out["corpus_bytes"]
+    for b in (1, 16, 256, 2560):
+        assert out[f"qps_batch_{b}"] > 0 and out[f"p99_ms_batch_{b}"] >= out[f"p50_ms_batch_{b}"]
+    for kind in ("hnsw32", "ivfpq"):
+        assert 0 < out[f"dense_{kind}_recall_at_10"] <= 1

@@ -12,7 +12,7 @@ import pytest
 import Stemmer
 
 from searchr1.retrieval import BM25Retriever, IndexMismatchError, Retriever
-from searchr1.retrieval.bm25 import tokenize_query
+from searchr1.retrieval.bm25 import plan_sub_batches, tokenize_query
 from searchr1.retrieval.corpus import iter_corpus
 
 # Measured with this code: 0.755 (80/106 supporting titles in the top 5) with Porter stemming, the default;
@@ -141,3 +141,67 @@ def test_manifest_checks_corpus_and_kind(tmp_path: Path, hotpot_index: Path, fla
 def test_builds_missing_index_dir_from_corpus(tmp_path: Path, hotpot_corpus: Path) -> None:
     retriever = BM25Retriever(index_dir=str(tmp_path / "new"), corpus=str(hotpot_corpus))
     assert len(retriever) == 521 and (tmp_path / "new" / "manifest.json").is_file()
+
+
+def test_plan_sub_batches_by_hand() -> None:
+    # limit 10: [4, 5] = 9, adding 3 would make 12 -> new group; [3] then 20 alone (over the limit); [0, 1]
+    assert plan_sub_batches(np.array([4, 5, 3, 20, 0, 1]), 10) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert plan_sub_batches(np.array([50]), 10) == [(0, 1)]
+    assert plan_sub_batches(np.array([], dtype=np.int64), 10) == []
+
+
+@pytest.mark.parametrize(("postings", "threads"), [(1, 1), (1, 2), (300, 2), (10**9, 2)])
+def test_sub_batches_and_threads_equal_one_product(
+    hotpot_index: Path, hotpot_questions: list[dict], postings: int, threads: int
+) -> None:
+    queries = [q["question"] for q in hotpot_questions] + ["", "film", "zzzz"]
+    one = BM25Retriever(index_dir=str(hotpot_index), dedup=False, sub_batch_postings=10**9, search_threads=1)
+    split = BM25Retriever(index_dir=str(hotpot_index), dedup=False, sub_batch_postings=postings, search_threads=threads)
+    assert split.search_hits(queries, 7) == one.search_hits(queries, 7)
+    with pytest.raises(ValueError, match="sub_batch_postings and search_threads must be >= 1"):
+        BM25Retriever(index_dir=str(hotpot_index), search_threads=0)
+
+
+@pytest.fixture(scope="module")
+def tripled_index(tmp_path_factory: pytest.TempPathFactory, flashrag_corpus: Path) -> Path:
+    """The FlashRAG sample three times over (3000 passages, every score tied three ways)."""
+    folder = tmp_path_factory.mktemp("tripled")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text(flashrag_corpus.read_text() * 3)
+    BM25Retriever.build(str(corpus), str(folder / "index"), show_progress=False)
+    return folder / "index"
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_maxscore_pruning_equals_exhaustive_product(
+    tripled_index: Path, hotpot_index: Path, hotpot_questions: list[dict], k: int
+) -> None:
+    queries = [q["question"] for q in hotpot_questions] + [
+        "football football club england",  # a repeated term counts twice
+        "the",  # stopword only: no terms
+        "film american",  # common terms only
+        "genentech lobbyist washington",
+    ]
+    for index in (tripled_index, hotpot_index):
+        exhaustive = BM25Retriever(index_dir=str(index), dedup=False, prune_min_postings=None, search_threads=1)
+        pruned = BM25Retriever(index_dir=str(index), dedup=False, prune_min_postings=0)
+        assert pruned.search_hits(queries, k) == exhaustive.search_hits(queries, k)
+
+
+def test_term_max_saved_by_the_build_equals_computed(tripled_index: Path) -> None:
+    from searchr1.retrieval.bm25_search import term_max_scores
+
+    retriever = BM25Retriever(index_dir=str(tripled_index))
+    saved = np.load(tripled_index / "bm25" / "term_max.npy")
+    np.testing.assert_array_equal(saved, term_max_scores(retriever._terms_by_doc))
+    assert saved.shape == (len(retriever.vocab),) and saved.max() > 0
+
+
+def test_tokenizer_cache_is_bounded_and_ids_stay_the_same() -> None:
+    from searchr1.retrieval.bm25 import DocTokenizer, make_stemmer, stopword_set
+
+    text = "Directed directing films the film director ed wood woods " * 3
+    big = DocTokenizer({"": 0}, stopword_set("en"), make_stemmer("porter"))
+    small = DocTokenizer({"": 0}, stopword_set("en"), make_stemmer("porter"), cache_words=2)
+    assert small(text) == big(text) and small.vocab == big.vocab
+    assert len(small._ids) <= 2 < len(big._ids)

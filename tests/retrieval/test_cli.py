@@ -41,3 +41,23 @@ def test_bad_cli_arguments(tmp_path: Path, hotpot_corpus: Path) -> None:
         index_main(["build", "--corpus", str(hotpot_corpus), "--retriever", "splade", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="not an index folder"):
         load_retriever(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_serve_two_indexes_is_their_hybrid(tmp_path: Path, hotpot_corpus: Path, tiny_encoder_dir: Path) -> None:
+    from searchr1.retrieval import BM25Retriever, HybridRetriever
+
+    bm25_dir, dense_dir = tmp_path / "bm25", tmp_path / "dense"
+    index_main(["build", "--corpus", str(hotpot_corpus), "--retriever", "bm25", "--out", str(bm25_dir)])
+    args = ["build", "--corpus", str(hotpot_corpus), "--retriever", "dense", "--out", str(dense_dir)]
+    index_main([*args, "--encoder", str(tiny_encoder_dir), "--max-length", "32", "--device", "cpu"])
+    local = HybridRetriever([BM25Retriever(index_dir=str(bm25_dir)), load_retriever(str(dense_dir), device="cpu")])
+    queries = ["Scott Derrickson director", "Ed Wood film", "Shirley Temple"]
+    extra = ["--index", str(dense_dir), "--device", "cpu", "--mmap"]
+    with ServerProcess(bm25_dir, extra_args=extra, log_path=tmp_path / "log.txt") as server:
+        remote = HTTPRetriever(server.url)
+        assert remote.health()["retriever"] == "HybridRetriever"
+        got = remote.search(queries, topk=4)
+    want = local.search(queries, topk=4)
+    assert [[p.id for p in r] for r in got] == [[p.id for p in r] for r in want]
+    assert [p.score for r in got for p in r] == pytest.approx([p.score for r in want for p in r])

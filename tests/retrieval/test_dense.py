@@ -110,3 +110,22 @@ def test_in_memory_from_corpus(tiny_encoder_dir: Path, small_corpus: Path) -> No
     out = retriever.search(QUERIES + QUERIES, topk=2)
     assert out[:4] == out[4:] and all(len(r) == 2 for r in out)
     assert retriever.metrics()["unique_queries"] == 4
+
+
+def test_presets_set_pooling_and_prefixes(tiny_encoder_dir: Path) -> None:
+    from searchr1.retrieval.encoder import encoder_preset
+
+    assert encoder_preset("minilm") == {"pooling": "mean", "query_prefix": "", "passage_prefix": ""}
+    assert encoder_preset("bge", query_prefix="q: ")["pooling"] == "cls"
+    enc = TextEncoder(str(tiny_encoder_dir), preset="minilm", max_length=32)
+    assert (enc.pooling, enc.query_prefix, enc.passage_prefix) == ("mean", "", "")
+    e5 = TextEncoder(str(tiny_encoder_dir), max_length=32)  # e5 is the default preset
+    assert (e5.pooling, e5.query_prefix, e5.passage_prefix) == ("mean", "query: ", "passage: ")
+    with pytest.raises(ValueError, match=r"unknown encoder preset 'e6'; valid: \['bge', 'e5', 'minilm'\]"):
+        TextEncoder(str(tiny_encoder_dir), preset="e6")
+
+
+def test_mmap_load_searches_like_read(flat_index: Path) -> None:
+    read = DenseRetriever(index_dir=str(flat_index))
+    mapped = DenseRetriever(index_dir=str(flat_index), mmap=True)
+    assert mapped.search_hits(QUERIES, 5) == read.search_hits(QUERIES, 5)
