@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback
 
 from searchr1.training.collapse import CollapseGuard, TrainingCollapse
 
