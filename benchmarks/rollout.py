@@ -117,24 +117,31 @@ def load_policy(args: argparse.Namespace, retriever, questions: list[dict]):
 
 
 def latency_figures(backend, retriever, tokenizer, cfg, prompts, args) -> dict:
-    """tokens/s with searches delayed by each latency ÷ tokens/s with none, async and synchronous search."""
+    """tokens/s with searches delayed by each latency ÷ tokens/s with none, async and synchronous search.
+
+    Every (mode, latency) run is repeated ``--repeats`` times, interleaved, and its best time kept.
+    """
     latencies = [float(x) for x in args.latency_ms.split(",") if x.strip()]
-    out: dict = {"latency_ms": latencies}
+    runs = {}
     for async_search in (True, False):
         config = dataclasses.replace(cfg, async_search=async_search)
-        tps = {}
         for ms in [0.0, *latencies]:
-            engine = RolloutEngine(backend, DelayedRetriever(retriever, ms / 1000), tokenizer, config)
-            best = float("inf")
-            for _ in range(max(1, args.repeats // 2)):
-                start = time.perf_counter()
-                tokens = int(engine.generate(prompts, seed=0).loss_mask.sum())
-                best = min(best, time.perf_counter() - start)
-            tps[ms] = tokens / best
+            runs[async_search, ms] = RolloutEngine(backend, DelayedRetriever(retriever, ms / 1000), tokenizer, config)
+    best = {key: float("inf") for key in runs}
+    tokens = {}
+    for _ in range(args.repeats):
+        for key, engine in runs.items():
+            start = time.perf_counter()
+            tokens[key] = int(engine.generate(prompts, seed=0).loss_mask.sum())
+            best[key] = min(best[key], time.perf_counter() - start)
+    out: dict = {"latency_ms": latencies}
+    for async_search in (True, False):
+        tps = {ms: tokens[async_search, ms] / best[async_search, ms] for ms in [0.0, *latencies]}
         prefix = "" if async_search else "sync_"
         out[f"{prefix}tokens_per_s_by_latency"] = [round(tps[ms], 1) for ms in [0.0, *latencies]]
         out[f"{prefix}slow_retriever_ratio"] = round(tps[latencies[0]] / tps[0.0], 3) if latencies else None
         out[f"{prefix}slow_retriever_ratios"] = [round(tps[ms] / tps[0.0], 3) for ms in latencies]
+    out["latency_runs_same_tokens"] = len({tokens[key] for key in runs if key[0]}) == 1
     return out
 
 

@@ -38,23 +38,39 @@ def hf_greedy(model, prompt: list[int], steps: int) -> list[int]:
     return ids[len(prompt) :]
 
 
-class EngineCheck(Callback):
-    """After each training step: the engine's greedy ids equal the live policy's."""
+@torch.no_grad()
+def hf_logprobs(model, prompt: list[int], continuation: list[int]) -> list[float]:
+    logits = model(torch.tensor([prompt + continuation])).logits[0, len(prompt) - 1 : -1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(continuation)[:, None])[:, 0].tolist()
 
-    def __init__(self) -> None:
+
+class EngineCheck(Callback):
+    """After each training step: the engine's greedy ids and log-probs against the live policy's and the start's."""
+
+    def __init__(self, model_dir: str) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.start = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.steps: list[dict] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         tok = pl_module.tokenizer
         prompts = [tok(p, add_special_tokens=False).input_ids for p in PROMPTS]
-        backend = pl_module.engine(True).backend
         params = SamplingParams(max_new_tokens=12, do_sample=False)
-        engine_ids = [out.token_ids for out in backend.generate(prompts, params)]
+        outs = pl_module.engine(True).backend.generate(prompts, params)
         was_training = pl_module.policy.training
         pl_module.policy.eval()
-        policy_ids = [hf_greedy(pl_module.policy, p, 12) for p in prompts]
+        step = {"engine": [o.token_ids for o in outs], "pushes": pl_module.engine_weights.pushes}
+        step["policy"] = [hf_greedy(pl_module.policy, p, 12) for p in prompts]
+        gap_policy = gap_start = 0.0
+        for p, o in zip(prompts, outs):
+            live = torch.tensor(hf_logprobs(pl_module.policy, p, o.token_ids))
+            start = torch.tensor(hf_logprobs(self.start, p, o.token_ids))
+            gap_policy = max(gap_policy, float((torch.tensor(o.logprobs) - live).abs().max()))
+            gap_start = max(gap_start, float((torch.tensor(o.logprobs) - start).abs().max()))
         pl_module.policy.train(was_training)
-        self.steps.append({"engine": engine_ids, "policy": policy_ids, "pushes": pl_module.engine_weights.pushes})
+        step["logprob_gap_policy"], step["logprob_gap_start"] = gap_policy, gap_start
+        self.steps.append(step)
 
 
 def module(model: str, backend: str, retriever) -> SearchR1Module:
@@ -67,7 +83,8 @@ def module(model: str, backend: str, retriever) -> SearchR1Module:
         algorithm=AlgorithmConfig(estimator="grpo", n_samples=2, kl_coef=0.0),
         backend=backend,
         backend_kwargs=VLLM_KWARGS if backend == "vllm" else {},
-        policy_lr=1e-4,
+        policy_lr=1e-2,
+        weight_decay=1.0,  # rewards are 0 on a random model (zero GRPO advantages): decay moves every weight
         use_chat_template=False,
     )
 
@@ -98,6 +115,10 @@ def validate(model: str, backend: str, retriever, ckpt: Path, root: Path, data) 
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
@@ -114,13 +135,12 @@ def main() -> None:
             max_val_samples=4,
         )
 
-    check = EngineCheck()
+    check = EngineCheck(args.model)
     run = trainer(out / "fit", args.steps, [check])
     mod = module(args.model, "vllm", retriever)
     run.fit(mod, datamodule=data())
     ckpt = out / "trained.ckpt"
     run.save_checkpoint(ckpt)
-    mod.engine(True).backend.shutdown()
     rank = run.global_rank
     result = {"steps": check.steps}
     for backend in ("vllm", "hf"):
