@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--policy-cache", default=None, help="folder to save the warmed-up policy to / reuse it from")
     parser.add_argument("--latency-ms", default="50,200", help="comma-separated added latencies per search call")
+    parser.add_argument("--latency-only", action="store_true", help="only the slow-retriever figures")
     args = parser.parse_args()
     torch.manual_seed(0)
     retriever = BM25Retriever(corpus=str(ASSETS / "corpus.jsonl"))
@@ -174,6 +175,10 @@ def main() -> None:
     enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
     lengths = [sum(t.loss_mask) for t in batch.trajectories]
     per_row = -(-sampled // len(prompts))
+    if args.latency_only:
+        figures = latency_figures(backend, retriever, tokenizer, cfg, prompts, args)
+        print(json.dumps({"benchmark": "rollout", "batch": len(prompts), "sampled_tokens": sampled, **figures}))
+        return
     turn_by_turn = RolloutEngine(backend, retriever, tokenizer, dataclasses.replace(cfg, continuous_batching=False))
     turn_tokens = int(turn_by_turn.generate(prompts, seed=0).loss_mask.sum())
     runs = {
