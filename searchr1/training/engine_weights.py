@@ -16,6 +16,7 @@ time; under FSDP2 a collective that every rank runs to the end, each feeding its
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -26,6 +27,20 @@ from searchr1.training.scaling import iter_full_params
 def shares_policy_weights(backend: GenerationBackend | type) -> bool:
     """Whether ``backend`` (an instance or a class) samples with the live policy module itself."""
     return bool(getattr(backend, "shares_policy_weights", False))
+
+
+def build_rollout_backend(
+    name: str, kwargs: dict[str, Any], policy: torch.nn.Module, tokenizer: Any, lockstep, model_name_or_path: str
+) -> GenerationBackend:
+    """The registered backend ``name``: on the live ``policy`` when it shares its weights, else (vLLM) loading the
+    starting weights from ``model_name_or_path`` (a ``tiny:`` preset resolved to its folder first)."""
+    from searchr1.rollout.backends.base import get_backend_class
+    from searchr1.training.policy import resolve_model_path
+
+    cls = get_backend_class(name)
+    if shares_policy_weights(cls):
+        return cls(policy, tokenizer, lockstep=lockstep, **kwargs)
+    return cls(model=resolve_model_path(model_name_or_path), **kwargs)
 
 
 class EngineWeights:

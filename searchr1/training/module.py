@@ -26,10 +26,10 @@ from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.engine_weights import EngineWeights, shares_policy_weights
+from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
 from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
-from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer, resolve_model_path
+from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.training.scaling import (
     ScaleSetup,
     check_setup,
@@ -270,15 +270,16 @@ class SearchR1Module(LightningModule):
         :class:`~searchr1.training.engine_weights.EngineWeights`.
         """
         if not self._engines:
-            from searchr1.rollout.backends.base import get_backend_class
-
-            cls = get_backend_class(self.backend_name)
-            if shares_policy_weights(cls):
-                # sharded policy: every decode forward is a collective, so the ranks decode in lockstep
-                lockstep = self.lockstep if is_fsdp2(self.policy) else None
-                backend = cls(self.policy, self.tokenizer, lockstep=lockstep, **self.backend_kwargs)
-            else:
-                backend = cls(model=resolve_model_path(self.hparams.model_name_or_path), **self.backend_kwargs)
+            # sharded policy: every decode forward is a collective, so the ranks decode in lockstep
+            lockstep = self.lockstep if is_fsdp2(self.policy) else None
+            backend = build_rollout_backend(
+                self.backend_name,
+                self.backend_kwargs,
+                self.policy,
+                self.tokenizer,
+                lockstep,
+                self.hparams.model_name_or_path,
+            )
             self._engine_weights = EngineWeights(backend)
             config = self.rollout_config
             val = dataclasses.replace(
