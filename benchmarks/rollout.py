@@ -14,6 +14,11 @@ times (best of each):
 - ``uniform``: one plain ``generate`` where every row samples the per-row mean (no ragged lengths at all,
   the most favourable plain baseline) — ``ratio_vs_uniform``.
 
+- ``slow_retriever``: the engine with a retriever that answers each call ``--latency-ms`` later (default 50 and
+  200 ms; a remote server's round trip), searches off the decode path (the default): ``slow_retriever_ratio``
+  (at the first latency) = its tokens/s ÷ the same engine's with no added latency, same prompts and seed; and
+  ``sync_slow_retriever_ratio``, the same with ``async_search=False`` (every row waits for each search call).
+
 Prints ONE JSON line: tokens/s, the ratios, and where the engine's time goes.
 
 Usage: python benchmarks/rollout.py [--batch 32] [--max-turns 2] [--sft-steps 150]
@@ -36,6 +41,7 @@ from searchr1.models import build_tiny_qwen2
 from searchr1.protocols import build_prompt, observation
 from searchr1.retrieval import BM25Retriever, format_passages
 from searchr1.rollout import HFBackend, RolloutConfig, RolloutEngine
+from searchr1.testing.latency import DelayedRetriever
 
 ASSETS = resources.files("searchr1") / "assets" / "hotpotqa_dev_sample"
 
@@ -110,6 +116,35 @@ def load_policy(args: argparse.Namespace, retriever, questions: list[dict]):
     return model, tokenizer
 
 
+def latency_figures(backend, retriever, tokenizer, cfg, prompts, args) -> dict:
+    """tokens/s with searches delayed by each latency ÷ tokens/s with none, async and synchronous search.
+
+    Every (mode, latency) run is repeated ``--repeats`` times, interleaved, and its best time kept.
+    """
+    latencies = [float(x) for x in args.latency_ms.split(",") if x.strip()]
+    runs = {}
+    for async_search in (True, False):
+        config = dataclasses.replace(cfg, async_search=async_search)
+        for ms in [0.0, *latencies]:
+            runs[async_search, ms] = RolloutEngine(backend, DelayedRetriever(retriever, ms / 1000), tokenizer, config)
+    best = {key: float("inf") for key in runs}
+    tokens = {}
+    for _ in range(args.repeats):
+        for key, engine in runs.items():
+            start = time.perf_counter()
+            tokens[key] = int(engine.generate(prompts, seed=0).loss_mask.sum())
+            best[key] = min(best[key], time.perf_counter() - start)
+    out: dict = {"latency_ms": latencies}
+    for async_search in (True, False):
+        tps = {ms: tokens[async_search, ms] / best[async_search, ms] for ms in [0.0, *latencies]}
+        prefix = "" if async_search else "sync_"
+        out[f"{prefix}tokens_per_s_by_latency"] = [round(tps[ms], 1) for ms in [0.0, *latencies]]
+        out[f"{prefix}slow_retriever_ratio"] = round(tps[latencies[0]] / tps[0.0], 3) if latencies else None
+        out[f"{prefix}slow_retriever_ratios"] = [round(tps[ms] / tps[0.0], 3) for ms in latencies]
+    out["latency_runs_same_tokens"] = len({tokens[key] for key in runs if key[0]}) == 1
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -118,6 +153,8 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=0, help="warm-up SFT steps (slow on CPU)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--policy-cache", default=None, help="folder to save the warmed-up policy to / reuse it from")
+    parser.add_argument("--latency-ms", default="50,200", help="comma-separated added latencies per search call")
+    parser.add_argument("--latency-only", action="store_true", help="only the slow-retriever figures")
     args = parser.parse_args()
     torch.manual_seed(0)
     retriever = BM25Retriever(corpus=str(ASSETS / "corpus.jsonl"))
@@ -138,6 +175,10 @@ def main() -> None:
     enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
     lengths = [sum(t.loss_mask) for t in batch.trajectories]
     per_row = -(-sampled // len(prompts))
+    if args.latency_only:
+        figures = latency_figures(backend, retriever, tokenizer, cfg, prompts, args)
+        print(json.dumps({"benchmark": "rollout", "batch": len(prompts), "sampled_tokens": sampled, **figures}))
+        return
     turn_by_turn = RolloutEngine(backend, retriever, tokenizer, dataclasses.replace(cfg, continuous_batching=False))
     turn_tokens = int(turn_by_turn.generate(prompts, seed=0).loss_mask.sum())
     runs = {
@@ -155,6 +196,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
             if name == "engine":
                 engine_batches.append(out)
+    latency = latency_figures(backend, retriever, tokenizer, cfg, prompts, args)
     wall, matched_wall, plain_wall = (min(times[k]) for k in ("engine", "matched", "uniform"))
     batch = engine_batches[times["engine"].index(wall)]  # its generation/retrieval split is reported
     m = batch.metrics()
@@ -189,6 +231,7 @@ def main() -> None:
                 "finish_answer": round(m["finish_answer"], 3),
                 "obs_token_share": round(m["obs_token_share"], 3),
                 "sft_warmup_s": round(sft_s, 1),
+                **latency,
             }
         )
     )

@@ -12,22 +12,15 @@
 set -euo pipefail
 
 VENV="${VENV:-.venv-trl}"
-PYTHON="${PYTHON:-python3}"
 TRL_PACKAGE="${TRL_PACKAGE:-trl==1.16.0}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KEY_TEXT="$TRL_PACKAGE"
+source "$(dirname "${BASH_SOURCE[0]}")/venv_common.sh"
+venv_begin || exit 0   # reused: same scripts, package and pyproject.toml as the last successful setup
 
-cd "$ROOT"
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip)
-"${PIP[@]}" install --upgrade pip
-
-# 1. torch first and pinned (the CPU wheel on CPU machines), so that TRL's resolve cannot swap it for another build.
-"${PIP[@]}" install "torch==2.13.0"
+# 1. torch first and pinned (venv_begin; the CPU wheel on CPU machines), so that TRL's resolve cannot swap it.
 # 2. TRL and its dependencies (transformers, accelerate, datasets), with torch held where step 1 put it.
 CONSTRAINTS="$(mktemp)"
-echo "torch==2.13.0" > "$CONSTRAINTS"
+echo "$TORCH_PIN" > "$CONSTRAINTS"
 "${PIP[@]}" install -c "$CONSTRAINTS" "$TRL_PACKAGE"
 rm -f "$CONSTRAINTS"
 
@@ -36,4 +29,5 @@ import accelerate, torch, transformers, trl
 print(f"trl {trl.__version__} | torch {torch.__version__} | transformers {transformers.__version__} "
       f"| accelerate {accelerate.__version__}")
 PY
+venv_done
 echo "Done: $VENV is ready. Run: .venv/bin/python benchmarks/train_step.py"

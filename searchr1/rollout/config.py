@@ -33,6 +33,10 @@ class RolloutConfig:
     continuous_batching: bool = True
     """With a backend that supports it (``HFBackend``), each trajectory continues as soon as its own search
     returns, with its KV cache kept across turns; False runs turn by turn (a barrier per turn)."""
+    async_search: bool = True
+    """With continuous batching on a backend that can park rows (``HFBackend``, ``VLLMBackend``), searches run on
+    a worker thread as soon as a row ends its turn while the other rows keep decoding; False runs them between
+    decoding steps (every row waits for each search call)."""
     max_prompt_tokens: int = 2048
     """Longer prompts are left-truncated to this many tokens (keeping the question's end and the
     assistant header) with a warning."""

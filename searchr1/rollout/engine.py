@@ -4,7 +4,8 @@ Each turn, every unfinished trajectory is sent to the backend, which generates u
 ``</answer>``, EOS or ``max_response_tokens``; the first ``<search>``/``<answer>`` action of the turn
 decides what happens. With a backend that batches continuously across turns (``MultiTurnBackend``:
 ``HFBackend``, ``VLLMBackend``) each trajectory continues as soon as its own search returns, and the
-searches of all rows that end a turn at the same decoding step go to the retriever in one call;
+searches of all rows that end a turn at the same decoding step go to the retriever in one call (by default
+on a worker thread while the other rows keep decoding: :mod:`searchr1.rollout.async_turns`);
 otherwise the engine runs turn by turn and all queries of a turn go in one call. After
 ``max_turns`` search turns a final turn runs in which searches are not executed. Sampled ids are kept
 exactly as the backend produced them; observations and invalid-action messages are tokenized once
@@ -104,7 +105,12 @@ class RolloutEngine:
             raise ValueError(f"n (samples per prompt) must be positive, got {n}")
         trajs = self._init_trajectories(prompts, n)
         if self.config.continuous_batching and isinstance(self.backend, MultiTurnBackend):
-            gen_s, ret_s = self._run_continuous(trajs, seed)
+            if self.config.async_search and getattr(self.backend, "supports_pending_turns", False):
+                from searchr1.rollout.async_turns import run_continuous_async  # imports this module
+
+                gen_s, ret_s = run_continuous_async(self, trajs, seed)
+            else:
+                gen_s, ret_s = self._run_continuous(trajs, seed)
         else:
             gen_s, ret_s = self._run_turns(trajs, seed)
         for t in trajs:
@@ -258,21 +264,30 @@ class RolloutEngine:
             return 0.0
         queries = [q for _, q in searches]
         start = time.perf_counter()
+        results, error = None, None
         try:
             results = self.retriever.search(queries, self.config.topk)
             if len(results) != len(queries):
                 raise RuntimeError(f"retriever returned {len(results)} result lists for {len(queries)} queries")
-            bodies = [format_passages(r) for r in results]
-            failed = False
         except RetrievalError as err:
-            if self.config.on_search_error == "raise":
-                raise
-            results, bodies, failed = [[] for _ in queries], [search_failed(str(err))] * len(queries), True
+            error = err
         seconds = time.perf_counter() - start
+        self._apply_searches(searches, results, error)
+        return seconds
+
+    def _apply_searches(
+        self, searches: list[tuple[Trajectory, str]], results: list | None, error: BaseException | None
+    ) -> None:
+        """Append each search's observation (or the failure message) to its trajectory."""
+        if error is not None:
+            if not isinstance(error, RetrievalError) or self.config.on_search_error == "raise":
+                raise error
+            results, bodies, failed = [[] for _ in searches], [search_failed(str(error))] * len(searches), True
+        else:
+            bodies, failed = [format_passages(r) for r in results], False
         for (traj, query), passages, body in zip(searches, results, bodies):
             traj.num_searches += 1
             traj.search_failures += int(failed)
             traj.queries.append(query)
             traj.doc_ids.append([p.id for p in passages])
             self._append_inserted(traj, self._observation_ids(body), "observation")
-        return seconds

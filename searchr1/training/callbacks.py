@@ -1,8 +1,6 @@
-"""Thin Lightning callbacks around the rollout: weight sync to a separate generation engine, sample logging,
-and (re-exported from ``searchr1.training.collapse``) the ``CollapseGuard``.
-
-The HF backend generates with the live policy, so it needs no sync; engines holding their own copy of
-the weights (vLLM) get the policy's parameters after every update, without a disk round-trip.
+"""Thin Lightning callbacks around the rollout: sample logging and (re-exported from
+``searchr1.training.collapse``) the ``CollapseGuard``. ``WeightSync`` is an empty name kept for old configs:
+the module keeps the generation engine's weights current itself (``searchr1.training.engine_weights``).
 """
 
 from __future__ import annotations
@@ -11,36 +9,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback
 
 from searchr1.training.collapse import CollapseGuard, TrainingCollapse
-from searchr1.training.scaling import iter_full_params
 
 __all__ = ["CollapseGuard", "SampleLogger", "TrainingCollapse", "WeightSync"]
 
 
 class WeightSync(Callback):
-    """After each training step, push the policy weights into the generation backend (no-op for ``hf``).
+    """Kept so that configs listing it still load; it does nothing.
 
-    The weights come from :func:`~searchr1.training.scaling.iter_full_params`: under DDP or one device the live
-    parameters, under FSDP / DeepSpeed ZeRO-3 full tensors gathered layer by layer (every rank takes part; each
-    rank feeds its own colocated engine) — in memory, with the Hugging Face parameter names, never via disk.
-
-    The module puts the backend to sleep right after its rollout (before the log-prob passes and the update);
-    this callback wakes it to load the new weights, so it is awake for the next rollout (vLLM's sleep mode
-    frees the KV cache and offloads weights while the trainer needs the memory; a no-op where unsupported).
+    The training module itself keeps an engine with its own weights (vLLM) current, whatever the callbacks list
+    says: see :mod:`searchr1.training.engine_weights` (push before the first rollout of fit/validate/test and
+    after every update, sleep between rollout and update).
     """
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if pl_module.backend_name != "hf":
-            pl_module.engine(True).backend.wake_up()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if pl_module.backend_name == "hf":
-            return
-        backend = pl_module.engine(True).backend
-        backend.wake_up()
-        backend.sync_weights(iter_full_params(pl_module.policy))
 
 
 class SampleLogger(Callback):

@@ -26,6 +26,7 @@ from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
+from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
 from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
 from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
@@ -122,7 +123,8 @@ class SearchR1Module(LightningModule):
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference: not a submodule (see ``reference``)
         self.critic: ValueModel | None = None
-        self._engines: dict[bool, RolloutEngine] = {}
+        self._engines: dict[bool, RolloutEngine] = {}  # one backend, two sampling settings (train / evaluation)
+        self._engine_weights: EngineWeights | None = None
         self._rollout_steps = 0
         self._eval_tally = EvalTally()
 
@@ -260,32 +262,45 @@ class SearchR1Module(LightningModule):
         return f" at rollout step {self._rollout_steps} (global step {self.global_step}); last good checkpoint: {last}"
 
     def engine(self, train: bool = True) -> RolloutEngine:
-        """The rollout engine (sampling settings for training, greedy-by-default ones for evaluation)."""
-        if train not in self._engines:
-            from searchr1.rollout.backends.base import get_backend_class
+        """The rollout engine: one backend per rank, with training sampling settings or evaluation ones.
 
-            cls = get_backend_class(self.backend_name)
-            if self.backend_name == "hf":
-                # sharded policy: every decode forward is a collective, so the ranks decode in lockstep
-                lockstep = self.lockstep if is_fsdp2(self.policy) else None
-                backend = cls(self.policy, self.tokenizer, lockstep=lockstep, **self.backend_kwargs)
-            else:
-                backend = cls(model=self.hparams.model_name_or_path, **self.backend_kwargs)
+        Evaluation reuses the training backend (greedy by default, ``val_do_sample``/``val_temperature``), so it
+        samples from the weights being trained. A backend sharing the policy module is built on it; any other
+        (vLLM) loads the starting weights (``tiny:`` presets resolved to their folder) and is kept current by
+        :class:`~searchr1.training.engine_weights.EngineWeights`.
+        """
+        if not self._engines:
+            # sharded policy: every decode forward is a collective, so the ranks decode in lockstep
+            lockstep = self.lockstep if is_fsdp2(self.policy) else None
+            backend = build_rollout_backend(
+                self.backend_name,
+                self.backend_kwargs,
+                self.policy,
+                self.tokenizer,
+                lockstep,
+                self.hparams.model_name_or_path,
+            )
+            self._engine_weights = EngineWeights(backend)
             config = self.rollout_config
-            if not train:
-                config = dataclasses.replace(
-                    config, do_sample=self.hparams.val_do_sample, temperature=self.hparams.val_temperature
-                )
-            self._engines[train] = RolloutEngine(backend, self.retriever, self.tokenizer, config)
+            val = dataclasses.replace(
+                config, do_sample=self.hparams.val_do_sample, temperature=self.hparams.val_temperature
+            )
+            self._engines = {True: RolloutEngine(backend, self.retriever, self.tokenizer, config)}
+            self._engines[False] = RolloutEngine(backend, self.retriever, self.tokenizer, val)
         return self._engines[train]
+
+    @property
+    def engine_weights(self) -> EngineWeights:
+        """The weight state of the engine's copy (built with the engine)."""
+        self.engine(True)
+        return self._engine_weights  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: list, batch_idx: int) -> dict[str, Any]:
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
-        if self.backend_name != "hf":  # free the engine's memory (vLLM: KV cache, weights) for the passes below
-            self.engine(True).backend.sleep()
+        self.engine_weights.after_rollout()  # free the engine's memory (vLLM: KV cache, weights) for the passes below
         with _timer(timings, "score"):
             golds = [ex.golden_answers for ex in batch]
             scores = score_rollout(rollout, golds, self.reward_fn, self._rollout_steps, self.lockstep)
@@ -295,6 +310,8 @@ class SearchR1Module(LightningModule):
             data, token_rewards = self.compute_advantages(rollout, scores, old_lp, ref_lp, values)
         with _timer(timings, "update"):
             stats = self.updater().run(data, step=self._rollout_steps)
+        with _timer(timings, "weight_sync"):
+            self.engine_weights.after_update(self.policy)
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
         self._mark_batch_consumed()
@@ -305,6 +322,7 @@ class SearchR1Module(LightningModule):
         prompts = [build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
         n = self.algorithm.n_samples if train else 1
         seed = self.hparams.seed + 1_000_003 * self._rollout_steps + 7919 * self.global_rank if train else None
+        self.engine_weights.before_rollout(self.policy)
         with full_params_for_generation(self.policy):
             rollout = self.engine(train).generate(prompts, n=n, seed=seed)
         return rollout.to(self.device)
@@ -400,6 +418,8 @@ class SearchR1Module(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        if self._engine_weights is not None:  # an engine built before the load holds other weights
+            self._engine_weights.mark_stale()
         state = checkpoint.get("state_dict")
         if isinstance(state, dict):  # single-file checkpoints of earlier versions: drop a stored reference copy
             for key in [k for k in state if k.startswith("reference.")]:

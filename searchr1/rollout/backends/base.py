@@ -81,9 +81,27 @@ class Continuation:
     max_new_tokens: int
 
 
-TurnCallback = Callable[[list[tuple[int, GenerationOutput]]], list[Continuation | None]]
+class _Pending:
+    """Type of :data:`PENDING`."""
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING = _Pending()
+"""A :data:`TurnCallback` answer for a row whose continuation is not known yet (its search is in flight): the
+backend parks the row (its context kept) and decodes the others; the row's continuation arrives later from
+the :data:`ReadyPoll`."""
+
+TurnCallback = Callable[[list[tuple[int, GenerationOutput]]], list["Continuation | None | _Pending"]]
 """Called with ``(prompt index, turn output)`` for every row whose turn ended at one decoding step; returns,
-in the same order, a :class:`Continuation` or None (the row is finished and leaves the batch)."""
+in the same order, a :class:`Continuation`, None (the row is finished and leaves the batch) or, only when the
+backend was given a :data:`ReadyPoll`, :data:`PENDING`."""
+
+ReadyPoll = Callable[[bool], list[tuple[int, "Continuation | None"]]]
+"""``poll(block)``: ``(prompt index, continuation or None)`` of the parked rows whose continuation is now known.
+The backend calls it between decoding steps with ``block=False`` and, when it has nothing else to decode, with
+``block=True`` (then it returns at least one row while any is parked)."""
 
 
 @runtime_checkable
@@ -120,7 +138,9 @@ class MultiTurnBackend(Protocol):
     ) -> None:
         """Decode all prompts; whenever rows end a turn, ``on_turn_end`` says how each one continues.
 
-        ``max_new_tokens`` (one per prompt) bounds the first turn; default ``params.max_new_tokens``.
+        ``max_new_tokens`` (one per prompt) bounds the first turn; default ``params.max_new_tokens``. Backends
+        with ``supports_pending_turns = True`` also take ``poll=`` (a :data:`ReadyPoll`), with which
+        ``on_turn_end`` may answer :data:`PENDING` for rows whose search is still running.
         """
         ...
 

@@ -75,11 +75,15 @@ def sample_next(
     top_p: float,
     do_sample: bool,
     generator: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw the next token of every row, as ``transformers`` does (temperature, then top-k, then top-p).
 
     Args:
         logits: ``(B, V)`` next-token logits.
+        generator: RNG of ``torch.multinomial`` (one stream for the whole batch).
+        uniforms: ``(B,)`` draws in [0, 1), one per row: sample by inverting each row's CDF instead, so a row's
+            token depends only on its own draw, not on which other rows share the batch.
 
     Returns:
         tokens ``(B,)`` and their log-probs ``(B,)`` under ``log_softmax(logits / temperature)`` over the
@@ -102,5 +106,25 @@ def sample_next(
         drop = (probs.cumsum(-1) - probs) >= top_p  # mass of strictly more likely tokens already covers top_p
         drop[:, 0] = False
         filtered = filtered.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    tokens = torch.multinomial(torch.softmax(filtered, -1), 1, generator=generator).squeeze(1)
+    probs = torch.softmax(filtered, -1)  # (B, V)
+    if uniforms is None:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    else:
+        tokens = inverse_cdf_sample(probs, uniforms.to(probs.device))
     return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token whose CDF interval holds each row's draw.
+
+    Args:
+        probs: ``(B, V)`` rows summing to 1 (zeros allowed).
+        uniforms: ``(B,)`` in [0, 1).
+
+    Returns:
+        ``(B,)`` tokens: the first ``v`` with ``cdf[v] > u * cdf[-1]`` (scaling by ``cdf[-1]`` absorbs rounding, so a
+        zero-probability token is never chosen).
+    """
+    cdf = probs.cumsum(-1)  # (B, V)
+    target = (uniforms * cdf[:, -1])[:, None]  # (B, 1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)

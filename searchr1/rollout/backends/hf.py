@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from searchr1.rollout.backends.base import Continuation, GenerationOutput, SamplingParams, TurnCallback
+from searchr1.rollout.backends.base import Continuation, GenerationOutput, ReadyPoll, SamplingParams, TurnCallback
 from searchr1.rollout.backends.hf_loop import StopMatcher, decode_loop
 
 
@@ -41,6 +41,8 @@ class HFBackend:
 
     shares_policy_weights = True
     """Samples with the live policy module: no weight sync needed."""
+    supports_pending_turns = True
+    """``generate_multiturn`` takes ``poll=``: rows whose search is in flight wait outside the batch."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 64, lockstep=None) -> None:
         if batch_size <= 0:
@@ -106,16 +108,19 @@ class HFBackend:
         params: SamplingParams,
         on_turn_end: TurnCallback,
         max_new_tokens: list[int] | None = None,
+        poll: ReadyPoll | None = None,
     ) -> None:
-        """Decode all prompts over as many turns as ``on_turn_end`` continues them (see ``MultiTurnBackend``)."""
+        """Decode all prompts over as many turns as ``on_turn_end`` continues them (see ``MultiTurnBackend``).
+
+        Seeded sampling gives row ``i`` its own generator (``seed + i``), so its tokens do not depend on the
+        moments other rows leave or re-enter the batch.
+        """
         if any(len(p) == 0 for p in prompts):
             raise ValueError("HFBackend got an empty prompt; every prompt needs at least one token id")
         limits = list(max_new_tokens) if max_new_tokens is not None else [params.max_new_tokens] * len(prompts)
         if len(limits) != len(prompts) or any(m <= 0 for m in limits):
             raise ValueError(f"need one positive max_new_tokens per prompt, got {limits} for {len(prompts)} prompts")
-        generator = None
-        if params.seed is not None and params.do_sample:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        row_seed = params.seed if params.do_sample else None
         with self._generation_mode():
             self.idle_forwards += decode_loop(
                 self.model,
@@ -127,8 +132,10 @@ class HFBackend:
                 eos_ids=set(self.eos_ids),
                 pad_id=self.pad_id,
                 stops=self._stop_matcher(params.stop),
-                generator=generator,
+                generator=None,
                 lockstep=self.lockstep,
+                poll=poll,
+                row_seed=row_seed,
             )
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

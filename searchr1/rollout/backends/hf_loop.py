@@ -6,7 +6,13 @@ prefilled into *that row's* cache columns at the next step while the other rows 
 
 - the context is never re-encoded between turns (prefix reuse);
 - a row never waits for the slowest row of its turn (no turn barrier);
-- finished rows leave the batch at once, and queued prompts take their place (admission).
+- finished rows leave the batch at once, and queued prompts take their place (admission);
+- with a ``poll`` (see ``ReadyPoll``), a row whose continuation is pending (its search in flight) is parked:
+  its cache rows are taken out of the batch, the others keep decoding, and it re-enters when its
+  observation is ready.
+
+Seeded sampling draws each row's tokens from that row's own generator (seed + row index), so a row's
+tokens do not depend on which other rows share a step (re-entry times vary with search latency).
 
 Cache layout: one ``DynamicCache`` for the batch, ``(B, H, T, D)`` per layer, every row's real columns
 packed at the right end (left padding) with a ``(B, T)`` 0/1 ``mask``. A sub-batch prefill grows the
@@ -24,7 +30,14 @@ import torch
 from transformers import DynamicCache
 
 from searchr1.distributed import Lockstep
-from searchr1.rollout.backends.base import GenerationOutput, SamplingParams, TurnCallback
+from searchr1.rollout.backends.base import (
+    PENDING,
+    Continuation,
+    GenerationOutput,
+    ReadyPoll,
+    SamplingParams,
+    TurnCallback,
+)
 from searchr1.rollout.backends.decoding import (
     chunk_positions,
     gather_columns,
@@ -70,6 +83,16 @@ class _Row:
     max_new: int
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    """This row's sampling RNG (seeded sampling only)."""
+
+
+@dataclass
+class _ParkedKV:
+    """A row's cache taken out of the batch: ``mask`` ``(1, T)``, per layer ``(1, H, T, D)`` keys and values."""
+
+    mask: torch.Tensor
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class _PackedCache:
@@ -100,6 +123,31 @@ class _PackedCache:
         for layer in self._layers():
             layer.keys = layer.keys[idx, :, layer.keys.shape[2] - width :]
             layer.values = layer.values[idx, :, layer.values.shape[2] - width :]
+
+    def pop_rows(self, positions: list[int]) -> list[_ParkedKV]:
+        """Take rows ``positions`` out of the batch (each trimmed to its own real columns, which are rightmost)."""
+        parked = []
+        for p in positions:
+            width = int(self.mask[p].sum())
+            cols = slice(self.width - width, self.width)
+            layers = [(layer.keys[p : p + 1, :, cols], layer.values[p : p + 1, :, cols]) for layer in self._layers()]
+            parked.append(_ParkedKV(self.mask[p : p + 1, cols], layers))
+        gone = set(positions)
+        self.keep_rows([p for p in range(self.mask.shape[0]) if p not in gone])
+        return parked
+
+    def push_rows(self, parked: list[_ParkedKV]) -> None:
+        """Append parked rows at the end of the batch, left-padding whichever side is narrower."""
+        width = max([self.width, *(kv.mask.shape[1] for kv in parked)])
+        masks = [_left_pad_columns(self.mask, width, 1)] + [_left_pad_columns(kv.mask, width, 1) for kv in parked]
+        self.mask = torch.cat(masks)
+        for i, layer in enumerate(self._layers()):
+            keys = [_left_pad_columns(layer.keys, width, 2)] + [
+                _left_pad_columns(kv.layers[i][0], width, 2) for kv in parked
+            ]
+            values = [_left_pad_columns(layer.values, width, 2)]
+            values += [_left_pad_columns(kv.layers[i][1], width, 2) for kv in parked]
+            layer.keys, layer.values = torch.cat(keys), torch.cat(values)
 
     def prefill(self, model: torch.nn.Module, rows: list[int], chunks: list[list[int]], pad_id: int) -> None:
         """Feed ``chunks[i]`` (non-empty) into row ``rows[i]``'s cache; other rows are untouched."""
@@ -146,6 +194,16 @@ class _PackedCache:
         return [layer for layer in self.cache.layers if getattr(layer, "is_initialized", False)]
 
 
+def _left_pad_columns(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zero columns on the left of ``dim`` up to ``width`` (mask 0: never attended to)."""
+    missing = width - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim)
+
+
 def _merge_rows(prev: torch.Tensor | None, new: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Batch states after a sub-batch prefill, packed.
 
@@ -177,26 +235,37 @@ def decode_loop(
     stops: StopMatcher | None,
     generator: torch.Generator | None,
     lockstep: Lockstep | None = None,
+    poll: ReadyPoll | None = None,
+    row_seed: int | None = None,
 ) -> int:
     """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time.
 
     With an active ``lockstep`` (a sharded model: every forward is a collective) the ranks agree before each step
     on whether any rank still decodes and whether any rank prefills; a rank with nothing of its own to feed runs a
     one-token dummy forward instead, so every rank runs the same forwards until the last rank's last row ends.
+    With ``poll``, rows answered ``PENDING`` wait outside the batch (they count towards ``batch_size``) and
+    re-enter when ``poll`` returns their continuation. With ``row_seed`` (and sampling), row ``i`` samples from its
+    own generator seeded ``row_seed + i``; otherwise from ``generator``.
 
     Returns:
         the number of dummy forwards this rank ran (0 without lockstep).
     """
     device = next(model.parameters()).device
-    queue = deque(_Row(i, list(p), m) for i, (p, m) in enumerate(zip(prompts, max_new)))
+    queue = deque(
+        _Row(i, list(p), m, generator=_row_generator(row_seed, i)) for i, (p, m) in enumerate(zip(prompts, max_new))
+    )
     cache, rows, idle = _PackedCache(device), [], 0
+    parked: dict[int, tuple[_Row, _ParkedKV]] = {}
     while True:
-        admitted = [queue.popleft() for _ in range(min(batch_size - len(rows), len(queue)))]
+        if parked:  # block only when nothing else can move (and no other rank waits on our forwards)
+            block = not rows and not queue and lockstep is None
+            rows = _resume(cache, rows, parked, poll(block))  # type: ignore[misc]
+        admitted = [queue.popleft() for _ in range(min(batch_size - len(rows) - len(parked), len(queue)))]
         if admitted:
             cache.add_rows(len(admitted))
             rows += admitted
         feed = [p for p, row in enumerate(rows) if len(row.pending) > 1]
-        active, prefill = bool(rows), bool(feed)
+        active, prefill = bool(rows) or bool(parked), bool(feed)
         if lockstep is not None:
             active, prefill = (bool(v) for v in lockstep.max([int(active), int(prefill)]))
         if not active:
@@ -207,16 +276,53 @@ def decode_loop(
             _dummy_forward(model, pad_id, device)
             idle += 1
         if not rows:
-            _dummy_forward(model, pad_id, device)
-            idle += 1
+            if lockstep is not None:
+                _dummy_forward(model, pad_id, device)
+                idle += 1
             continue
         logits = cache.step(model, [row.pending[-1] for row in rows])
+        uniforms = _row_uniforms(rows) if params.do_sample and row_seed is not None else None
         tokens, logprobs = sample_next(
-            logits, params.temperature, params.top_k, params.top_p, params.do_sample, generator
+            logits, params.temperature, params.top_k, params.top_p, params.do_sample, generator, uniforms
         )
         ended = _record(rows, tokens.tolist(), logprobs.tolist(), eos_ids, stops)
         if ended:
-            rows = _continue(cache, rows, ended, on_turn_end)
+            rows = _continue(cache, rows, ended, on_turn_end, parked)
+
+
+def _row_generator(seed: int | None, index: int) -> torch.Generator | None:
+    return None if seed is None else torch.Generator().manual_seed(seed + index)
+
+
+def _row_uniforms(rows: list[_Row]) -> torch.Tensor:
+    """One U[0, 1) draw per row from the row's own generator: ``(B,)``."""
+    return torch.cat([torch.rand(1, generator=row.generator, dtype=torch.float64) for row in rows]).float()
+
+
+def _resume(
+    cache: _PackedCache,
+    rows: list[_Row],
+    parked: dict[int, tuple[_Row, _ParkedKV]],
+    ready: list[tuple[int, Continuation | None]],
+) -> list[_Row]:
+    """Put parked rows whose continuation arrived back into the batch (or drop them when it is None)."""
+    back = []
+    for index, cont in ready:
+        row, kv = parked.pop(index)
+        if cont is not None:
+            _apply_continuation(row, cont)
+            back.append((row, kv))
+    if back:
+        cache.push_rows([kv for _, kv in back])
+        rows = rows + [row for row, _ in back]
+    return rows
+
+
+def _apply_continuation(row: _Row, cont: Continuation) -> None:
+    if cont.max_new_tokens <= 0:
+        raise ValueError(f"a continuation needs max_new_tokens > 0, got {cont.max_new_tokens} (prompt {row.index})")
+    row.pending = row.pending + list(cont.token_ids)
+    row.max_new = cont.max_new_tokens
 
 
 def _dummy_forward(model: torch.nn.Module, pad_id: int, device: torch.device) -> None:
@@ -245,23 +351,32 @@ def _record(
 
 
 def _continue(
-    cache: _PackedCache, rows: list[_Row], ended: list[tuple[int, GenerationOutput]], on_turn_end: TurnCallback
+    cache: _PackedCache,
+    rows: list[_Row],
+    ended: list[tuple[int, GenerationOutput]],
+    on_turn_end: TurnCallback,
+    parked: dict[int, tuple[_Row, _ParkedKV]],
 ) -> list[_Row]:
-    """Ask the callback how each ended row goes on; queue its inserted ids or drop it from the batch."""
+    """Ask the callback how each ended row goes on; queue its inserted ids, park it, or drop it from the batch."""
     continuations = on_turn_end([(rows[p].index, out) for p, out in ended])
     if len(continuations) != len(ended):
         raise RuntimeError(f"on_turn_end returned {len(continuations)} continuations for {len(ended)} ended turns")
-    finished = set()
+    finished, waiting = set(), []
     for (p, _), cont in zip(ended, continuations):
         row = rows[p]
         row.tokens, row.logprobs = [], []
         if cont is None:
             finished.add(p)
-        elif cont.max_new_tokens <= 0:
-            raise ValueError(f"a continuation needs max_new_tokens > 0, got {cont.max_new_tokens} (prompt {row.index})")
+        elif cont is PENDING:
+            waiting.append(p)
         else:
-            row.pending = row.pending + list(cont.token_ids)
-            row.max_new = cont.max_new_tokens
+            _apply_continuation(row, cont)
+    if waiting:
+        for p, kv in zip(waiting, cache.pop_rows(waiting)):
+            parked[rows[p].index] = (rows[p], kv)
+        gone = set(waiting)
+        rows = [row for p, row in enumerate(rows) if p not in gone]
+        finished = {p - sum(w < p for w in waiting) for p in finished}
     if not finished:
         return rows
     keep = [p for p in range(len(rows)) if p not in finished]

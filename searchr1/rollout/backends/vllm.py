@@ -41,7 +41,14 @@ from typing import Any, Literal
 
 import torch
 
-from searchr1.rollout.backends.base import GenerationOutput, SamplingParams, TurnCallback
+from searchr1.rollout.backends.base import (
+    PENDING,
+    Continuation,
+    GenerationOutput,
+    ReadyPoll,
+    SamplingParams,
+    TurnCallback,
+)
 
 logger = logging.getLogger(__name__)
 _CALLS = itertools.count()
@@ -90,8 +97,11 @@ class VLLMWorkerExtension:
     passed to ``collective_rpc`` needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` there).
     """
 
-    def searchr1_reload_weights(self, weights: list[tuple[str, torch.Tensor]]) -> bool:
-        """Load checkpoint-format ``weights`` in place, then re-tie the LM head; True when a tied head was rebound."""
+    def searchr1_reload_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> bool:
+        """Load checkpoint-format ``weights`` (read once, lazily) in place, then re-tie the LM head.
+
+        Returns True when a tied head was rebound.
+        """
         self.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
         return self.searchr1_rebind_tied_lm_head()
 
@@ -124,6 +134,9 @@ class VLLMWorkerExtension:
 class VLLMBackend:
     """Generation with a colocated vLLM engine (see the module docstring for the details).
 
+    The engine holds its own copy of the weights (``shares_policy_weights = False``): the training module pushes
+    the policy into it before its first rollout and after every update.
+
     Args:
         model: model folder or hub name (as for ``from_pretrained``); the tokenizer is read from it too.
         dtype: vLLM dtype (``"auto"``, ``"bfloat16"``, ``"float16"``, ``"float32"``).
@@ -148,6 +161,11 @@ class VLLMBackend:
             reserves one; ``"nobind"`` leaves threads alone. None keeps the environment's value.
         max_num_seqs: most sequences decoded together (None: vLLM's default).
     """
+
+    shares_policy_weights = False
+    """Samples with its own copy of the weights: ``sync_weights`` after every policy update."""
+    supports_pending_turns = True
+    """``generate_multiturn`` takes ``poll=``: rows whose search is in flight have no request meanwhile."""
 
     def __init__(
         self,
@@ -216,6 +234,7 @@ class VLLMBackend:
         self.startup_seconds = time.perf_counter() - start
         self.engine_in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         self.last_sync_seconds: float | None = None
+        self.last_sync_tensors = 0
         logger.info("vLLM engine for %s ready in %.1f s", model, self.startup_seconds)
 
     def _vllm_params(self, params: SamplingParams, index: int, final_only: bool = False) -> Any:
@@ -259,8 +278,13 @@ class VLLMBackend:
         params: SamplingParams,
         on_turn_end: TurnCallback,
         max_new_tokens: list[int] | None = None,
+        poll: ReadyPoll | None = None,
     ) -> None:
-        """Decode all prompts over as many turns as ``on_turn_end`` continues them (see ``MultiTurnBackend``)."""
+        """Decode all prompts over as many turns as ``on_turn_end`` continues them (see ``MultiTurnBackend``).
+
+        With ``poll``, a row answered ``PENDING`` has no request in the engine until ``poll`` returns its
+        continuation; the engine steps the other requests meanwhile (and waits in ``poll`` when none is left).
+        """
         if self.asleep:
             raise RuntimeError("VLLMBackend.generate_multiturn called while asleep; call wake_up() first.")
         from vllm.inputs import TokensPrompt
@@ -281,43 +305,63 @@ class VLLMBackend:
             )
             live[request_id] = i
 
+        outputs: dict[int, list[int]] = {}  # parked row -> its last turn's ids (not yet in its context)
+
+        def resume(i: int, cont: Continuation | None) -> None:
+            if cont is not None:
+                contexts[i] += outputs.pop(i) + list(cont.token_ids)
+                limits[i], turns[i] = cont.max_new_tokens, turns[i] + 1
+                submit(i)
+            else:
+                outputs.pop(i, None)
+
         try:
             for i in range(len(prompts)):
                 submit(i)
-            while live:
+            while live or outputs:
+                if outputs:  # parked rows: wait only when no request is left to step
+                    for i, cont in poll(not live):  # type: ignore[misc]
+                        resume(i, cont)
+                    if not live:
+                        continue
                 finished = [r for r in engine.step() if r.finished and r.request_id in live]
                 if not finished:
                     continue
                 ended = [(live.pop(r.request_id), _to_output(r.outputs[0])) for r in finished]
                 for (i, out), cont in zip(ended, on_turn_end(ended)):
-                    if cont is not None:
-                        contexts[i] += out.token_ids + list(cont.token_ids)
-                        limits[i], turns[i] = cont.max_new_tokens, turns[i] + 1
-                        submit(i)
+                    outputs[i] = out.token_ids
+                    if cont is not PENDING:
+                        resume(i, cont)
         finally:
             if live:
                 engine.abort_request(sorted(live))
 
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load policy weights (HF checkpoint names, e.g. from ``model.state_dict().items()``) in place.
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], chunk_bytes: int = 1 << 28) -> None:
+        """Load policy weights (HF checkpoint names, e.g. ``model.named_parameters()``) in place, streaming.
 
-        Tensors are detached; vLLM's weight loaders cast and shard them. Then a tied LM head is rebound
-        and the prefix cache is reset. Sets ``last_sync_seconds``.
+        ``named_tensors`` is consumed lazily, one tensor at a time (e.g. FSDP2 gathers one full parameter per
+        step): the in-process engine's loader reads it as its weights iterator, so no full list is built. A
+        multiprocess engine gets it in safetensors files of about ``chunk_bytes`` in ``/dev/shm``, one reload per
+        file. Then a tied LM head is rebound and the prefix cache is reset. Sets ``last_sync_seconds`` and
+        ``last_sync_tensors``.
         """
         if self.asleep:
             raise RuntimeError("VLLMBackend.sync_weights called while asleep; call wake_up() first.")
         start = time.perf_counter()
-        weights = [(name, tensor.detach()) for name, tensor in named_tensors]
+        counted = _Counted((name, tensor.detach()) for name, tensor in named_tensors)
         if self.engine_in_process:
-            self.llm.collective_rpc("searchr1_reload_weights", args=(weights,))
-        else:  # tensors do not survive vLLM's msgpack RPC: hand over a safetensors file in shared memory
+            self.llm.collective_rpc("searchr1_reload_weights", args=(counted,))
+        else:  # tensors do not survive vLLM's msgpack RPC: hand them over as safetensors files in shared memory
             with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as folder:
-                path = os.path.join(folder, "weights.safetensors")
-                _save_unshared(weights, path)
-                self.llm.collective_rpc("searchr1_reload_weights_from_file", args=(path,))
+                for k, chunk in enumerate(_chunks(counted, chunk_bytes)):
+                    path = os.path.join(folder, f"weights-{k}.safetensors")
+                    _save_unshared(chunk, path)
+                    self.llm.collective_rpc("searchr1_reload_weights_from_file", args=(path,))
+                    os.remove(path)
         self.llm.reset_prefix_cache()
         self.last_sync_seconds = time.perf_counter() - start
-        logger.debug("vLLM weight sync of %d tensors took %.3f s", len(weights), self.last_sync_seconds)
+        self.last_sync_tensors = counted.count
+        logger.debug("vLLM weight sync of %d tensors took %.3f s", counted.count, self.last_sync_seconds)
 
     def shutdown(self) -> None:
         """Stop the engine (its process, if any, and its memory); the backend is unusable afterwards."""
@@ -343,6 +387,35 @@ class VLLMBackend:
         else:
             logger.debug("vLLM sleep mode unavailable on this platform; wake_up() does nothing.")
         self.asleep = False
+
+
+class _Counted:
+    """An iterator passing items through and counting them."""
+
+    def __init__(self, items: Iterable) -> None:
+        self._items, self.count = iter(items), 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self):
+        item = next(self._items)
+        self.count += 1
+        return item
+
+
+def _chunks(weights: Iterable[tuple[str, torch.Tensor]], limit: int):
+    """Consecutive lists of ``weights`` of at most ``limit`` bytes each (a larger tensor gets a list of its own)."""
+    chunk, size = [], 0
+    for name, tensor in weights:
+        nbytes = tensor.numel() * tensor.element_size()
+        if chunk and size + nbytes > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((name, tensor))
+        size += nbytes
+    if chunk:
+        yield chunk
 
 
 def _save_unshared(weights: list[tuple[str, torch.Tensor]], path: str) -> None:
