@@ -61,6 +61,23 @@ class Protocol(ABC):
         """The action of one turn's sampled text; never raises."""
 
     @abstractmethod
+    def write_turn(self, thought: str, action: Action) -> str:
+        """The text a policy writes in this protocol to reason ``thought`` and take ``action`` (teacher scripts).
+
+        A search or answer turn written here parses back to ``action``; a turn that ends in none of
+        :attr:`stop_strings` is a whole message, which a model closes with its EOS token.
+        """
+
+    @abstractmethod
+    def observation_blocks(self, text: str) -> list[str]:
+        """Contents of the observation blocks (retrieved passages) in a decoded trajectory text."""
+
+    @abstractmethod
+    def tokenizer_texts(self) -> list[str]:
+        """This protocol's fixed texts (prompt, inserted messages), to train tiny tokenizers that encode them
+        compactly."""
+
+    @abstractmethod
     def bind(self, tokenizer: Any) -> Renderer:
         """This protocol's token rendering for ``tokenizer`` (raises where the tokenizer cannot carry it)."""
 

@@ -211,6 +211,20 @@ class SearchR1Protocol(Protocol):
         """See :func:`parse_action`."""
         return parse_action(text)
 
+    def write_turn(self, thought: str, action: Action) -> str:
+        """``<think> thought </think>`` then ``<search> q </search>`` or ``<answer> a </answer>``."""
+        if action.kind not in ("search", "answer"):
+            raise ValueError(f"write_turn writes search or answer turns, got {action.kind!r}")
+        return f"{THINK_TAGS[0]} {thought} {THINK_TAGS[1]}\n<{action.kind}> {action.content} </{action.kind}>"
+
+    def observation_blocks(self, text: str) -> list[str]:
+        """See :func:`information_blocks`."""
+        return information_blocks(text)
+
+    def tokenizer_texts(self) -> list[str]:
+        """The instruction, the invalid-action text and the observation wrapper."""
+        return [INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE]
+
     def bind(self, tokenizer: Any) -> SearchR1Renderer:
         """Tokenize the inserted texts for ``tokenizer`` (any tokenizer works)."""
         return SearchR1Renderer(tokenizer)

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from searchr1.protocols.base import PROTOCOLS, Action, Protocol, Renderer
-from searchr1.protocols.search_r1 import ANSWER_TAGS, normalize_question
+from searchr1.protocols.search_r1 import ANSWER_TAGS, THINK_TAGS, normalize_question
 
 NAME = "tool_call"
 """Name of this protocol in :data:`~searchr1.protocols.PROTOCOLS`."""
@@ -70,6 +71,9 @@ INVALID_CALL_TEMPLATE = (
     "To give the final answer, put it between <answer> and </answer>."
 )
 """Tool-message content after an invalid action; ``{reason}`` says what was wrong."""
+
+
+_TOOL_RESPONSE = re.compile(r"<tool_response>\n?(.*?)\n?</tool_response>", re.DOTALL)
 
 
 def _call_of(payload: str) -> Action:
@@ -251,6 +255,32 @@ class ToolCallProtocol(Protocol):
     def parse_action(self, text: str) -> Action:
         """See :func:`parse_action`."""
         return parse_action(text)
+
+    def write_turn(self, thought: str, action: Action) -> str:
+        """``<think> thought </think>`` then a Hermes-style ``search`` call or ``<answer> a </answer>``."""
+        head = f"{THINK_TAGS[0]} {thought} {THINK_TAGS[1]}\n"
+        if action.kind == "search":
+            call = json.dumps({"name": TOOL_NAME, "arguments": {"query": action.content}}, ensure_ascii=False)
+            return f"{head}{CALL_TAGS[0]}\n{call}\n{CALL_TAGS[1]}"
+        if action.kind == "answer":
+            return f"{head}{ANSWER_TAGS[0]} {action.content} {ANSWER_TAGS[1]}"
+        raise ValueError(f"write_turn writes search or answer turns, got {action.kind!r}")
+
+    def observation_blocks(self, text: str) -> list[str]:
+        """Contents of every ``<tool_response>…</tool_response>`` of ``text``."""
+        return _TOOL_RESPONSE.findall(text)
+
+    def tokenizer_texts(self) -> list[str]:
+        """The tool schema, the tool-prompt lines, the instruction, the invalid-call message and a tool response."""
+        return [
+            json.dumps(SEARCH_TOOL),
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided "
+            "with function signatures within <tools></tools> XML tags:\n<tools>\n</tools>\n\nFor each function "
+            "call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:",
+            TOOL_INSTRUCTION_TEMPLATE,
+            INVALID_CALL_TEMPLATE,
+            'user\n<tool_response>\nDoc 1(Title: "X") x\n</tool_response>\n',
+        ]
 
     def bind(self, tokenizer: Any) -> ToolCallRenderer:
         """Check ``tokenizer``'s chat template and render tool messages with it."""

@@ -246,3 +246,16 @@ def test_templates_that_cannot_carry_tool_calls_are_refused(tiny_model_dir) -> N
     tok.chat_template = None
     with pytest.raises(ValueError, match="has none"):
         TC.bind(tok)
+
+
+@pytest.mark.parametrize("name", ["search_r1", "tool_call"])
+def test_written_turns_parse_back(name: str) -> None:
+    proto = get_protocol(name)
+    for action in (Action("search", "Ed Wood"), Action("answer", "Tim Burton")):
+        assert proto.parse_action(proto.write_turn("thinking", action)) == action
+    assert proto.write_turn("t", Action("search", "q")).endswith(proto.stop_strings[0])
+    with pytest.raises(ValueError, match="search or answer"):
+        proto.write_turn("t", Action("invalid"))
+    assert (
+        get_protocol("search_r1").write_turn("t", Action("search", "q")) == "<think> t </think>\n<search> q </search>"
+    )
