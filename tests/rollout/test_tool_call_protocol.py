@@ -8,6 +8,8 @@ backend is the scripted one and the retriever a real BM25 over the HotpotQA samp
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from searchr1.models.chat_templates import QWEN3_TOOLS_TEMPLATE, QWEN25_TOOLS_TEMPLATE
@@ -259,3 +261,23 @@ def test_written_turns_parse_back(name: str) -> None:
     assert (
         get_protocol("search_r1").write_turn("t", Action("search", "q")) == "<think> t </think>\n<search> q </search>"
     )
+
+
+CALLY = st.lists(
+    st.sampled_from(
+        ["<tool_call>", "</tool_call>", '{"name": "search"', ', "arguments": ', '{"query": "q"}', "}", '"']
+        + ["<answer>", "</answer>", "[", "null", " ", "\n"]
+    )
+    | st.text(max_size=5),
+    max_size=25,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CALLY)
+def test_tool_call_parser_never_raises(text: str) -> None:
+    action = tool_call.parse_action(text)
+    assert action.kind in ("search", "answer", "invalid")
+    assert (action.kind == "invalid") == bool(action.reason)
+    if action.kind == "search":
+        assert action.content and action.content == action.content.strip()
