@@ -62,10 +62,3 @@ def test_bad_tiny_preset_lists_valid(tmp_path):
 
     with pytest.raises(ValueError, match="micro, small, base"):
         resolve_model_path("tiny:huge")
-
-
-def test_protocol_is_a_rollout_field_and_bad_names_list_valid_ones():
-    cli = cli_main(["--config", default_config_path(), "--model.rollout.protocol=tool_call"], run=False)
-    assert cli.model.rollout_config.protocol == "tool_call"
-    with pytest.raises(ValueError, match="unknown protocol 'tags'; valid names: search_r1, tool_call"):
-        cli_main(["--config", default_config_path(), "--model.rollout.protocol=tags"], run=False)
