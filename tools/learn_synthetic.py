@@ -10,11 +10,13 @@ and ``<out>/summary.md``; curves of the first seed's runs: ``--plots DIR``.
 
     python tools/learn_synthetic.py --out runs/learn_synthetic --seeds 0 1 2 --plots docs/img
     python tools/learn_synthetic.py --out /tmp/ls --seeds 0 --variants grpo   # one run, ~3 minutes on 2 cores
+    python tools/learn_synthetic.py --out runs/learn_tool_call --seeds 0 --variants grpo --protocol tool_call
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -34,7 +36,7 @@ from searchr1.data.synthetic import (
     write_task,
 )
 from searchr1.data.synthetic import tokenizer_texts as synthetic_texts
-from searchr1.protocols import build_prompt
+from searchr1.protocols import get_protocol
 from searchr1.rollout import RolloutConfig, RolloutEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,26 @@ ROLLOUT = RolloutConfig(
     max_turns=2, max_response_tokens=32, max_obs_tokens=64, max_total_tokens=448, max_prompt_tokens=192, topk=1
 )
 """Rollout settings shared by SFT data building and evaluation (the RL configs hold the same values)."""
+ROLLOUTS = {
+    "search_r1": ROLLOUT,
+    # the tool prompt (schema in a system block), the JSON calls and the tool messages take more tokens
+    "tool_call": RolloutConfig(
+        **{
+            **ROLLOUT.__dict__,
+            "protocol": "tool_call",
+            "max_response_tokens": 48,
+            "max_obs_tokens": 80,
+            "max_total_tokens": 640,
+            "max_prompt_tokens": 320,
+        }
+    ),
+}
+"""The settings of each protocol; RL overrides the config's rollout with them (``rollout_args``)."""
+
+
+def rollout_args(protocol: str) -> list[str]:
+    """``searchr1 fit`` flags that set the RL rollout to ``ROLLOUTS[protocol]`` (none for the tag protocol)."""
+    return [f"--model.rollout.{k}={v}" for k, v in ROLLOUTS[protocol].__dict__.items() if v != ROLLOUT.__dict__[k]]
 
 
 @dataclass
@@ -68,6 +90,7 @@ def prepare(
     sft_worlds: int = 1,
     preset: str = "small",
     vocab_size: int = 1024,
+    protocol: str = "search_r1",
 ) -> Prepared:
     """Task files, a tiny model (tokenizer trained on the task) and the teachers' SFT trajectories for ``seed``.
 
@@ -75,7 +98,8 @@ def prepare(
     whose facts were drawn again (``redraw_facts``; each with its own corpus), so they cannot be fitted by
     memorising who was born where. The gold teacher follows the gold search path everywhere (``read_data``);
     the imperfect teacher (``sft_data``) answers a seeded ``guess_fraction`` of the questions at once with a
-    random option of the right type (``searchr1.data.synthetic.teacher_turns``).
+    random option of the right type (``searchr1.data.synthetic.teacher_turns``). Turns, prompts and the
+    tokenizer's texts are those of ``protocol``.
     """
     from searchr1.models.tiny import build_tiny_qwen2
     from searchr1.retrieval import BM25Retriever
@@ -85,7 +109,11 @@ def prepare(
     task = generate_task(seed)
     files = write_task(task, out / "task")
     init_dir = build_tiny_qwen2(
-        out / "init", texts=synthetic_texts(task), vocab_size=vocab_size, seed=seed, **_preset(TINY_PRESETS[preset])
+        out / "init",
+        texts=synthetic_texts(task, protocol=protocol),
+        vocab_size=vocab_size,
+        seed=seed,
+        **_preset(TINY_PRESETS[preset]),
     )
     tok = load_tokenizer(str(init_dir))
     gold: list = []
@@ -94,21 +122,22 @@ def prepare(
         world = task if k == 0 else redraw_facts(task, 1000 * seed + k)
         corpus = files.corpus if k == 0 else write_task(world, out / f"sft_world{k}").corpus
         train = world.questions("train")
-        prompts = [build_prompt(ex.question, tok) for ex in train]
+        prompts = [get_protocol(protocol).build_prompt(ex.question, tok) for ex in train]
         retriever = BM25Retriever(corpus=str(corpus), stemmer="none")  # made-up names
         for fraction, acc in ((0.0, gold), (guess_fraction, mixed)):
-            turns = teacher_turns(world, train, fraction, 1000 * seed + k)
-            engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUT)
-            acc += build_sft_trajectories(engine, train, prompts, keep=_kept)
+            turns = teacher_turns(world, train, fraction, 1000 * seed + k, protocol)
+            engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUTS[protocol])
+            keep = functools.partial(_kept, protocol=protocol)
+            acc += build_sft_trajectories(engine, train, prompts, keep=keep)
     read_data = save_trajectories(gold, out / "read_data.jsonl")
     return Prepared(task, files, init_dir, read_data, save_trajectories(mixed, out / "sft_data.jsonl"))
 
 
-def _kept(example, traj) -> bool:
+def _kept(example, traj, protocol: str = "search_r1") -> bool:
     """SFT filter: a guess that answered, or a search path whose observations hold the answer."""
     from searchr1.training.sft import answer_was_retrieved
 
-    return traj.finish_reason == "answer" and (traj.num_searches == 0 or answer_was_retrieved(example, traj))
+    return traj.finish_reason == "answer" and (traj.num_searches == 0 or answer_was_retrieved(example, traj, protocol))
 
 
 def _preset(p: dict[str, int]) -> dict[str, int]:
@@ -137,7 +166,15 @@ def run_sft(start: Path, data: Path, out_dir: Path, steps: int, lr: float, batch
 
 
 def run_rl(
-    prep: Prepared, start: Path, algo: str, out_dir: Path, steps: int, seed: int, search: bool, mask: bool
+    prep: Prepared,
+    start: Path,
+    algo: str,
+    out_dir: Path,
+    steps: int,
+    seed: int,
+    search: bool,
+    mask: bool,
+    protocol: str = "search_r1",
 ) -> Path:
     """RL (``configs/learn_synthetic_<algo>.yaml``) from ``start``; returns the exported policy folder."""
     from searchr1.cli import SearchR1CLI
@@ -158,6 +195,7 @@ def run_rl(
         f"--trainer.limit_train_batches={steps}",  # rollout steps (max_steps counts optimizer updates)
         f"--trainer.default_root_dir={out_dir}",
         f"--trainer.logger.init_args.save_dir={out_dir}",
+        *rollout_args(protocol),
     ]
     if search:
         args.append(f"--model.retriever.init_args.corpus={prep.files.corpus}")
@@ -184,7 +222,9 @@ def constant_baseline(task: SyntheticTask, limit: int | None = None) -> float:
     return sum(max(answers.count(a) for a in answers) for answers in by_kind.values()) / len(examples)
 
 
-def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = None) -> dict[str, float]:
+def evaluate(
+    model_dir: Path, prep: Prepared, search: bool, limit: int | None = None, protocol: str = "search_r1"
+) -> dict[str, float]:
     """Greedy held-out EM, searches, response tokens, and two reading checks of the policy in ``model_dir``.
 
     ``query_is_entity``: share of questions whose first search query is the asked person's name;
@@ -200,7 +240,7 @@ def evaluate(model_dir: Path, prep: Prepared, search: bool, limit: int | None = 
     tok = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir)).eval()
     retriever = BM25Retriever(corpus=str(prep.files.corpus), stemmer="none") if search else EmptyRetriever()
-    config = RolloutConfig(**{**ROLLOUT.__dict__, "do_sample": False})
+    config = RolloutConfig(**{**ROLLOUTS[protocol].__dict__, "do_sample": False})
     evaluator = Evaluator(HFBackend(model, tok), tok, retriever, "search_r1", config, show_progress=False)
     examples = prep.task.questions("heldout")[:limit]
     with torch.no_grad():
@@ -236,6 +276,7 @@ class Plan:
     rl_steps: int = 30
     guess_fraction: float = 0.6
     sft_worlds: int = 8
+    protocol: str = "search_r1"
 
 
 def _stage(start: Path, data: Path, out_dir: Path, steps: int, lr: float, seed: int) -> Path:
@@ -261,7 +302,7 @@ class WarmStart:
 def warm_start(out: Path, seed: int, plan: Plan) -> WarmStart:
     """Prepare ``seed``'s task and data, then run (or reuse) both SFT stages."""
     t0 = time.perf_counter()
-    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds)
+    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds, protocol=plan.protocol)
     reader = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
     t1 = time.perf_counter()
     start = _stage(reader, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
@@ -272,20 +313,20 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     """The whole pipeline for one seed: the best-constant baseline, then one result row per evaluated model
     (``seconds``: the stage's or RL run's wall time, its evaluation excluded for the SFT stages)."""
     warm = warm_start(out, seed, plan)
-    prep, sft_dir = warm.prep, warm.start
+    prep, sft_dir, proto = warm.prep, warm.start, plan.protocol
     rows = [{"seed": seed, "run": "best_constant", "search": False, "em": constant_baseline(prep.task)}]
-    rows.append({"seed": seed, "run": "read", "search": True, **evaluate(warm.reader, prep, True)})
+    rows.append({"seed": seed, "run": "read", "search": True, **evaluate(warm.reader, prep, True, protocol=proto)})
     rows[-1]["seconds"] = warm.seconds["read"]
-    rows.append({"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True)})
-    rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False)})
+    rows.append({"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True, protocol=proto)})
+    rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False, protocol=proto)})
     rows[-1]["seconds"] = warm.seconds["sft"]
     _dump(out, rows)
     for variant in plan.variants:
         algo, _, ablation = variant.partition("_")
         search, mask = ablation != "nosearch", ablation != "nomask"
         t0 = time.perf_counter()
-        policy = run_rl(prep, sft_dir, algo, out / variant, plan.rl_steps, seed, search, mask)
-        rows.append({"seed": seed, "run": variant, "search": search, **evaluate(policy, prep, search)})
+        policy = run_rl(prep, sft_dir, algo, out / variant, plan.rl_steps, seed, search, mask, proto)
+        rows.append({"seed": seed, "run": variant, "search": search, **evaluate(policy, prep, search, protocol=proto)})
         rows[-1]["seconds"] = time.perf_counter() - t0
         _dump(out, rows)
     return rows
@@ -339,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rl-steps", type=int, default=Plan.rl_steps, help="RL rollout steps")
     parser.add_argument("--guess-fraction", type=float, default=Plan.guess_fraction, help="stage 2 demos that guess")
     parser.add_argument("--sft-worlds", type=int, default=Plan.sft_worlds, help="SFT data over this many worlds")
+    parser.add_argument("--protocol", default="search_r1", choices=list(ROLLOUTS), help="text protocol of the run")
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
     args = parser.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
@@ -354,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         args.rl_steps,
         args.guess_fraction,
         args.sft_worlds,
+        args.protocol,
     )
     rows: list[dict] = []
     for seed in args.seeds:

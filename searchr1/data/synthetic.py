@@ -14,7 +14,8 @@ and countries), so a policy that never searches scores about 1 / (number of opti
 Names are short syllable words repeated across the corpus, so a tokenizer trained on :func:`tokenizer_texts`
 encodes each name in one or two tokens.
 
-The gold search path of a question (:func:`gold_turns`) is what a perfect Search-R1 policy writes, turn by turn;
+The gold search path of a question (:func:`gold_turns`) is what a perfect policy writes, turn by turn, in either
+protocol (``search_r1`` tags or ``tool_call``);
 ``searchr1.training.sft`` replays it through the real rollout engine to build SFT trajectories.
 """
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchr1.data.qa import QAExample
-from searchr1.protocols import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE, normalize_question
+from searchr1.protocols import Action, get_protocol, normalize_question
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u"]
@@ -181,26 +182,28 @@ def redraw_facts(task: SyntheticTask, seed: int) -> SyntheticTask:
     return SyntheticTask(people, dict(zip(city_names, homes)), task.train_people, task.heldout_people, seed)
 
 
-def gold_turns(task: SyntheticTask, example: QAExample) -> list[str]:
+def gold_turns(task: SyntheticTask, example: QAExample, protocol: str = "search_r1") -> list[str]:
     """What a perfect policy writes for ``example``, one string per generation turn (each ends in an action).
 
     One-hop: search the person, restate the fact as the passage words it, answer. Two-hop: search the person,
     restate the birthplace, search the city, restate its country, answer. Restating the passage's sentence is the
     reasoning step: after the question-determined words (``X was born in``) the fact is the word that followed
-    them in ``<information>``, which a small model learns to copy far sooner than picking it out by its context.
+    them in the observation, which a small model learns to copy far sooner than picking it out by its context.
+    ``protocol`` names the text protocol the turns are written in (``Protocol.write_turn``).
     """
+    write = get_protocol(protocol).write_turn
     p = task.person(example.metadata["entity"])
     answer = example.golden_answers[0]
     born = f"{p.name} was born in {p.city}."
-    turns = [f"<think> I need to search {p.name}. </think>\n<search> {p.name} </search>"]
+    turns = [write(f"I need to search {p.name}.", Action("search", p.name))]
     if example.metadata["kind"] == "job":
         fact = f"{p.name} works as a {p.job}."
     elif example.metadata["hops"] == 2:
-        turns.append(f"<think> {born} </think>\n<search> {p.city} </search>")
+        turns.append(write(born, Action("search", p.city)))
         fact = f"{p.city} is a city in {answer}."
     else:
         fact = born
-    turns.append(f"<think> {fact} </think>\n<answer> {answer} </answer>")
+    turns.append(write(fact, Action("answer", answer)))
     return turns
 
 
@@ -214,13 +217,17 @@ def answer_options(task: SyntheticTask, example: QAExample) -> list[str]:
     return sorted(set(task.cities.values()))
 
 
-def guess_turns(example: QAExample, guess: str) -> list[str]:
-    """What a teacher that does not search writes: one turn answering ``guess`` at once (no ``<search>``)."""
-    return [f"<think> The answer is {guess}. </think>\n<answer> {guess} </answer>"]
+def guess_turns(example: QAExample, guess: str, protocol: str = "search_r1") -> list[str]:
+    """What a teacher that does not search writes: one turn answering ``guess`` at once (no search)."""
+    return [get_protocol(protocol).write_turn(f"The answer is {guess}.", Action("answer", guess))]
 
 
 def teacher_turns(
-    task: SyntheticTask, examples: list[QAExample], guess_fraction: float = 0.0, seed: int = 0
+    task: SyntheticTask,
+    examples: list[QAExample],
+    guess_fraction: float = 0.0,
+    seed: int = 0,
+    protocol: str = "search_r1",
 ) -> dict[str, list[str]]:
     """Turn scripts of an imperfect teacher: normalised question → turns (see ``searchr1.training.sft``).
 
@@ -232,6 +239,7 @@ def teacher_turns(
         examples: the questions to script.
         guess_fraction: share of questions answered by guessing without searching, in [0, 1].
         seed: seed of which questions guess and of the guesses.
+        protocol: the text protocol the turns are written in.
     """
     if not 0.0 <= guess_fraction <= 1.0:
         raise ValueError(f"guess_fraction must be in [0, 1], got {guess_fraction}")
@@ -239,19 +247,22 @@ def teacher_turns(
     out = {}
     for ex in examples:
         if rng.random() < guess_fraction:
-            out[normalize_question(ex.question)] = guess_turns(ex, rng.choice(answer_options(task, ex)))
+            out[normalize_question(ex.question)] = guess_turns(ex, rng.choice(answer_options(task, ex)), protocol)
         else:
-            out[normalize_question(ex.question)] = gold_turns(task, ex)
+            out[normalize_question(ex.question)] = gold_turns(task, ex, protocol)
     return out
 
 
-def tokenizer_texts(task: SyntheticTask, repeats: int = 3) -> list[str]:
-    """Texts to train the tiny tokenizer on: corpus, questions, gold turns and the prompt/observation text."""
+def tokenizer_texts(task: SyntheticTask, repeats: int = 3, protocol: str = "search_r1") -> list[str]:
+    """Texts to train the tiny tokenizer on: corpus, questions, gold turns and the prompt/observation text.
+
+    The gold turns and the fixed texts (``Protocol.tokenizer_texts``) are the ones of ``protocol``.
+    """
     examples = task.questions("train") + task.questions("heldout")
     texts = [row["contents"] for row in task.corpus()] * repeats
     texts += [ex.question for ex in examples]
-    texts += [turn for ex in examples for turn in gold_turns(task, ex)]
-    texts += [INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE] * 50
+    texts += [turn for ex in examples for turn in gold_turns(task, ex, protocol)]
+    texts += get_protocol(protocol).tokenizer_texts() * 50
     texts += ['\n\n<information>Doc 1(Title: "X") x\n</information>\n\n'] * 50
     return texts
 

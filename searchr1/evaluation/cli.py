@@ -50,6 +50,19 @@ def _add_rollout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--seed", type=int, default=None, help="sampling seed")
+    g.add_argument(
+        "--protocol",
+        default=None,
+        choices=_protocol_names(),
+        help="text protocol: search_r1 (tags) or tool_call (chat-template tool calls); default: the checkpoint's, "
+        "else search_r1",
+    )
+
+
+def _protocol_names() -> list[str]:
+    from searchr1.protocols import PROTOCOLS
+
+    return PROTOCOLS.names()
 
 
 def _rollout_cls():
@@ -58,9 +71,11 @@ def _rollout_cls():
     return RolloutConfig
 
 
-def _rollout_config(args: argparse.Namespace):
-    names = [f.name for f in dataclasses.fields(_rollout_cls()) if hasattr(args, f.name)]
-    return _rollout_cls()(**{n: getattr(args, n) for n in names})
+def _rollout_config(args: argparse.Namespace, policy):
+    names = [f.name for f in dataclasses.fields(_rollout_cls()) if getattr(args, f.name, None) is not None]
+    kwargs = {n: getattr(args, n) for n in names}
+    kwargs.setdefault("protocol", policy.protocol)
+    return _rollout_cls()(**kwargs)
 
 
 def _load(args: argparse.Namespace):
@@ -119,7 +134,7 @@ def run_eval(argv: Sequence[str] | None = None) -> list:
         )
     datasets = load_datasets(resolve_datasets(args.datasets, args.data_dir), args.max_samples)
     policy, backend, retriever, use_chat = _load(args)
-    config = _rollout_config(args)
+    config = _rollout_config(args, policy)
     reports = []
     for method in args.method:
         evaluator = Evaluator(
@@ -174,7 +189,7 @@ def run_infer(argv: Sequence[str] | None = None):
         backend,
         policy.tokenizer,
         retriever,
-        config=_rollout_config(args),
+        config=_rollout_config(args, policy),
         method=args.method,
         use_chat_template=use_chat,
         printer=Printer(color=False if args.no_color else None),

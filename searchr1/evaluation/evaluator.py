@@ -135,7 +135,11 @@ class Evaluator:
             contexts = [[] for _ in questions]
         prompts = [
             self.method.build_prompt(
-                q, self.tokenizer, self.use_chat_template, ctx if self.method.uses_context else None
+                q,
+                self.tokenizer,
+                self.use_chat_template,
+                ctx if self.method.uses_context else None,
+                self.config.protocol,
             )
             for q, ctx in zip(questions, contexts)
         ]

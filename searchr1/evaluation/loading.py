@@ -30,6 +30,7 @@ class LoadedPolicy:
         use_chat_template: from the checkpoint's hyperparameters (True for plain model paths).
         base_model: the ``from_pretrained`` path the weights were built on.
         source: what was given (model path or checkpoint file).
+        protocol: the rollout protocol the checkpoint was trained with (``search_r1`` for plain model paths).
     """
 
     model: Any
@@ -37,6 +38,7 @@ class LoadedPolicy:
     use_chat_template: bool
     base_model: str
     source: str
+    protocol: str = "search_r1"
 
 
 def is_checkpoint(path: str) -> bool:
@@ -94,7 +96,8 @@ def load_policy(
     lm.config.use_cache = True  # training turns the cache off; generation wants it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
-    return LoadedPolicy(lm.to(device).eval(), tok, bool(hparams.get("use_chat_template", True)), base, model)
+    protocol = (hparams.get("rollout") or {}).get("protocol", "search_r1")
+    return LoadedPolicy(lm.to(device).eval(), tok, bool(hparams.get("use_chat_template", True)), base, model, protocol)
 
 
 def build_backend_for(

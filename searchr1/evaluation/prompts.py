@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from searchr1.protocols import INSTRUCTION_TEMPLATE, normalize_question
+from searchr1.protocols import INSTRUCTION_TEMPLATE, get_protocol, normalize_question
 from searchr1.registry import Registry
 from searchr1.retrieval import Passage, format_passages
 
@@ -74,11 +74,15 @@ class EvalMethod:
         tokenizer: Any | None = None,
         use_chat_template: bool = True,
         passages: Sequence[Passage] | None = None,
+        protocol: str = "search_r1",
     ) -> str:
         """The policy prompt: the instruction as one user message through the chat template (when there is one).
 
-        Matches :func:`searchr1.protocols.build_prompt` exactly for ``search_r1``.
+        A method that searches uses the rollout protocol's prompt (``Protocol.build_prompt`` of ``protocol``:
+        Search-R1's instruction for ``search_r1``, the tool-calling prompt for ``tool_call``).
         """
+        if self.searches:
+            return get_protocol(protocol).build_prompt(question, tokenizer, use_chat_template)
         text = self.instruction(question, passages)
         if use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template(

@@ -4,7 +4,9 @@ Used by tests, benchmarks and smoke runs everywhere in the project. The tokenize
 pre-tokenization (NFC normaliser, Qwen2's split regex, byte-level without regex, byte-level decoder)
 so that ``AutoTokenizer.from_pretrained(folder)`` — which builds a ``Qwen2Tokenizer`` for a
 ``model_type: qwen2`` folder — encodes exactly as the tokenizer that was trained. The Search-R1 tags
-are ordinary text (as in real Qwen tokenizers), made compact by repeating them in the training texts.
+are ordinary text (as in real Qwen tokenizers), made compact by repeating them in the training texts. The chat
+template is a Qwen2.5-style tool-calling one (:mod:`searchr1.models.chat_templates`; plain ChatML without tools),
+so both rollout protocols run on tiny models.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from searchr1.models.chat_templates import QWEN25_TOOLS_TEMPLATE
 from searchr1.protocols import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE
 
 QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""  # noqa: E501 (Qwen2's PRETOKENIZE_REGEX verbatim)
@@ -36,7 +39,7 @@ CHATML_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-"""Qwen-style ChatML (without Qwen's default system message)."""
+"""Qwen-style ChatML (without Qwen's default system message); the default template renders the same without tools."""
 
 _TAG_TEXTS = [
     "<think> I need to find who directed the film. </think>\n<search> film director 1994 </search>",
@@ -65,12 +68,15 @@ def default_texts() -> list[str]:
     return list(_packaged_texts()) + _TAG_TEXTS * 50 + [INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT] * 20
 
 
-def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with Qwen2's pre-tokenization and a ChatML chat template.
 
     Args:
         texts: training texts (include the tags you want encoded compactly, many times).
         vocab_size: target vocabulary size including the 256 byte tokens and 3 special tokens.
+        chat_template: Jinja chat template; default :data:`~searchr1.models.chat_templates.QWEN25_TOOLS_TEMPLATE`.
 
     Returns:
         A fast tokenizer with ``<|endoftext|>`` as pad, ``<|im_end|>`` as eos and ``<|im_start|>``.
@@ -100,7 +106,7 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTra
         model_max_length=32768,
         padding_side="left",
     )
-    hf.chat_template = CHATML_TEMPLATE
+    hf.chat_template = chat_template or QWEN25_TOOLS_TEMPLATE
     return hf
 
 
@@ -117,6 +123,7 @@ def build_tiny_qwen2(
     max_position_embeddings: int = 4096,
     seed: int = 0,
     tie_word_embeddings: bool = True,
+    chat_template: str | None = None,
 ) -> Path:
     """Build a randomly initialised ``Qwen2ForCausalLM`` and its tokenizer into ``out_dir``.
 
@@ -132,13 +139,15 @@ def build_tiny_qwen2(
         max_position_embeddings: longest supported sequence.
         seed: seeds the weight initialisation (the build is deterministic for a seed).
         tie_word_embeddings: share input and output embeddings.
+        chat_template: the tokenizer's chat template (default: the Qwen2.5-style tool-calling one).
 
     Returns:
         ``out_dir`` as a Path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer(default_texts() if texts is None else texts, vocab_size=vocab_size)
+    texts = default_texts() if texts is None else texts
+    tokenizer = build_tiny_tokenizer(texts, vocab_size=vocab_size, chat_template=chat_template)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -163,6 +172,7 @@ def build_tiny_qwen2(
 
 
 def _cache_key(kwargs: dict) -> str:
+    kwargs = {**kwargs, "chat_template": kwargs.get("chat_template") or QWEN25_TOOLS_TEMPLATE}
     blob = json.dumps({k: kwargs[k] for k in sorted(kwargs)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -1,10 +1,15 @@
-"""Text protocols between the policy and the search environment.
+"""Text protocols between the policy and the search environment, resolved by name with :func:`get_protocol`.
 
-``search_r1`` (Search-R1's ``<search>``/``<information>``/``<answer>`` tags) is the one protocol today; its
-tags, prompt, stop strings, inserted texts, action parser and answer extraction live in
-:mod:`searchr1.protocols.search_r1` and are re-exported here.
+* ``search_r1`` (:mod:`searchr1.protocols.search_r1`): Search-R1's ``<search>``/``<information>``/``<answer>``
+  tags, byte for byte; its functions and texts are re-exported here (the default protocol).
+* ``tool_call`` (:mod:`searchr1.protocols.tool_call`): the model's native tool calling through its chat template
+  (a ``search`` tool; ``<tool_call>`` blocks; results as ``tool`` messages).
+
+Both read the answer from the last ``<answer>…</answer>`` the policy sampled, so rewards and evaluation are shared.
 """
 
+from searchr1.protocols import tool_call
+from searchr1.protocols.base import PROTOCOLS, Protocol, Renderer, get_protocol
 from searchr1.protocols.search_r1 import (
     ANSWER_TAGS,
     INFORMATION_TAGS,
@@ -30,6 +35,11 @@ from searchr1.protocols.search_r1 import (
 )
 
 __all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "Renderer",
+    "get_protocol",
+    "tool_call",
     "ANSWER_TAGS",
     "INFORMATION_TAGS",
     "INSTRUCTION_TEMPLATE",

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from searchr1.protocols.base import PROTOCOLS, Action, Protocol, Renderer
+
 NAME = "search_r1"
-"""Name of this protocol (the key of a future protocol registry)."""
+"""Name of this protocol in :data:`~searchr1.protocols.PROTOCOLS`."""
 
 SEARCH_TAGS = ("<search>", "</search>")
 ANSWER_TAGS = ("<answer>", "</answer>")
@@ -124,19 +125,6 @@ def search_failed(reason: str) -> str:
     return SEARCH_FAILED_TEMPLATE.format(reason=reason)
 
 
-@dataclass(frozen=True)
-class Action:
-    """The decision of one turn.
-
-    Attributes:
-        kind: ``"search"``, ``"answer"`` or ``"invalid"``.
-        content: the stripped query / answer text ('' for invalid actions).
-    """
-
-    kind: str
-    content: str = ""
-
-
 def parse_action(text: str) -> Action:
     """Return the first complete ``<search>``/``<answer>`` action in one turn's text, else an invalid action.
 
@@ -178,3 +166,68 @@ def answer_of_segments(segments: Iterable[str]) -> str | None:
 def information_blocks(text: str) -> list[str]:
     """Contents of every ``<information>…</information>`` block of ``text``."""
     return _INFORMATION.findall(text)
+
+
+class SearchR1Renderer(Renderer):
+    """Search-R1's inserted texts as ids: observations and the invalid-action text, tokenized once each.
+
+    Args:
+        tokenizer: the policy's Hugging Face tokenizer.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._invalid = self._encode(INVALID_ACTION_TEXT)
+        self._overhead = len(self._encode(observation("")))
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def observation_ids(self, body: str, max_tokens: int) -> list[int]:
+        """``<information>body</information>`` as ids; a long body is shortened so the closing tag survives."""
+        ids = self._encode(observation(body))
+        if len(ids) > max_tokens:
+            keep = max(max_tokens - self._overhead - 1, 0)
+            body = self.tokenizer.decode(self._encode(body)[:keep])
+            ids = self._encode(observation(body))[:max_tokens]
+        return ids
+
+    def invalid_ids(self, action: Action) -> list[int]:
+        """:data:`INVALID_ACTION_TEXT` (the same text whatever made the turn invalid, as in Search-R1)."""
+        return list(self._invalid)
+
+
+class SearchR1Protocol(Protocol):
+    """Search-R1's tags (the functions of this module as one protocol object)."""
+
+    name = NAME
+    stop_strings = STOP_STRINGS
+
+    def build_prompt(self, question: str, tokenizer: Any | None = None, use_chat_template: bool = True) -> str:
+        """See :func:`build_prompt`."""
+        return build_prompt(question, tokenizer, use_chat_template)
+
+    def parse_action(self, text: str) -> Action:
+        """See :func:`parse_action`."""
+        return parse_action(text)
+
+    def write_turn(self, thought: str, action: Action) -> str:
+        """``<think> thought </think>`` then ``<search> q </search>`` or ``<answer> a </answer>``."""
+        if action.kind not in ("search", "answer"):
+            raise ValueError(f"write_turn writes search or answer turns, got {action.kind!r}")
+        return f"{THINK_TAGS[0]} {thought} {THINK_TAGS[1]}\n<{action.kind}> {action.content} </{action.kind}>"
+
+    def observation_blocks(self, text: str) -> list[str]:
+        """See :func:`information_blocks`."""
+        return information_blocks(text)
+
+    def tokenizer_texts(self) -> list[str]:
+        """The instruction, the invalid-action text and the observation wrapper."""
+        return [INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE]
+
+    def bind(self, tokenizer: Any) -> SearchR1Renderer:
+        """Tokenize the inserted texts for ``tokenizer`` (any tokenizer works)."""
+        return SearchR1Renderer(tokenizer)
+
+
+PROTOCOLS.register(NAME)(SearchR1Protocol())

@@ -40,8 +40,14 @@ class RolloutConfig:
     max_prompt_tokens: int = 2048
     """Longer prompts are left-truncated to this many tokens (keeping the question's end and the
     assistant header) with a warning."""
+    protocol: str = "search_r1"
+    """Text protocol (:func:`searchr1.protocols.get_protocol`): ``"search_r1"`` (Search-R1's tags) or
+    ``"tool_call"`` (the model's native tool calling through its chat template)."""
 
     def __post_init__(self) -> None:
+        from searchr1.protocols import get_protocol
+
+        get_protocol(self.protocol)  # unknown names list the valid ones
         for name in ("max_response_tokens", "max_obs_tokens", "max_total_tokens", "topk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

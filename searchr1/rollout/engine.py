@@ -1,15 +1,17 @@
 """The multi-turn search rollout engine (Search-R1's ``LLMGenerationManager.run_llm_loop``), token in, token out.
 
-Each turn, every unfinished trajectory is sent to the backend, which generates until ``</search>``,
-``</answer>``, EOS or ``max_response_tokens``; the first ``<search>``/``<answer>`` action of the turn
-decides what happens. With a backend that batches continuously across turns (``MultiTurnBackend``:
+Each turn, every unfinished trajectory is sent to the backend, which generates until one of the protocol's
+stop strings (``</search>``, ``</answer>`` for ``search_r1``; ``</tool_call>`` for ``tool_call``), EOS or
+``max_response_tokens``; the protocol's action of the turn (:mod:`searchr1.protocols`) decides what happens.
+With a backend that batches continuously across turns (``MultiTurnBackend``:
 ``HFBackend``, ``VLLMBackend``) each trajectory continues as soon as its own search returns, and the
 searches of all rows that end a turn at the same decoding step go to the retriever in one call (by default
 on a worker thread while the other rows keep decoding: :mod:`searchr1.rollout.async_turns`);
 otherwise the engine runs turn by turn and all queries of a turn go in one call. After
 ``max_turns`` search turns a final turn runs in which searches are not executed. Sampled ids are kept
-exactly as the backend produced them; observations and invalid-action messages are tokenized once
-and appended with loss mask 0 (``Trajectory.append``). Nothing is decoded and re-tokenized.
+exactly as the backend produced them; observations and invalid-action messages are the protocol's ids
+(its bound :class:`~searchr1.protocols.Renderer`), appended with loss mask 0 (``Trajectory.append``). Nothing is
+decoded and re-tokenized.
 
 Departures from Search-R1: a turn that ends with EOS and no action ends the trajectory (``"eos"``;
 Search-R1 drops the EOS while decoding and appends the invalid-action text); a long observation is
@@ -25,15 +27,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from searchr1.protocols import (
-    INVALID_ACTION_TEXT,
-    STOP_STRINGS,
-    Action,
-    build_prompt,
-    observation,
-    parse_action,
-    search_failed,
-)
+from searchr1.protocols import Action, get_protocol, search_failed
 from searchr1.retrieval import RetrievalError, Retriever, format_passages
 from searchr1.rollout.backends.base import (
     Continuation,
@@ -59,7 +53,7 @@ class RolloutEngine:
         backend: a :class:`~searchr1.rollout.backends.base.GenerationBackend`.
         retriever: any :class:`~searchr1.retrieval.Retriever` (one ``search`` call per turn).
         tokenizer: the policy's Hugging Face tokenizer (for prompts, observations and decoding).
-        config: rollout knobs; defaults to ``RolloutConfig()``.
+        config: rollout knobs (``config.protocol`` names the text protocol); defaults to ``RolloutConfig()``.
     """
 
     def __init__(
@@ -77,17 +71,14 @@ class RolloutEngine:
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token first")
         self.pad_token_id: int = pad
-        self._invalid_ids = self._encode(INVALID_ACTION_TEXT)
-        self._obs_overhead = len(self._encode(observation("")))
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        self.protocol = get_protocol(self.config.protocol)
+        self.renderer = self.protocol.bind(tokenizer)  # checks once that the tokenizer suits the protocol
 
     def generate_for_questions(
         self, questions: Sequence[str], n: int = 1, seed: int | None = None, use_chat_template: bool = True
     ) -> RolloutBatch:
-        """Build Search-R1 prompts for ``questions`` (see :func:`~searchr1.protocols.build_prompt`) and roll out."""
-        prompts = [build_prompt(q, self.tokenizer, use_chat_template) for q in questions]
+        """Build the protocol's prompts for ``questions`` (``Protocol.build_prompt``) and roll out."""
+        prompts = [self.protocol.build_prompt(q, self.tokenizer, use_chat_template) for q in questions]
         return self.generate(prompts, n=n, seed=seed)
 
     def generate(self, prompts: Sequence[str], n: int = 1, seed: int | None = None) -> RolloutBatch:
@@ -210,7 +201,7 @@ class RolloutEngine:
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             do_sample=cfg.do_sample,
-            stop=list(STOP_STRINGS),
+            stop=list(self.protocol.stop_strings),
             seed=None if seed is None else seed * 1_000_003 + turn,
         )
 
@@ -223,7 +214,7 @@ class RolloutEngine:
         traj.num_turns += 1
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         traj.policy_texts.append(text)
-        action = parse_action(text)
+        action = self.protocol.parse_action(text)
         if action.kind == "answer":
             traj.answer, traj.finish_reason = action.content, "answer"
         elif cut:
@@ -238,7 +229,7 @@ class RolloutEngine:
             return action
         else:
             traj.invalid_actions += 1
-            self._append_inserted(traj, self._invalid_ids, "invalid")
+            self._append_inserted(traj, self.renderer.invalid_ids(action), "invalid")
         return None
 
     def _append_inserted(self, traj: Trajectory, ids: list[int], kind: str) -> None:
@@ -247,16 +238,6 @@ class RolloutEngine:
         traj.append(ids[:room], kind)
         if len(ids) >= room:
             traj.finish_reason = "truncated"
-
-    def _observation_ids(self, body: str) -> list[int]:
-        """Tokenize ``<information>body</information>``, shortening the body to fit ``max_obs_tokens``."""
-        limit = self.config.max_obs_tokens
-        ids = self._encode(observation(body))
-        if len(ids) > limit:
-            keep = max(limit - self._obs_overhead - 1, 0)
-            body = self.tokenizer.decode(self._encode(body)[:keep])
-            ids = self._encode(observation(body))[:limit]
-        return ids
 
     def _execute_searches(self, searches: list[tuple[Trajectory, str]]) -> float:
         """Run all queries of a turn in one retriever call and append the observations; returns seconds."""
@@ -290,4 +271,4 @@ class RolloutEngine:
             traj.search_failures += int(failed)
             traj.queries.append(query)
             traj.doc_ids.append([p.id for p in passages])
-            self._append_inserted(traj, self._observation_ids(body), "observation")
+            self._append_inserted(traj, self.renderer.observation_ids(body, self.config.max_obs_tokens), "observation")

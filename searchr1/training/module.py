@@ -20,7 +20,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.distributed import Lockstep
-from searchr1.protocols import build_prompt
+from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward, score_trajectory
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
@@ -319,7 +319,8 @@ class SearchR1Module(LightningModule):
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:
         """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training)."""
-        prompts = [build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
+        protocol = get_protocol(self.rollout_config.protocol)
+        prompts = [protocol.build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
         n = self.algorithm.n_samples if train else 1
         seed = self.hparams.seed + 1_000_003 * self._rollout_steps + 7919 * self.global_rank if train else None
         self.engine_weights.before_rollout(self.policy)

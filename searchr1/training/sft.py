@@ -2,7 +2,7 @@
 
 Trajectories come from the real rollout engine: :class:`TeacherBackend` writes a given text for each turn (e.g.
 the synthetic task's gold search path) while the engine runs the real retriever and inserts the real
-``<information>`` observations with ``loss_mask = 0``. They are saved as JSONL (exact token ids + mask) and
+observations (of either protocol) with ``loss_mask = 0``. They are saved as JSONL (exact token ids + mask) and
 trained on with the RL layout (``RolloutBatch``): the loss is the mean negative log-likelihood over tokens with
 ``loss_mask == 1``, so retrieved tokens are never imitated — the same masking as the RL update.
 At the end of ``fit`` the policy is saved with ``save_pretrained`` (``output_dir``), so RL starts from it with
@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from searchr1.data.qa import QAExample
-from searchr1.protocols import INFORMATION_TAGS, information_blocks, question_in_prompt
+from searchr1.protocols import get_protocol, question_in_prompt
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
 from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
@@ -30,8 +30,10 @@ from searchr1.training.policy import load_causal_lm, load_tokenizer, response_lo
 class TeacherBackend:
     """A generation backend that writes scripted turns per question, whatever the (real) observations were.
 
-    The question is read from the prompt (``Question: <q>`` of the Search-R1 instruction) and the turn index is
-    the number of ``<information>`` blocks after the instruction, so it works for any batch composition.
+    The question is read from the prompt (``Question: <q>`` of the instruction, in either protocol) and the turn
+    index is the number of turns ended by a stop string after the instruction (the earlier search turns), so it
+    works for any batch composition. A turn whose text ends in no stop string is a whole message (a ``tool_call``
+    answer turn) and is closed with the tokenizer's EOS, as a chat model ends its message.
 
     Args:
         turns: normalised question text (with ``?``) → the text of each turn (each ending in an action).
@@ -41,23 +43,28 @@ class TeacherBackend:
     def __init__(self, turns: dict[str, list[str]], tokenizer: Any) -> None:
         self.turns, self.tokenizer = turns, tokenizer
 
-    def _turn_text(self, context: str) -> str:
+    def _turn_text(self, context: str, stops: Sequence[str]) -> str:
         question, after = question_in_prompt(context)
         if question is None or question not in self.turns:
             raise KeyError(f"TeacherBackend has no script for the prompt's question ({context[:200]!r}...)")
         script = self.turns[question]
-        seen = after.count(INFORMATION_TAGS[0])  # observations after the instruction
+        seen = sum(after.count(s) for s in stops)  # turns ended by a stop string after the instruction
         return script[min(seen, len(script) - 1)]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
         """The next scripted turn of each prompt (log-prob 0.0: the teacher is certain)."""
         outs = []
         for ids in prompts:
-            text = self._turn_text(self.tokenizer.decode(ids, skip_special_tokens=False))
+            text = self._turn_text(self.tokenizer.decode(ids, skip_special_tokens=False), params.stop)
             full = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            new = full[: params.max_new_tokens]
             stop = next((s for s in params.stop if text.endswith(s)), None)
-            reason = "stop" if stop is not None and len(new) == len(full) else "length"
+            if stop is None and self.tokenizer.eos_token_id is not None:
+                full.append(self.tokenizer.eos_token_id)
+            new = full[: params.max_new_tokens]
+            if len(new) < len(full):
+                reason = "length"
+            else:
+                reason = "stop" if stop is not None else "eos"
             outs.append(GenerationOutput(new, [0.0] * len(new), reason, stop if reason == "stop" else None))
         return outs
 
@@ -98,9 +105,9 @@ def build_sft_trajectories(
     return out
 
 
-def answer_was_retrieved(example: QAExample, traj: Trajectory) -> bool:
-    """Keep-filter: the trajectory answered and a golden answer appears in its observations."""
-    observed = " ".join(information_blocks(traj.response_text))
+def answer_was_retrieved(example: QAExample, traj: Trajectory, protocol: str = "search_r1") -> bool:
+    """Keep-filter: the trajectory answered and a golden answer appears in its observations (of ``protocol``)."""
+    observed = " ".join(get_protocol(protocol).observation_blocks(traj.response_text))
     return traj.finish_reason == "answer" and any(a in observed for a in example.golden_answers)
 
 

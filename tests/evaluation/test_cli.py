@@ -99,3 +99,32 @@ def test_real_training_run_checkpoint_eval_and_plots(tmp_path) -> None:
         assert len(scalars[tag]) >= 1, tag
     written = plot_run(root)
     assert {p.name for p in written} >= {"reward_em.png", "searches.png", "response_length.png"}
+
+
+def test_searchr1_eval_in_the_tool_call_protocol(tmp_path) -> None:
+    reports = run_eval(
+        ["--model", "tiny:micro", "--device", "cpu", "--datasets", f"hotpotqa={HOTPOTQA}", "--max-samples", "2"]
+        + ["--corpus", str(HOTPOTQA_CORPUS), "--method", "search_r1", "--out", str(tmp_path), "--no-progress"]
+        + ["--protocol", "tool_call", *ROLLOUT]
+    )
+    assert reports[0].settings["rollout"]["protocol"] == "tool_call"
+    lines = [json.loads(x) for x in (tmp_path / "search_r1" / "trajectories.jsonl").read_text().splitlines()]
+    # the random policy never writes a valid call: each turn it did not end with EOS is answered by a tool message
+    for line in lines:
+        assert "<information>" not in line["response_text"]
+        assert line["em"] == em_reward(line["response_text"], line["golden_answers"])
+    assert any("<tool_response>\nInvalid action: " in line["response_text"] for line in lines)
+
+
+def test_protocol_defaults_to_the_checkpoints() -> None:
+    from searchr1.evaluation.cli import _rollout_config, eval_parser
+    from searchr1.evaluation.loading import LoadedPolicy
+
+    trained = LoadedPolicy(None, None, True, "tiny:micro", "last.ckpt", protocol="tool_call")
+    base = ["--model", "m", "--corpus", "c"]
+    assert _rollout_config(eval_parser().parse_args(base), trained).protocol == "tool_call"
+    explicit = eval_parser().parse_args([*base, "--protocol", "search_r1"])
+    assert _rollout_config(explicit, trained).protocol == "search_r1"
+    assert _rollout_config(eval_parser().parse_args(base), LoadedPolicy(None, None, True, "m", "m")).protocol == (
+        "search_r1"
+    )

@@ -50,3 +50,17 @@ def test_searchr1_infer_cli_with_the_tiny_model(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith(f"[question] {QUESTION}") and "[turn 1]" in out and "[answer]" in out
     assert result.question == QUESTION and result.finish_reason is not None
+
+
+def test_infer_streams_a_tool_call_trajectory(tokenizer, bm25) -> None:
+    from searchr1.rollout import ScriptedBackend
+
+    call = '<tool_call>\n{"name": "search", "arguments": {"query": "Scott Derrickson"}}\n</tool_call>'
+    backend = ScriptedBackend([call, "<answer> yes </answer><|im_end|>"], tokenizer)
+    stream = io.StringIO()
+    config = greedy_config(topk=2, protocol="tool_call", max_prompt_tokens=900, max_total_tokens=2048)
+    result = infer(QUESTION, backend, tokenizer, bm25, config, printer=Printer(stream, color=False))
+    out = stream.getvalue()
+    positions = [out.index(s) for s in ("[turn 1]", call, "[search] Scott Derrickson", "[doc 1]", "[answer] yes")]
+    assert positions == sorted(positions), out
+    assert result.queries == ["Scott Derrickson"] and "<tool_response>\nDoc 1(Title: " in result.response_text

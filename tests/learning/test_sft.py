@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -111,3 +113,40 @@ def test_short_sft_lowers_the_loss_and_saves_a_loadable_policy(gold, model_dir, 
     for (name, a), (_, b) in zip(module.policy.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), name
     assert load_tokenizer(str(tmp_path / "sft_model")).get_vocab() == load_tokenizer(str(model_dir)).get_vocab()
+
+
+def test_teacher_trajectories_in_the_tool_call_protocol(task, task_files, model_dir):
+    """The same gold paths written as tool calls: the observations are the template's tool messages (mask 0), the
+    answer turn ends with the model's EOS, and the questions keep the same answers and scores."""
+    from searchr1.protocols import get_protocol
+    from searchr1.rewards import score_trajectory
+
+    tok = load_tokenizer(str(model_dir))
+    examples = task.questions("train")[:12]
+    turns = {normalize_question(ex.question): gold_turns(task, ex, "tool_call") for ex in examples}
+    # the tokenizer was trained on tag texts: tool calls take more tokens, so the budgets are larger
+    config = dataclasses.replace(
+        CONFIG,
+        protocol="tool_call",
+        max_response_tokens=64,
+        max_obs_tokens=96,
+        max_prompt_tokens=640,
+        max_total_tokens=1024,
+    )
+    retriever = BM25Retriever(corpus=str(task_files.corpus), stemmer="none")
+    engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, config)
+    prompts = [get_protocol("tool_call").build_prompt(ex.question, tok) for ex in examples]
+    keep = lambda ex, t: answer_was_retrieved(ex, t, "tool_call")  # noqa: E731
+    trajs = build_sft_trajectories(engine, examples, prompts, keep=keep)
+    assert len(trajs) >= 0.9 * len(examples)
+    for traj in trajs:
+        ex = examples[traj.prompt_index]
+        kinds = [kind for _, _, kind in traj.chunks]
+        assert kinds == ["policy", "observation"] * ex.metadata["hops"] + ["policy"]
+        for i, (start, end, kind) in enumerate(traj.chunks):
+            text = tok.decode(traj.response_ids[start:end], skip_special_tokens=False)
+            assert set(traj.loss_mask[start:end]) == {0 if kind == "observation" else 1}
+            assert ("<tool_response>" in text) == (kind == "observation")
+            assert text.endswith("</tool_call>") == (kind == "policy" and i < len(traj.chunks) - 1)
+        assert traj.response_ids[-1] == tok.eos_token_id and traj.finish_reason == "answer"
+        assert score_trajectory(traj, ex.golden_answers).em == 1.0

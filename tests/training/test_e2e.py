@@ -161,3 +161,27 @@ def test_critic_value_head_init_follows_seed_not_global_rng(tiny_model_dir):
     torch.rand(1000)  # a run that consumed global random numbers first (as a resumed run does) must not differ
     assert torch.equal(ValueModel(tiny_model_dir, seed=3).value_head.weight, first)
     assert not torch.equal(ValueModel(tiny_model_dir, seed=4).value_head.weight, first)
+
+
+@pytest.mark.slow
+def test_grpo_steps_in_the_tool_call_protocol(tmp_path, tiny_model_dir, bm25):
+    """Two GRPO steps with tool-calling prompts: parameters change and every inserted tool message is masked."""
+    module, data = make(tiny_model_dir, bm25, GRPO)
+    cfg = {**module.rollout_config.__dict__, "max_total_tokens": 1024, "max_prompt_tokens": 640}
+    module.rollout_config = RolloutConfig(**{**cfg, "protocol": "tool_call"})
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+    rec = Recorder()
+    trainer(tmp_path, 2, [rec]).fit(module, data)
+    assert sum(not torch.equal(before[n], p) for n, p in module.policy.named_parameters()) > 0.5 * len(before)
+    assert all(math.isfinite(v) for step in rec.steps for v in step.values())
+    tok = module.tokenizer
+    for traj in rec.last_rollout.trajectories:
+        assert '"name": "search"' in tok.decode(traj.prompt_ids, skip_special_tokens=False)
+        for start, end, kind in traj.chunks:
+            text = tok.decode(traj.response_ids[start:end], skip_special_tokens=False)
+            assert set(traj.loss_mask[start:end]) == {1 if kind == "policy" else 0}
+            if kind != "policy":
+                assert text.startswith("<|im_end|>\n<|im_start|>user\n<tool_response>\n")
+                cut = end == len(traj.response_ids) and traj.finish_reason == "truncated"  # the context cap
+                assert cut or text.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
