@@ -22,9 +22,9 @@ be empty; then the set is topped up with wrapped copies marked ``metadata["is_pa
 must skip.
 Files whose rows carry several ``data_source`` values (Search-R1's merged ``test.parquet``) are split per source.
 
-Batches are ``list[QAExample]`` (text). :meth:`QADataModule.transfer_batch_to_device` returns them unchanged:
-Lightning's default transfer raises on frozen dataclasses, so a LightningModule that overrides that hook (it would
-take precedence) must also pass these batches through. Rank and world size are read from the trainer in ``setup``.
+Batches are ``list[QAExample]`` (text). Lightning's default ``transfer_batch_to_device`` raises on frozen
+dataclasses, so the module that trains on them passes them through (``SearchR1Module.transfer_batch_to_device``, the
+only override: with one in both, Lightning warns). Rank and world size are read from the trainer in ``setup``.
 """
 
 from __future__ import annotations
@@ -142,7 +142,11 @@ class TrainBatchStream(IterableDataset):
 
 
 class EvalBatches(IterableDataset):
-    """A fixed list of evaluation batches (iterable, so Lightning adds no sampler; has ``__len__``)."""
+    """A fixed list of evaluation batches (iterable, so Lightning adds no sampler; ``num_batches`` holds the count).
+
+    No ``__len__``: Lightning warns about every sized ``IterableDataset`` (its multi-worker caveat does not apply
+    to a fixed list read in-process) and reads an unsized one to its end.
+    """
 
     def __init__(self, batches: list[list[QAExample]]) -> None:
         self.batches = batches
@@ -150,7 +154,8 @@ class EvalBatches(IterableDataset):
     def __iter__(self):
         return iter(self.batches)
 
-    def __len__(self) -> int:
+    @property
+    def num_batches(self) -> int:
         return len(self.batches)
 
 
@@ -303,11 +308,6 @@ class QADataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         """One non-shuffled loader per test source, in ``test_sources`` order."""
         return self._eval_loaders(self.test_sets)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Batches are text (``list[QAExample]``): nothing to move. Lightning's default would also reject the frozen
-        dataclasses (``apply_to_collection`` raises on them); tokenization happens later, in the rollout."""
-        return batch
 
     def mark_batch_consumed(self) -> None:
         """Call once per finished ``training_step`` (``self.trainer.datamodule.mark_batch_consumed()``)."""
