@@ -26,6 +26,11 @@ class SearchR1CLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
+    def add_arguments_to_parser(self, parser) -> None:
+        from searchr1.training.run_report import CurvePlots
+
+        parser.add_lightning_class_args(CurvePlots, "curves")  # PNG curves at the end of every fit (--curves.*)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         _resolve_package_paths(config)

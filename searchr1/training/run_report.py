@@ -104,12 +104,11 @@ class RunSummary(Callback):
         before = self.before or {}
         root = Path(trainer.default_root_dir)
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
-        hf = next(
-            (cb._root(trainer) / "last" for cb in trainer.callbacks if type(cb).__name__ == "ExportPretrained"), None
-        )
+        exports = [cb for cb in trainer.callbacks if type(cb).__name__ == "ExportPretrained"]
+        hf = exports[0]._root(trainer) / "last" if exports else None
         logger = trainer.logger
-        log_dir = getattr(logger, "log_dir", None) if logger is not None else None
-        curves = sorted(str(p) for p in (Path(log_dir) / "curves").glob("*.png")) if log_dir else []
+        tensorboard = str(logger.save_dir) if type(logger).__name__ == "TensorBoardLogger" else None
+        curves = [str(p) for cb in trainer.callbacks if isinstance(cb, CurvePlots) for p in cb.plot(trainer)]
         return {
             "em_before": before.get("em"),
             "em_after": self.after["em"],
@@ -122,9 +121,7 @@ class RunSummary(Callback):
             "root_dir": str(root),
             "checkpoint": ckpt,
             "hf_export": str(hf) if hf is not None and hf.exists() else None,
-            "tensorboard": str(getattr(logger, "save_dir", log_dir))
-            if type(logger).__name__ == "TensorBoardLogger"
-            else None,
+            "tensorboard": tensorboard,
             "curves": curves,
             "val_files": [s.path for s in getattr(trainer.datamodule, "val_sources_spec", [])],
             "corpus": self.corpus,
@@ -145,9 +142,8 @@ def format_summary(s: dict[str, Any], path: Path) -> str:
         f"{'searches per question':<28}{_fmt(s['searches_before'], 2):>12}{_fmt(s['searches_after'], 2):>12}",
     ]
     lines = ["", "searchr1: run summary", *rows]
-    lines.append(
-        f"EM gain {_fmt(gain, 3)} on {s['questions']} held-out questions; {s['steps']} RL steps in {s['seconds']:.0f} s"
-    )
+    where = f"on {s['questions']} held-out questions; {s['steps']} RL steps; fit took {s['seconds']:.0f} s"
+    lines.append(f"EM gain {_fmt(gain, 3)} {where}")
     lines.append(f"summary:     {path}")
     for key, label in (("checkpoint", "checkpoint"), ("hf_export", "HF export"), ("tensorboard", "TensorBoard")):
         if s.get(key):
@@ -170,19 +166,33 @@ class CurvePlots(Callback):
     """At the end of ``fit``, PNG curves of the run (reward/EM, searches per sample, response length, KL, entropy)
     in ``<log_dir>/curves`` (``searchr1.evaluation.plots``; ``tools/plot_run.py`` draws them for older runs).
 
-    Needs matplotlib and a TensorBoard logger; without either it says so in one line and the run goes on.
+    ``searchr1 fit`` adds it to every run (``--curves.enabled=false`` turns it off). Needs matplotlib and a
+    TensorBoard logger: without a TensorBoard logger it does nothing, without matplotlib it says so in one line.
+
+    Args:
+        enabled: draw the curves.
     """
 
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.written: list[Path] | None = None
+
+    def plot(self, trainer: Trainer) -> list[Path]:
+        """Draw once (rank 0, TensorBoard logger); returns the PNG paths (empty when nothing was drawn)."""
         logger = trainer.logger
-        if trainer.global_rank != 0 or logger is None or type(logger).__name__ != "TensorBoardLogger":
-            return
+        if self.written is not None or not self.enabled or trainer.global_rank != 0:
+            return self.written or []
+        self.written = []
+        if logger is None or type(logger).__name__ != "TensorBoardLogger":
+            return []
         from searchr1.evaluation.plots import plot_run
 
         logger.experiment.flush()
         try:
-            written = plot_run(logger.log_dir, Path(logger.log_dir) / "curves")
+            self.written = plot_run(logger.log_dir, Path(logger.log_dir) / "curves")
         except ImportError as err:
-            rank_zero_warn(f"CurvePlots: no curves written ({err})")
-            return
-        rank_zero_info(f"searchr1: {len(written)} curve PNGs in {Path(logger.log_dir) / 'curves'}")
+            rank_zero_warn(f"CurvePlots: no curves written ({err}); or turn them off: --curves.enabled=false")
+        return self.written
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.plot(trainer)
