@@ -2,7 +2,8 @@
 
 Each filter names the message and the module that emits it, so any other warning still shows. What is ours was
 fixed at the cause instead (one ``transfer_batch_to_device``, the ``cache`` argument of new transformers,
-evaluation datasets without ``__len__``). ``tests/test_clean_terminal.py`` runs the default ``fit`` and fails on
+evaluation datasets without ``__len__``; Lightning's "Found N module(s) in eval mode" no longer arises because the
+frozen reference is not a submodule). ``tests/learning/test_default_run.py`` runs the default ``fit`` and fails on
 any warning outside :data:`ALLOWED`.
 """
 
@@ -14,12 +15,8 @@ import warnings
 UPSTREAM_WARNINGS: tuple[tuple[str, str], ...] = (
     # (message regex, module regex) for warnings.filterwarnings
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
-    # our batches are text; the module's transfer_batch_to_device (a no-op) is the one meant to be used
-    (r"You have overridden `transfer_batch_to_device` in `LightningModule` but have passed in a", r"lightning\."),
     # the module checkpoints after its update, with the matching data position (training/module.py): intended
     (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", r"lightning\."),
-    # the frozen reference policy / critic parts are in eval mode by design (they never train)
-    (r"Found \d+ module\(s\) in eval mode at the start of training", r"lightning\."),
     # an SFT run (searchr1 sft) has no validation set: intended
     (r"Total length of `list` across ranks is zero", r"lightning\.pytorch\.utilities\.data"),
 )

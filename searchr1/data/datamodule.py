@@ -22,9 +22,10 @@ be empty; then the set is topped up with wrapped copies marked ``metadata["is_pa
 must skip.
 Files whose rows carry several ``data_source`` values (Search-R1's merged ``test.parquet``) are split per source.
 
-Batches are ``list[QAExample]`` (text). Lightning's default ``transfer_batch_to_device`` raises on frozen
-dataclasses, so the module that trains on them passes them through (``SearchR1Module.transfer_batch_to_device``, the
-only override: with one in both, Lightning warns). Rank and world size are read from the trainer in ``setup``.
+Batches are ``list[QAExample]`` (text). :meth:`QADataModule.transfer_batch_to_device` returns them unchanged:
+Lightning's default transfer raises on frozen dataclasses. It is the only override of that hook (``SearchR1Module``
+has none: with one in both, Lightning warns), so any LightningModule trains on these batches. Rank and world size
+are read from the trainer in ``setup``.
 """
 
 from __future__ import annotations
@@ -308,6 +309,11 @@ class QADataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         """One non-shuffled loader per test source, in ``test_sources`` order."""
         return self._eval_loaders(self.test_sets)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are text (``list[QAExample]``): nothing to move. Lightning's default would also reject the frozen
+        dataclasses (``apply_to_collection`` raises on them); tokenization happens later, in the rollout."""
+        return batch
 
     def mark_batch_consumed(self) -> None:
         """Call once per finished ``training_step`` (``self.trainer.datamodule.mark_batch_consumed()``)."""
