@@ -90,7 +90,7 @@ def test_default_fit_learns_to_search(tmp_path):
     """The whole default run (the acceptance of issue 21): held-out EM rises by >= 0.3 and the policy searches."""
     proc, summary = _fit(tmp_path, timeout=1800)
     assert warnings_in(proc.stdout + proc.stderr) == []
-    assert summary["questions"] == 150 and summary["steps"] == 30
+    assert summary["questions"] == 150 and summary["steps"] == 15
     assert summary["em_after"] - summary["em_before"] >= 0.3, summary
     assert summary["searches_after"] >= 1.0 > summary["searches_before"], summary
 
