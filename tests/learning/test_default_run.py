@@ -15,7 +15,8 @@ import pytest
 from searchr1.quiet import ALLOWED
 
 SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
-ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "default"}
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}, "TOKENIZERS_PARALLELISM": "false"}
+"""What a user runs: Python's default warning filters (no PYTHONWARNINGS)."""
 WARNING_LINE = re.compile(r"\.py:\d+: |Warning\b|deprecat|\bTip\b|^\[transformers\]", re.IGNORECASE)
 """What a warning looks like on the terminal: Python's ``file.py:N: Category: ...`` (Lightning prints
 ``file.py:N: message``), the word Warning, a deprecation, a tip, or a transformers logger line."""
