@@ -71,9 +71,10 @@ def test_default_fit_is_clean_and_reports(tmp_path):
     assert warnings_in(terminal) == [], "\n".join(warnings_in(terminal))
     assert "searchr1: run summary" in proc.stdout and "searchr1 eval --model" in proc.stdout
     assert all(summary[k] is not None for k in KEYS) and summary["steps"] == 2 and summary["questions"] == 16
-    assert Path(summary["checkpoint"]).exists() and (Path(summary["hf_export"]) / "model.safetensors").exists()
+    at = tmp_path  # the summary's paths are as the user typed them: relative to where fit ran
+    assert (at / summary["checkpoint"]).exists() and (at / summary["hf_export"] / "model.safetensors").exists()
     assert {Path(p).name for p in summary["curves"]} >= {"reward_em.png", "searches.png", "response_length.png"}
-    assert all(Path(p).stat().st_size > 1000 for p in summary["curves"])
+    assert all((at / p).stat().st_size > 1000 for p in summary["curves"])
 
     start = package_path("pkg:assets/synthetic_warm_start")
     tok = load_tokenizer(start)
