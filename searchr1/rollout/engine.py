@@ -219,10 +219,10 @@ class RolloutEngine:
             traj.answer, traj.finish_reason = action.content, "answer"
         elif cut:
             traj.finish_reason = "truncated"
+        elif out.finish_reason == "eos" and action.kind != "search":  # also on the final turn (``direct``)
+            traj.finish_reason = "eos"
         elif final:
             traj.finish_reason = "length" if out.finish_reason == "length" else "max_turns"
-        elif out.finish_reason == "eos" and action.kind != "search":
-            traj.finish_reason = "eos"
         elif traj.total_tokens >= self.config.max_total_tokens:
             traj.finish_reason = "truncated"
         elif action.kind == "search":

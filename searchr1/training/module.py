@@ -217,10 +217,6 @@ class SearchR1Module(LightningModule):
             if device != self.device:
                 self._frozen["reference"] = ref.to(self.device)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Batches are lists of ``QAExample`` (text): nothing to move; rollouts are built on the device."""
-        return batch
-
     def configure_optimizers(self):
         hp = self.hparams
         try:

@@ -196,7 +196,7 @@ def test_val_loaders_one_per_source_in_order(tmp_path: Path, data_dir: Path, nq:
     dm.setup("validate")
     assert dm.val_sources == ["nq_test", "popqa", "musique"]
     loaders = dm.val_dataloader()
-    assert [len(loader) for loader in loaders] == [4, 2, 2]
+    assert [loader.dataset.num_batches for loader in loaders] == [4, 2, 2]
     batches = [list(loader) for loader in loaders]
     assert [e.id for b in batches[0] for e in b] == [e.id for e in read_examples(nq)]
     assert {e.data_source for b in batches[2] for e in b} == {"musique"}

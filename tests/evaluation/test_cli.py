@@ -80,8 +80,11 @@ def test_real_training_run_checkpoint_eval_and_plots(tmp_path) -> None:
     from searchr1.evaluation import plot_run, read_scalars
 
     root = tmp_path / "run"
+    from searchr1.resources import PIPELINE_DEMO_CONFIG, default_config_path
+
     cli_main(
-        ["fit", "--trainer.limit_train_batches=2", f"--trainer.default_root_dir={root}"]
+        ["fit", "-c", default_config_path(PIPELINE_DEMO_CONFIG), "--trainer.limit_train_batches=2"]
+        + [f"--trainer.default_root_dir={root}"]
         + [f"--trainer.logger.init_args.save_dir={root}", "--trainer.limit_val_batches=1"]
         + ["--data.max_val_samples=2", "--data.batch_size=2", "--model.algorithm.n_samples=2"]
         + ["--model.algorithm.mini_batch_size=4"]

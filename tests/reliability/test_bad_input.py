@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from searchr1.cli import cli_main
+from searchr1.resources import PIPELINE_DEMO_CONFIG, default_config_path
 
 from .conftest import record_figure
 
-BASE = ["--trainer.logger=false", "--trainer.limit_train_batches=1"]
+BASE = ["-c", default_config_path(PIPELINE_DEMO_CONFIG), "--trainer.logger=false", "--trainer.limit_train_batches=1"]
 EXPENSIVE = ("configure_model", "training_step", "load_causal_lm")
 
 

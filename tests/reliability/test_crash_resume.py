@@ -54,10 +54,10 @@ trainer:
 
 
 def start_fit(run: Path, *extra: str) -> subprocess.Popen:
-    from searchr1.cli import default_config_path
+    from searchr1.resources import PIPELINE_DEMO_CONFIG, default_config_path
 
     run.mkdir(parents=True, exist_ok=True)
-    cmd = [SEARCHR1, "fit", "-c", default_config_path(), "-c", str(write_config(run)), *extra]
+    cmd = [SEARCHR1, "fit", "-c", default_config_path(PIPELINE_DEMO_CONFIG), "-c", str(write_config(run)), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = open(run / "fit.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, cwd=run, env=env, stdout=log, stderr=subprocess.STDOUT)

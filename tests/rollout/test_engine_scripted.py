@@ -172,3 +172,17 @@ def test_long_prompt_is_left_truncated_with_a_warning(tiny_tokenizer, bm25) -> N
     with pytest.warns(UserWarning, match="left-truncated"):
         (t,) = engine.generate([prompt]).trajectories
     assert t.prompt_ids == tiny_tokenizer(prompt, add_special_tokens=False).input_ids[-20:]
+
+
+def test_eos_on_the_final_turn_is_eos_not_max_turns(tiny_tokenizer, bm25) -> None:
+    """``direct`` (max_turns=0) and the last turn of a search run: a turn that stops at EOS reports ``eos``."""
+    eos = tiny_tokenizer.eos_token
+    engine, _ = _engine(tiny_tokenizer, [f"I give up.{eos}"], bm25, max_turns=0)
+    (t,) = engine.generate_for_questions(QUESTIONS[:1]).trajectories
+    assert (t.finish_reason, t.num_turns) == ("eos", 1)
+    engine, _ = _engine(tiny_tokenizer, [SEARCH, f"No idea.{eos}"], bm25, max_turns=1)
+    (t,) = engine.generate_for_questions(QUESTIONS[:1]).trajectories
+    assert (t.finish_reason, t.num_turns, t.num_searches) == ("eos", 2, 1)
+    engine, _ = _engine(tiny_tokenizer, [SEARCH, SEARCH + eos], bm25, max_turns=1)  # a search cut off by the end
+    (t,) = engine.generate_for_questions(QUESTIONS[:1]).trajectories
+    assert t.finish_reason == "max_turns"

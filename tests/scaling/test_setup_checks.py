@@ -9,6 +9,7 @@ import pytest
 from lightning.pytorch import Trainer
 
 from searchr1.cli import cli_main
+from searchr1.resources import PIPELINE_DEMO_CONFIG, default_config_path
 from searchr1.training import AlgorithmConfig, SearchR1Module
 from searchr1.training.scaling import (
     ScaleSetup,
@@ -83,8 +84,8 @@ def test_each_bad_setup_names_its_fix(change, message):
     ],
 )
 def test_cli_refuses_before_building_anything(args, message):
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", *args])
+    with pytest.raises(SystemExit) as exit_info:  # the HotpotQA demo: 4 prompts x 4 samples per step
+        cli_main(["fit", "-c", default_config_path(PIPELINE_DEMO_CONFIG), *args])
     assert message in str(exit_info.value.code)
 
 

@@ -16,7 +16,8 @@ ON_CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strateg
 
 
 def test_there_are_configs():
-    assert {"tiny_cpu.yaml", "ppo_qwen2.5-3b.yaml", "grpo_qwen2.5-3b.yaml"} <= {c.name for c in CONFIGS}
+    names = {c.name for c in CONFIGS}
+    assert {"learn_cpu.yaml", "tiny_cpu.yaml", "ppo_qwen2.5-3b.yaml", "grpo_qwen2.5-3b.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[c.name for c in CONFIGS])
@@ -37,8 +38,11 @@ def test_config_parses_and_instantiates(path, tmp_path):
     assert isinstance(cli.model.algorithm, AlgorithmConfig)
 
 
-def test_embedded_default_is_the_tiny_cpu_config():
-    assert Path(default_config_path()).read_text() == (CONFIGS[0].parent / "tiny_cpu.yaml").read_text()
+def test_embedded_default_is_the_learn_cpu_config():
+    assert Path(default_config_path()).read_text() == (CONFIGS[0].parent / "learn_cpu.yaml").read_text()
+    # the HotpotQA-sample pipeline demo ships in the package too
+    shipped = Path(default_config_path()).with_name("tiny_cpu.yaml")
+    assert shipped.read_text() == (CONFIGS[0].parent / "tiny_cpu.yaml").read_text()
 
 
 def test_bad_estimator_lists_valid_names():

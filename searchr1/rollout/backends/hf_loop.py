@@ -21,6 +21,7 @@ cache and re-packs it (``right_align_index``); dropping rows trims the all-paddi
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,22 @@ from searchr1.rollout.backends.decoding import (
     right_align_index,
     sample_next,
 )
+
+
+def cache_kwargs(model: torch.nn.Module, cache: DynamicCache) -> dict[str, DynamicCache]:
+    """The KV-cache argument of ``model``'s forward: ``cache`` (transformers >= 5.2x), else ``past_key_values``."""
+    forward = getattr(model, "forward", None)
+    try:
+        names = inspect.signature(forward).parameters
+    except (TypeError, ValueError):  # a wrapper without a readable signature: the long-standing name
+        names = {}
+    return {"cache": cache} if "cache" in names else {"past_key_values": cache}
+
+
+def returned_cache(out: Any) -> DynamicCache:
+    """The cache a forward returned, under its new name (``cache``) or the old one."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
 
 
 class StopMatcher:
@@ -160,9 +177,9 @@ class _PackedCache:
             input_ids=ids,
             attention_mask=torch.cat([past_mask, chunk_mask], 1),
             position_ids=chunk_positions(past_mask, chunk_mask),
-            past_key_values=sub,
             use_cache=True,
             logits_to_keep=1,
+            **cache_kwargs(model, sub),
         )
         grown = torch.cat([self.mask, self.mask.new_zeros((self.mask.shape[0], ids.shape[1]))], 1)
         grown[idx, self.width :] = chunk_mask
@@ -183,11 +200,11 @@ class _PackedCache:
             input_ids=ids,
             attention_mask=attention,
             position_ids=self.mask.sum(1, keepdim=True),
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **cache_kwargs(model, self.cache),
         )
-        self.mask, self.cache = attention, out.past_key_values
+        self.mask, self.cache = attention, returned_cache(out)
         return out.logits[:, -1]
 
     def _layers(self) -> list:
