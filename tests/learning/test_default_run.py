@@ -97,15 +97,4 @@ def test_default_fit_learns_to_search(tmp_path):
     assert summary["searches_after"] >= 1.0 > summary["searches_before"], summary
 
 
-def test_default_fit_on_two_ddp_ranks(tmp_path):
-    """The default config on 2 CPU ranks (DDP, Lightning's launcher), shortened: the summary counts every held-out
-    question once over both ranks."""
-    heldout = tmp_path / "heldout.jsonl"
-    rows = (Path(__file__).resolve().parents[2] / "searchr1/assets/synthetic_task/heldout.jsonl").read_text()
-    heldout.write_text("".join(rows.splitlines(keepends=True)[:12]))
-    args = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.limit_train_batches=2"]
-    args += ["--trainer.val_check_interval=2", f"--data.val_files=[{heldout}]", "--data.val_batch_size=6"]
-    args += ["--data.batch_size=4", "--model.algorithm.mini_batch_size=16"]
-    proc, summary = _fit(tmp_path, *args, timeout=900)
-    assert summary["questions"] == 12 and summary["steps"] == 2
-    assert all(summary[k] is not None for k in KEYS)
+# The default on 2 DDP ranks (Lightning's launcher and torchrun): tests/scaling/test_multirank.py

@@ -1,4 +1,4 @@
-"""``tools/gpu_check.sh --smoke``: the GPU check's code (HF rollout, FSDP2 on one device, bf16-mixed PPO steps) on CPU."""
+"""``tools/gpu_check.sh --smoke``: the GPU check's code (HF rollout, FSDP2 on one device, bf16-mixed PPO) on CPU."""
 
 from __future__ import annotations
 
