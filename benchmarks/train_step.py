@@ -58,8 +58,8 @@ def _TextBatches(loader):  # noqa: N802 - a class factory (lightning is imported
     return TextBatches()
 
 
-def _reward(text: str, golden_answers) -> float:
-    return rule_reward(text)
+def _reward(trajectory, golden_answers) -> float:
+    return rule_reward(trajectory.response_text)
 
 
 def questions(count: int) -> list:

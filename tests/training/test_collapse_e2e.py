@@ -18,9 +18,9 @@ from .test_e2e import GRPO, Recorder, make, trainer
 POLICY_LR = 1e-3  # make()'s
 
 
-def vowel_share(text: str, golden_answers) -> float:
+def vowel_share(trajectory, golden_answers) -> float:
     """A reward that differs between the samples of a group, so GRPO has non-zero advantages on a random policy."""
-    letters = text.replace(" ", "")
+    letters = trajectory.response_text.replace(" ", "")
     return sum(c in "aeiou" for c in letters) / max(len(letters), 1)
 
 
