@@ -87,10 +87,8 @@ def test_inf_reference_logprobs_stop_the_run_naming_the_step(tmp_path, tiny_mode
 
 @pytest.mark.slow
 def test_inf_policy_weights_stop_the_run(tmp_path, tiny_model_dir):
-    """The rollout's sampling fails first (torch.multinomial); the run stops instead of training on garbage.
-
-    Known gap: this message comes from torch and does not name the step (see docs/reliability.md).
-    """
-    with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan`"):
+    """inf policy weights: the per-row sampler does not raise on NaN probabilities, so the run goes on to the policy
+    loss, which is NaN, and stops there naming the step (before any update with garbage)."""
+    with pytest.raises(FloatingPointError, match=r"policy loss is nan at rollout step 1"):
         fit(tmp_path, tiny_model_dir, "em", "grpo", callbacks=[PoisonWeights(1, "policy")])
     record_figure("numerics/nan_runs_stopped", 1)
