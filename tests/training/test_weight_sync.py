@@ -106,6 +106,9 @@ def test_every_rollout_samples_the_current_policy_without_any_callback(tiny_mode
     step = ["wake", "sync", "wake", "rollout", "sleep"]  # after an update: woken, pushed; (awake) rollout; asleep
     assert ["wake", "sync", "rollout", "sleep", *step, "wake", "sync", "wake", "rollout"] == EVENTS
     run.validate(module, datamodule=data)
+    # plain dataloaders of QAExample (no data module): Lightning's default transfer rejects frozen dataclasses, so
+    # give the module the data module's identity transfer
+    module.transfer_batch_to_device = lambda batch, device, dataloader_idx: batch
     run.test(module, dataloaders=data.val_dataloader())
     (engine,) = BUILT  # one engine for training, validation and test
     assert module.engine(False).backend is module.engine(True).backend is engine
