@@ -203,13 +203,8 @@ class SearchR1Protocol(Protocol):
     name = NAME
     stop_strings = STOP_STRINGS
 
-    def build_prompt(self, question: str, tokenizer: Any | None = None, use_chat_template: bool = True) -> str:
-        """See :func:`build_prompt`."""
-        return build_prompt(question, tokenizer, use_chat_template)
-
-    def parse_action(self, text: str) -> Action:
-        """See :func:`parse_action`."""
-        return parse_action(text)
+    build_prompt = staticmethod(build_prompt)  # the module's functions (see their docstrings)
+    parse_action = staticmethod(parse_action)
 
     def write_turn(self, thought: str, action: Action) -> str:
         """``<think> thought </think>`` then ``<search> q </search>`` or ``<answer> a </answer>``."""
