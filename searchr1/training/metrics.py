@@ -59,6 +59,15 @@ class EvalTally:
         row = torch.tensor([1.0, em, f1, float(searches)], device=device)
         self.sums[source] = self.sums.get(source, torch.zeros(len(EVAL_FIELDS), device=device)) + row
 
+    def add_rollout(self, rollout: RolloutBatch, batch: Sequence, device: torch.device) -> None:
+        """Score every trajectory of an evaluation rollout of ``batch`` (``QAExample``s), skipping padding rows."""
+        for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist()):
+            example = batch[int(i)]
+            if example.metadata.get("is_padding"):
+                continue
+            score = score_trajectory(traj, example.golden_answers)
+            self.add(example.data_source, score.em, score.f1, traj.num_searches, device)
+
     def means(self, trainer, device: torch.device) -> dict[str, dict[str, Tensor]]:
         """``{source: {"em", "f1", "searches"}}`` means over all ranks (every rank calls it: collectives).
 

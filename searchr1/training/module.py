@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from searchr1.distributed import Lockstep
 from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
-from searchr1.rewards import get_reward, score_trajectory
+from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
@@ -384,13 +384,7 @@ class SearchR1Module(LightningModule):
         self._eval_step(batch)
 
     def _eval_step(self, batch: list) -> None:
-        rollout = self.rollout(batch, train=False)
-        for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist()):
-            example = batch[int(i)]
-            if example.metadata.get("is_padding"):
-                continue
-            score = score_trajectory(traj, example.golden_answers)
-            self._eval_tally.add(example.data_source, score.em, score.f1, traj.num_searches, self.device)
+        self._eval_tally.add_rollout(self.rollout(batch, train=False), batch, self.device)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

@@ -17,7 +17,6 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from searchr1.rewards import score_trajectory
 from searchr1.training.metrics import EvalTally
 
 SUMMARY_FILE = "summary.json"
@@ -33,13 +32,7 @@ def held_out_scores(trainer: Trainer, module: LightningModule) -> dict[str, floa
     with torch.no_grad():
         for loader in loaders:
             for batch in loader:
-                rollout = module.rollout(batch, train=False)
-                for traj, i in zip(rollout.trajectories, rollout.prompt_index.tolist()):
-                    example = batch[int(i)]
-                    if example.metadata.get("is_padding"):
-                        continue
-                    score = score_trajectory(traj, example.golden_answers)
-                    tally.add(example.data_source, score.em, score.f1, traj.num_searches, module.device)
+                tally.add_rollout(module.rollout(batch, train=False), batch, module.device)
     local = sum((v[0] for v in tally.sums.values()), torch.zeros((), device=module.device))
     questions = int(trainer.strategy.reduce(local, reduce_op="sum").item())
     means = tally.means(trainer, module.device)
