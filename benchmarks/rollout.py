@@ -21,6 +21,9 @@ times (best of each):
 
 Prints ONE JSON line: tokens/s, the ratios, and where the engine's time goes.
 
+``--backend vllm`` (in the ``.venv-vllm`` environment, with ``--policy-cache``) gives the slow-retriever figures with
+a colocated vLLM engine instead of HF.
+
 Usage: python benchmarks/rollout.py [--batch 32] [--max-turns 2] [--sft-steps 150]
 """
 
@@ -106,7 +109,7 @@ def load_policy(args: argparse.Namespace, retriever, questions: list[dict]):
         model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).eval()
         return model, AutoTokenizer.from_pretrained(cache)
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_tiny_qwen2(tmp)
+        path = build_tiny_qwen2(tmp, num_heads=args.num_heads, num_kv_heads=min(2, args.num_heads))
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     warm_up_policy(model, tokenizer, sft_texts(tokenizer, retriever, questions), args.sft_steps)
@@ -114,6 +117,19 @@ def load_policy(args: argparse.Namespace, retriever, questions: list[dict]):
         model.save_pretrained(cache)
         tokenizer.save_pretrained(cache)
     return model, tokenizer
+
+
+def make_backend(args: argparse.Namespace, model, tokenizer):
+    """HF on the in-memory policy, or a colocated in-process vLLM engine on the ``--policy-cache`` folder."""
+    if args.backend == "hf":
+        return HFBackend(model, tokenizer, batch_size=args.batch)
+    if not args.policy_cache:
+        raise SystemExit("--backend vllm reads the policy from disk: pass --policy-cache (it is written first)")
+    from searchr1.rollout.backends.vllm import VLLMBackend
+
+    return VLLMBackend(
+        model=args.policy_cache, dtype="float32", max_model_len=1024, enforce_eager=True, cpu_kvcache_space_gib=1
+    )
 
 
 def latency_figures(backend, retriever, tokenizer, cfg, prompts, args) -> dict:
@@ -155,6 +171,11 @@ def main() -> None:
     parser.add_argument("--policy-cache", default=None, help="folder to save the warmed-up policy to / reuse it from")
     parser.add_argument("--latency-ms", default="50,200", help="comma-separated added latencies per search call")
     parser.add_argument("--latency-only", action="store_true", help="only the slow-retriever figures")
+    parser.add_argument("--num-heads", type=int, default=4, help="heads of the tiny model (2: head size 32, for vLLM)")
+    parser.add_argument(
+        "--backend", choices=("hf", "vllm"), default="hf",
+        help="generation backend of the latency figures (vllm: needs --policy-cache and the .venv-vllm env)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     retriever = BM25Retriever(corpus=str(ASSETS / "corpus.jsonl"))
@@ -166,7 +187,7 @@ def main() -> None:
     cfg = RolloutConfig(
         max_turns=args.max_turns, max_response_tokens=args.max_response_tokens, max_obs_tokens=256, topk=3
     )
-    backend = HFBackend(model, tokenizer, batch_size=args.batch)
+    backend = make_backend(args, model, tokenizer)
     engine = RolloutEngine(backend, retriever, tokenizer, cfg)
     prompts = [build_prompt(q["question"], tokenizer) for q in questions[: args.batch]]
     engine.generate(prompts[:4], seed=1)  # warm-up
@@ -175,9 +196,10 @@ def main() -> None:
     enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
     lengths = [sum(t.loss_mask) for t in batch.trajectories]
     per_row = -(-sampled // len(prompts))
-    if args.latency_only:
+    if args.latency_only or args.backend == "vllm":
         figures = latency_figures(backend, retriever, tokenizer, cfg, prompts, args)
-        print(json.dumps({"benchmark": "rollout", "batch": len(prompts), "sampled_tokens": sampled, **figures}))
+        head = {"benchmark": "rollout", "backend": args.backend, "batch": len(prompts), "sampled_tokens": sampled}
+        print(json.dumps({**head, **figures}))
         return
     turn_by_turn = RolloutEngine(backend, retriever, tokenizer, dataclasses.replace(cfg, continuous_batching=False))
     turn_tokens = int(turn_by_turn.generate(prompts, seed=0).loss_mask.sum())

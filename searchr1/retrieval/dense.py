@@ -4,14 +4,17 @@ Index folder layout: the passage store (``docs.jsonl``, ``doc_offsets.npy``), ``
 (``(S, H)`` float32 unit rows, ``shard_size`` passages each), ``faiss.index`` and ``manifest.json``.
 Building is resumable: the manifest is written first with ``complete=false`` and the build settings; a
 rerun with the same settings skips shards already on disk (the passage store is rewritten, cheap next
-to encoding). Any faiss ``index_factory`` string works (``Flat``, ``HNSW64``, ``IVF4096,PQ64`` …); the
-metric is inner product, and indexes that need training are trained on up to ``train_size`` vectors.
+to encoding), and the add phase continues from its last checkpoint (``faiss.partial.index``: the trained
+index, then the index each time it has doubled). Any faiss ``index_factory`` string works (``Flat``,
+``HNSW64``, ``IVF4096,PQ64`` …); the metric is inner product, and indexes that need training are trained on up
+to ``train_size`` vectors.
 ``use_gpu=True`` moves the index to all GPUs when ``faiss-gpu`` is installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -69,29 +72,63 @@ def make_faiss_index(dim: int, factory: str) -> faiss.Index:
         ) from None
 
 
+PARTIAL_FILE, PARTIAL_STATE = "faiss.partial.index", "faiss.partial.json"
+"""The add phase's checkpoint: the index holding the first ``shards`` shards (``{"shards", "ntotal"}``)."""
+
+
+def _save_partial(out: Path, index: faiss.Index, shards: int) -> None:
+    """Checkpoint the index after ``shards`` shards were added (write-then-rename: a kill keeps the last one)."""
+    tmp = out / (PARTIAL_FILE + ".tmp")
+    faiss.write_index(index, str(tmp))
+    tmp.replace(out / PARTIAL_FILE)
+    state = out / (PARTIAL_STATE + ".tmp")
+    state.write_text(json.dumps({"shards": shards, "ntotal": int(index.ntotal)}))
+    state.replace(out / PARTIAL_STATE)
+
+
+def _load_partial(out: Path, sizes: list[int]) -> tuple[faiss.Index | None, int]:
+    """The add-phase checkpoint and its shard count, when it matches the shards on disk (else ``(None, 0)``)."""
+    if not (out / PARTIAL_STATE).is_file() or not (out / PARTIAL_FILE).is_file():
+        return None, 0
+    state = json.loads((out / PARTIAL_STATE).read_text())
+    n = int(state["shards"])
+    index = faiss.read_index(str(out / PARTIAL_FILE))
+    if n > len(sizes) or index.ntotal != state["ntotal"] or index.ntotal != sum(sizes[:n]):
+        log.warning("dense build: the add-phase checkpoint in %s does not match the shards; adding from scratch", out)
+        return None, 0
+    log.info("dense build: resuming the add phase after shard %d of %d (%d vectors)", n, len(sizes), index.ntotal)
+    return index, n
+
+
 def _train_and_fill(out: Path, dim: int, factory: str, train_size: int, progress: bool) -> faiss.Index:
-    """Create the faiss index from the shards (training it on a sample first if it needs training)."""
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        raise ValueError(
-            f"bad faiss factory string {factory!r} (e.g. 'Flat', 'HNSW64', 'IVF4096,PQ64'): {err}"
-        ) from None
+    """Create the faiss index from the shards (training it on a sample first if it needs training).
+
+    Resumable: the trained empty index is checkpointed, then the index again each time it has doubled (so the
+    checkpoints write at most about twice the final index); a rerun continues after the last checkpoint.
+    """
     shards = sorted((out / EMB_DIR).glob("shard_*.npy"))
-    if not index.is_trained:
-        rng = np.random.default_rng(0)
-        sizes = [len(np.load(p, mmap_mode="r")) for p in shards]
-        keep = np.sort(rng.choice(sum(sizes), min(train_size, sum(sizes)), replace=False))
-        bounds = np.cumsum([0, *sizes])
-        sample = np.concatenate(
-            [
-                np.load(p, mmap_mode="r")[keep[(keep >= lo) & (keep < hi)] - lo]
-                for p, lo, hi in zip(shards, bounds, bounds[1:])
-            ]
-        )
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    for path in tqdm(shards, desc="Dense index: add", disable=not progress):
-        index.add(np.ascontiguousarray(np.load(path), dtype=np.float32))
+    sizes = [len(np.load(p, mmap_mode="r")) for p in shards]
+    index, done = _load_partial(out, sizes)
+    if index is None:
+        index = make_faiss_index(dim, factory)
+        if not index.is_trained:
+            rng = np.random.default_rng(0)
+            keep = np.sort(rng.choice(sum(sizes), min(train_size, sum(sizes)), replace=False))
+            bounds = np.cumsum([0, *sizes])
+            sample = np.concatenate(
+                [
+                    np.load(p, mmap_mode="r")[keep[(keep >= lo) & (keep < hi)] - lo]
+                    for p, lo, hi in zip(shards, bounds, bounds[1:])
+                ]
+            )
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        _save_partial(out, index, 0)
+    saved = index.ntotal
+    for i in tqdm(range(done, len(shards)), desc="Dense index: add", disable=not progress):
+        index.add(np.ascontiguousarray(np.load(shards[i]), dtype=np.float32))
+        if i + 1 < len(shards) and index.ntotal >= 2 * max(saved, sizes[0]):
+            _save_partial(out, index, i + 1)
+            saved = index.ntotal
     return index
 
 
@@ -113,6 +150,8 @@ def build_dense_index(
     num_docs, sha = _encode_shards(corpus, out, encoder, shard_size, show_progress)
     index = _train_and_fill(out, encoder.dim, faiss_factory, train_size, show_progress)
     faiss.write_index(index, str(out / FAISS_FILE))
+    for name in (PARTIAL_FILE, PARTIAL_STATE):
+        (out / name).unlink(missing_ok=True)
     manifest = IndexManifest("dense", str(corpus), sha, num_docs, settings, complete=True)
     manifest.save(out)
     return manifest

@@ -91,6 +91,35 @@ def test_resume_skips_existing_shards(tmp_path: Path, flat_index: Path, tiny_enc
     assert resumed == DenseRetriever(index_dir=str(flat_index)).search(QUERIES, topk=3)
 
 
+def test_failed_add_phase_resumes_from_its_checkpoint(
+    tmp_path: Path, tiny_encoder_dir: Path, small_corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build that dies while adding shards (here: shard 6 of 10 holds vectors of the wrong width, as a
+    half-written or foreign shard would) keeps its add-phase checkpoint; once the shard is good again the
+    rerun continues after the last checkpoint (4 shards: checkpoints at 0, 2 and 4 shards, as the index doubles)
+    instead of re-adding, and the index equals a clean build's."""
+    encoder = TextEncoder(str(tiny_encoder_dir), max_length=32)
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    for out in (clean, broken):
+        build_dense_index(str(small_corpus), str(out), encoder, "Flat", shard_size=25, show_progress=False)
+    shard = broken / "embeddings" / "shard_00005.npy"
+    good = np.load(shard)
+    np.save(shard, good[:, :7])  # the add of this shard fails inside faiss
+    (broken / "faiss.index").unlink()
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises((AssertionError, RuntimeError, ValueError)):
+        build_dense_index(str(small_corpus), str(broken), encoder, "Flat", shard_size=25, show_progress=False)
+    assert json.loads((broken / "faiss.partial.json").read_text()) == {"shards": 4, "ntotal": 100}
+    np.save(shard, good)
+    with caplog.at_level("INFO", logger="searchr1.retrieval.dense"):
+        build_dense_index(str(small_corpus), str(broken), encoder, "Flat", shard_size=25, show_progress=False)
+    assert "resuming the add phase after shard 4 of 10 (100 vectors)" in caplog.text
+    assert not (broken / "faiss.partial.index").exists() and not (broken / "faiss.partial.json").exists()
+    resumed = DenseRetriever(index_dir=str(broken)).search(QUERIES, topk=5)
+    assert resumed == DenseRetriever(index_dir=str(clean)).search(QUERIES, topk=5)
+
+
 def test_manifest_mismatches(tmp_path: Path, flat_index: Path, tiny_encoder_dir: Path, small_corpus: Path) -> None:
     with pytest.raises(IndexMismatchError, match="encoder="):
         DenseRetriever(index_dir=str(flat_index), encoder="intfloat/e5-base-v2")
