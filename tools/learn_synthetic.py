@@ -70,41 +70,41 @@ def rollout_args(protocol: str) -> list[str]:
 
 @dataclass
 class Prepared:
-    """One seed's task files, initial model and the two SFT data files.
+    """One seed's task files, initial model, tokenizer and the gold teacher's SFT data.
 
     ``read_data``: the gold teacher's trajectories (always searches and reads; stage 1, where the tiny model
-    learns to read passages); ``sft_data``: the imperfect teacher's (stage 2, the warm start RL begins from).
+    learns to read passages). The imperfect teacher's data (stage 2, the warm start RL begins from) is written
+    per guess fraction by :func:`guess_data`. ``worlds``: the ``sft_worlds`` worlds (the real task first) with
+    their corpus files.
     """
 
     task: SyntheticTask
     files: TaskFiles
     init_dir: Path
     read_data: Path
-    sft_data: Path
+    out: Path
+    seed: int
+    worlds: list[tuple[SyntheticTask, Path]]
+    protocol: str = "search_r1"
 
 
 def prepare(
     out: Path,
     seed: int,
-    guess_fraction: float = 0.0,
     sft_worlds: int = 1,
     preset: str = "small",
     vocab_size: int = 1024,
     protocol: str = "search_r1",
 ) -> Prepared:
-    """Task files, a tiny model (tokenizer trained on the task) and the teachers' SFT trajectories for ``seed``.
+    """Task files, a tiny model (tokenizer trained on the task) and the gold teacher's SFT trajectories.
 
-    Both data files hold the training questions of ``sft_worlds`` worlds: the real one plus ``sft_worlds - 1``
-    whose facts were drawn again (``redraw_facts``; each with its own corpus), so they cannot be fitted by
-    memorising who was born where. The gold teacher follows the gold search path everywhere (``read_data``);
-    the imperfect teacher (``sft_data``) answers a seeded ``guess_fraction`` of the questions at once with a
-    random option of the right type (``searchr1.data.synthetic.teacher_turns``). Turns, prompts and the
+    The data holds the training questions of ``sft_worlds`` worlds: the real one plus ``sft_worlds - 1`` whose
+    facts were drawn again (``redraw_facts``; each with its own corpus), so they cannot be fitted by memorising
+    who was born where. The gold teacher follows the gold search path everywhere. Turns, prompts and the
     tokenizer's texts are those of ``protocol``.
     """
     from searchr1.models.tiny import build_tiny_qwen2
-    from searchr1.retrieval import BM25Retriever
-    from searchr1.training.policy import TINY_PRESETS, load_tokenizer
-    from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
+    from searchr1.training.policy import TINY_PRESETS
 
     task = generate_task(seed)
     files = write_task(task, out / "task")
@@ -115,22 +115,43 @@ def prepare(
         seed=seed,
         **_preset(TINY_PRESETS[preset]),
     )
-    tok = load_tokenizer(str(init_dir))
-    gold: list = []
-    mixed: list = []
-    for k in range(sft_worlds):
-        world = task if k == 0 else redraw_facts(task, 1000 * seed + k)
-        corpus = files.corpus if k == 0 else write_task(world, out / f"sft_world{k}").corpus
+    worlds = [(task, files.corpus)]
+    for k in range(1, sft_worlds):
+        world = redraw_facts(task, 1000 * seed + k)
+        worlds.append((world, write_task(world, out / f"sft_world{k}").corpus))
+    prep = Prepared(task, files, init_dir, out / "read_data.jsonl", out, seed, worlds, protocol)
+    _teacher_data(prep, 0.0, prep.read_data)
+    return prep
+
+
+def guess_data(prep: Prepared, guess_fraction: float) -> Path:
+    """The imperfect teacher's trajectories over ``prep.worlds``: a seeded ``guess_fraction`` of the questions
+    answered at once with a random option of the right type (``searchr1.data.synthetic.teacher_turns``), the
+    others on the gold path. Written once per fraction (``sft_data.jsonl`` for the default 0.6)."""
+    name = "sft_data.jsonl" if guess_fraction == Plan.guess_fraction else f"sft_data_g{guess_fraction:.3f}.jsonl"
+    path = prep.out / name
+    return path if path.is_file() else _teacher_data(prep, guess_fraction, path)
+
+
+def _teacher_data(prep: Prepared, guess_fraction: float, path: Path) -> Path:
+    """Roll the teacher that guesses on ``guess_fraction`` of the questions out with BM25 over every world."""
+    from searchr1.retrieval import BM25Retriever
+    from searchr1.training.policy import load_tokenizer
+    from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
+
+    tok = load_tokenizer(str(prep.init_dir))
+    trajectories: list = []
+    for k, (world, corpus) in enumerate(prep.worlds):
         train = world.questions("train")
-        prompts = [get_protocol(protocol).build_prompt(ex.question, tok) for ex in train]
+        prompts = [get_protocol(prep.protocol).build_prompt(ex.question, tok) for ex in train]
         retriever = BM25Retriever(corpus=str(corpus), stemmer="none")  # made-up names
-        for fraction, acc in ((0.0, gold), (guess_fraction, mixed)):
-            turns = teacher_turns(world, train, fraction, 1000 * seed + k, protocol)
-            engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUTS[protocol])
-            keep = functools.partial(_kept, protocol=protocol)
-            acc += build_sft_trajectories(engine, train, prompts, keep=keep)
-    read_data = save_trajectories(gold, out / "read_data.jsonl")
-    return Prepared(task, files, init_dir, read_data, save_trajectories(mixed, out / "sft_data.jsonl"))
+        turns = teacher_turns(world, train, guess_fraction, 1000 * prep.seed + k, prep.protocol)
+        engine = RolloutEngine(TeacherBackend(turns, tok), retriever, tok, ROLLOUTS[prep.protocol])
+        keep = functools.partial(_kept, protocol=prep.protocol)
+        trajectories += build_sft_trajectories(engine, train, prompts, keep=keep)
+    tmp = path.with_suffix(".tmp")
+    save_trajectories(trajectories, tmp)
+    return tmp.replace(path)
 
 
 def _kept(example, traj, protocol: str = "search_r1") -> bool:
@@ -266,7 +287,13 @@ def evaluate(
 
 @dataclass
 class Plan:
-    """The experiment's settings (``main``'s flags); see docs/learning.md for the measured choices."""
+    """The experiment's settings (``main``'s flags); see docs/learning.md for the measured choices.
+
+    ``calibrate``: choose stage 2's guess fraction per seed (:func:`calibrate_warm_start`) so that the warm start's
+    greedy policy searches on at most ``greedy_search_max`` of the training questions while its T = 1 samples
+    search on a share inside ``search_rate`` (RL must see searches to learn that they pay); ``guess_fraction`` is
+    the first fraction tried (or the only one, without ``calibrate``).
+    """
 
     variants: list[str]
     read_steps: int = 1200
@@ -277,6 +304,10 @@ class Plan:
     guess_fraction: float = 0.6
     sft_worlds: int = 8
     protocol: str = "search_r1"
+    calibrate: bool = True
+    search_rate: tuple[float, float] = (0.2, 0.5)
+    greedy_search_max: float = 0.1
+    calibration_trials: int = 5
 
 
 def _stage(start: Path, data: Path, out_dir: Path, steps: int, lr: float, seed: int) -> Path:
@@ -291,22 +322,86 @@ def _stage(start: Path, data: Path, out_dir: Path, steps: int, lr: float, seed: 
 @dataclass
 class WarmStart:
     """One seed's prepared task and its two SFT stages: ``reader`` (stage 1) and ``start`` (stage 2, where RL
-    begins); ``seconds`` is each stage's wall time (``read`` includes preparing the task and data)."""
+    begins); ``seconds`` is each stage's wall time (``read`` includes preparing the task and data);
+    ``trials``: the calibration's guess fractions tried, with the search rates they gave (the last is used)."""
 
     prep: Prepared
     reader: Path
     start: Path
     seconds: dict[str, float]
+    trials: list[dict]
+
+
+def search_rates(model_dir: Path, prep: Prepared, seed: int = 0) -> dict[str, float]:
+    """Share of the training questions on which the policy in ``model_dir`` searches at least once: greedy, and
+    with one T = 1 sample per question (the RL configs' sampling), over BM25 on the real task's corpus."""
+    from searchr1.retrieval import BM25Retriever
+    from searchr1.rollout.backends.hf import HFBackend
+    from searchr1.training.policy import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    backend = HFBackend(load_causal_lm(str(model_dir)).eval(), tok)
+    retriever = BM25Retriever(corpus=str(prep.files.corpus), stemmer="none")
+    train = prep.task.questions("train")
+    prompts = [get_protocol(prep.protocol).build_prompt(ex.question, tok) for ex in train]
+    rates = {}
+    for name, sample in (("greedy", False), ("sampled", True)):
+        config = RolloutConfig(**{**ROLLOUTS[prep.protocol].__dict__, "do_sample": sample, "temperature": 1.0})
+        with torch.no_grad():
+            batch = RolloutEngine(backend, retriever, tok, config).generate(prompts, seed=seed)
+        rates[name] = sum(t.num_searches > 0 for t in batch.trajectories) / len(prompts)
+    return rates
+
+
+def next_guess_fraction(g: float, too_searchy: bool, low: float, high: float, step: float = 0.15) -> float:
+    """Bisection step on the guess fraction: up when the warm start searches too much, down when too little.
+
+    ``low``/``high``: the largest fraction known to search too much and the smallest known to search too little
+    (0 / 1 when none is known yet); without a bound on that side the fraction moves by ``step``.
+    """
+    if too_searchy:
+        return (g + high) / 2 if high < 1.0 else min(g + step, 0.95)
+    return (g + low) / 2 if low > 0.0 else max(g - step, 0.05)
+
+
+def calibrate_warm_start(prep: Prepared, reader: Path, plan: Plan) -> tuple[Path, list[dict]]:
+    """Stage 2 at guess fractions chosen by bisection until the warm start's search rates fit ``plan``.
+
+    The same fraction does not fit every seed (docs/learning.md: 0.6 left seed 3's greedy start searching
+    everywhere, 0.75 left seed 0 with too few sampled searches for RL to find them), so it is measured:
+    each trial is one short SFT from the stage-1 reader (``sft`` for the first fraction, ``sft_g<fraction>``
+    after) and :func:`search_rates`. Too many greedy or sampled searches → guess more; too few sampled → guess
+    less. After ``plan.calibration_trials`` without a fit, the trial closest to the window is used.
+    """
+    lo_rate, hi_rate = plan.search_rate
+    g, low, high, trials = plan.guess_fraction, 0.0, 1.0, []
+    for _ in range(plan.calibration_trials if plan.calibrate else 1):
+        folder = prep.out / ("sft" if g == plan.guess_fraction else f"sft_g{g:.3f}")
+        start = _stage(reader, guess_data(prep, g), folder, plan.sft_steps, plan.sft_lr, prep.seed)
+        if not plan.calibrate:
+            return start, [{"guess_fraction": g, "dir": str(start)}]
+        rates = search_rates(start, prep, prep.seed)
+        too_searchy = rates["greedy"] > plan.greedy_search_max or rates["sampled"] > hi_rate
+        miss = max(rates["greedy"] - plan.greedy_search_max, rates["sampled"] - hi_rate, lo_rate - rates["sampled"], 0)
+        trials.append({"guess_fraction": g, "dir": str(start), **rates, "miss": miss})
+        print(f"[calibrate] seed {prep.seed}: guess fraction {g:.3f} -> search rate {rates}", flush=True)
+        if miss == 0:
+            break
+        low, high = (g, high) if too_searchy else (low, g)
+        g = next_guess_fraction(g, too_searchy, low, high)
+    best = min(trials, key=lambda t: t["miss"])
+    trials.remove(best)
+    return Path(best["dir"]), [*trials, best]
 
 
 def warm_start(out: Path, seed: int, plan: Plan) -> WarmStart:
-    """Prepare ``seed``'s task and data, then run (or reuse) both SFT stages."""
+    """Prepare ``seed``'s task and data, then run (or reuse) stage 1 and the calibrated stage 2."""
     t0 = time.perf_counter()
-    prep = prepare(out, seed, plan.guess_fraction, plan.sft_worlds, protocol=plan.protocol)
+    prep = prepare(out, seed, plan.sft_worlds, protocol=plan.protocol)
     reader = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
     t1 = time.perf_counter()
-    start = _stage(reader, prep.sft_data, out / "sft", plan.sft_steps, plan.sft_lr, seed)
-    return WarmStart(prep, reader, start, {"read": t1 - t0, "sft": time.perf_counter() - t1})
+    start, trials = calibrate_warm_start(prep, reader, plan)
+    return WarmStart(prep, reader, start, {"read": t1 - t0, "sft": time.perf_counter() - t1}, trials)
 
 
 def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
@@ -320,6 +415,7 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     rows.append({"seed": seed, "run": "sft", "search": True, **evaluate(sft_dir, prep, True, protocol=proto)})
     rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False, protocol=proto)})
     rows[-1]["seconds"] = warm.seconds["sft"]
+    rows[-1]["calibration"] = warm.trials
     _dump(out, rows)
     for variant in plan.variants:
         algo, _, ablation = variant.partition("_")
@@ -333,18 +429,21 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
 
 
 def quick_check(out: Path, seed: int, rl_steps: int = 20, limit: int = 60) -> dict[str, dict[str, float]]:
-    """The reduced experiment of the ``slow`` test: both SFT stages, then GRPO with BM25 and GRPO with the empty
-    retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of every model."""
+    """The reduced experiment of the ``slow`` test: both SFT stages (stage 2 calibrated), then GRPO with BM25 and
+    GRPO with the empty retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of
+    every model (``calibration``: the trials of :func:`calibrate_warm_start`)."""
     warm = warm_start(out, seed, Plan(variants=[]))
     prep, sft = warm.prep, warm.start
     found = {
         "untrained": evaluate(prep.init_dir, prep, True, limit),
         "best_constant": {"em": constant_baseline(prep.task, limit)},
         "sft": evaluate(sft, prep, True, limit),
+        "calibration": {"trials": warm.trials, **warm.seconds},
     }
     for name, search in (("grpo", True), ("grpo_nosearch", False)):
+        t0 = time.perf_counter()
         policy = run_rl(prep, sft, "grpo", out / name, rl_steps, seed, search, mask=True)
-        found[name] = evaluate(policy, prep, search, limit)
+        found[name] = {**evaluate(policy, prep, search, limit), "seconds": time.perf_counter() - t0}
     return found
 
 
@@ -378,7 +477,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sft-steps", type=int, default=Plan.sft_steps, help="stage 2: imperfect-teacher SFT")
     parser.add_argument("--sft-lr", type=float, default=Plan.sft_lr)
     parser.add_argument("--rl-steps", type=int, default=Plan.rl_steps, help="RL rollout steps")
-    parser.add_argument("--guess-fraction", type=float, default=Plan.guess_fraction, help="stage 2 demos that guess")
+    parser.add_argument(
+        "--guess-fraction",
+        type=float,
+        default=Plan.guess_fraction,
+        help="stage 2: share of demos that guess (first try)",
+    )
+    parser.add_argument(
+        "--no-calibrate", action="store_true", help="stage 2 at --guess-fraction as given, no search-rate calibration"
+    )
     parser.add_argument("--sft-worlds", type=int, default=Plan.sft_worlds, help="SFT data over this many worlds")
     parser.add_argument("--protocol", default="search_r1", choices=list(ROLLOUTS), help="text protocol of the run")
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
@@ -397,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
         args.guess_fraction,
         args.sft_worlds,
         args.protocol,
+        calibrate=not args.no_calibrate,
     )
     rows: list[dict] = []
     for seed in args.seeds:
