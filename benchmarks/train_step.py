@@ -160,8 +160,8 @@ def _subprocess_json(cmd: list[str], threads: int, name: str) -> dict:
 
 def prepare(args: argparse.Namespace, tmp: str) -> tuple[str, str]:
     """Build (or reuse) the tiny model folder and write the prompt strings TRL gets; returns both paths."""
+    from searchr1.models import load_tokenizer, resolve_model_path
     from searchr1.protocols import build_prompt
-    from searchr1.training.policy import load_tokenizer, resolve_model_path
 
     model_dir = resolve_model_path(MODEL)
     tokenizer = load_tokenizer(model_dir)

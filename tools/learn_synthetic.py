@@ -101,9 +101,9 @@ def prepare(
     random option of the right type (``searchr1.data.synthetic.teacher_turns``). Turns, prompts and the
     tokenizer's texts are those of ``protocol``.
     """
+    from searchr1.models import TINY_PRESETS, load_tokenizer
     from searchr1.models.tiny import build_tiny_qwen2
     from searchr1.retrieval import BM25Retriever
-    from searchr1.training.policy import TINY_PRESETS, load_tokenizer
     from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
 
     task = generate_task(seed)
@@ -232,10 +232,10 @@ def evaluate(
     the question gives one per question type).
     """
     from searchr1.evaluation import Evaluator
+    from searchr1.models import load_causal_lm, load_tokenizer
     from searchr1.retrieval import BM25Retriever
     from searchr1.rollout.backends.hf import HFBackend
     from searchr1.training.ablations import EmptyRetriever
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir)).eval()

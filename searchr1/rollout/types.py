@@ -91,6 +91,11 @@ class Trajectory:
         """Prompt plus response length."""
         return len(self.prompt_ids) + len(self.response_ids)
 
+    def inserted_after_last_turn(self) -> list[int]:
+        """The ids appended after the last sampled chunk (its observation or invalid-action text)."""
+        end = max((stop for _, stop, kind in self.chunks if kind == "policy"), default=0)
+        return self.response_ids[end:]
+
     @property
     def done(self) -> bool:
         """True once a finish reason is set."""

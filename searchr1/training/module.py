@@ -20,6 +20,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.distributed import Lockstep
+from searchr1.models import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
@@ -27,9 +28,9 @@ from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
+from searchr1.training.forward import batched_logprobs, batched_values
 from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
-from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.training.scaling import (
     ScaleSetup,
     check_setup,
@@ -39,7 +40,7 @@ from searchr1.training.scaling import (
     strategy_kind,
 )
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
-from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
+from searchr1.training.steps import build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 

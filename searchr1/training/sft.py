@@ -21,10 +21,12 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from searchr1.data.qa import QAExample
+from searchr1.models import load_causal_lm, load_tokenizer, save_hf_folder
 from searchr1.protocols import get_protocol, question_in_prompt
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
-from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
+from searchr1.training.forward import response_logprobs
+from searchr1.training.optim import warmup_lambda
 
 
 class TeacherBackend:
@@ -217,7 +219,7 @@ class SFTModule(LightningModule):
         tokenizer: tokenizer path; default the model's (saved next to the weights in ``output_dir``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps (constant afterwards).
+        warmup_steps: linear warm-up steps (constant afterwards; :func:`~searchr1.training.optim.warmup_lambda`).
         output_dir: where ``save_pretrained`` writes model + tokenizer at the end of ``fit`` (None: not saved).
         dtype: parameter dtype name, None keeps float32.
     """
@@ -260,8 +262,7 @@ class SFTModule(LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = max(self.hparams.warmup_steps, 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(self.hparams.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:
@@ -269,11 +270,9 @@ class SFTModule(LightningModule):
             self.save_pretrained(self.hparams.output_dir)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``)."""
-        out = Path(out_dir)
-        self.policy.save_pretrained(out)
-        load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path).save_pretrained(out)
-        return out
+        """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``), atomically."""
+        tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
+        return save_hf_folder(self.policy, tokenizer, out_dir)
 
 
 def main(args: list[str] | None = None, run: bool = True):

@@ -23,7 +23,7 @@ from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, maske
 from searchr1.distributed import Lockstep
 from searchr1.training.batch import UpdateBatch, micro_batch_count, micro_weight
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.policy import response_logprobs, response_values
+from searchr1.training.forward import response_logprobs, response_values
 from searchr1.training.rollout_correction import corrected_advantages
 
 

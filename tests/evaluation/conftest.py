@@ -84,14 +84,14 @@ def gold_lookup(*example_lists: list[QAExample]) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def tiny_dir() -> str:
     """The cached ``tiny:micro`` model folder (built once, offline)."""
-    from searchr1.training.policy import resolve_model_path
+    from searchr1.models import resolve_model_path
 
     return resolve_model_path("tiny:micro")
 
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_dir):
-    from searchr1.training.policy import load_tokenizer
+    from searchr1.models import load_tokenizer
 
     return load_tokenizer(tiny_dir)
 

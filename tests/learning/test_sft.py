@@ -9,11 +9,12 @@ import torch
 from lightning.pytorch import Trainer
 
 from searchr1.data.synthetic import gold_turns
+from searchr1.models import load_causal_lm, load_tokenizer
 from searchr1.protocols import build_prompt, normalize_question
 from searchr1.retrieval import BM25Retriever
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training.ablations import EmptyRetriever, unmask_observations
-from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
+from searchr1.training.forward import response_logprobs
 from searchr1.training.sft import (
     SFTDataModule,
     SFTModule,

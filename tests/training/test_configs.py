@@ -62,7 +62,7 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
 
 
 def test_bad_tiny_preset_lists_valid(tmp_path):
-    from searchr1.training.policy import resolve_model_path
+    from searchr1.models import resolve_model_path
 
     with pytest.raises(ValueError, match="micro, small, base"):
         resolve_model_path("tiny:huge")

@@ -155,7 +155,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, bm25, algo):
 
 
 def test_critic_value_head_init_follows_seed_not_global_rng(tiny_model_dir):
-    from searchr1.training.policy import ValueModel
+    from searchr1.models import ValueModel
 
     first = ValueModel(tiny_model_dir, seed=3).value_head.weight
     torch.rand(1000)  # a run that consumed global random numbers first (as a resumed run does) must not differ
