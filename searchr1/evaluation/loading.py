@@ -144,7 +144,7 @@ def build_retriever(
         return HTTPRetriever(url=url)
     if index_dir:
         from searchr1.retrieval import BM25Retriever
-        from searchr1.retrieval.cli import load_retriever
+        from searchr1.retrieval.indexes import load_retriever
 
         if corpus and not (Path(index_dir) / "manifest.json").exists():
             return BM25Retriever(index_dir=index_dir, corpus=corpus, show_progress=True)

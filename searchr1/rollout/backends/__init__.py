@@ -7,7 +7,6 @@ from searchr1.rollout.backends.base import (
     SamplingParams,
     build_backend,
     get_backend_class,
-    register_backend,
 )
 from searchr1.rollout.backends.hf import HFBackend
 from searchr1.rollout.backends.scripted import ScriptedBackend
@@ -21,5 +20,4 @@ __all__ = [
     "ScriptedBackend",
     "build_backend",
     "get_backend_class",
-    "register_backend",
 ]
