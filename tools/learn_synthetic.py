@@ -104,7 +104,9 @@ def prepare(
     from searchr1.models import TINY_PRESETS, load_tokenizer
     from searchr1.models.tiny import build_tiny_qwen2
     from searchr1.retrieval import BM25Retriever
-    from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
+    from searchr1.rollout.backends.teacher import TeacherBackend
+    from searchr1.rollout.types import save_trajectories
+    from searchr1.training.sft import build_sft_trajectories
 
     task = generate_task(seed)
     files = write_task(task, out / "task")

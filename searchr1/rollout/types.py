@@ -3,14 +3,17 @@
 Layout contract with the training module (B trajectories, P = longest prompt, R = longest response):
 prompts are LEFT-padded to P, responses RIGHT-padded to R, so ``input_ids[:, P:]`` are the responses.
 Masks are written by the engine as each chunk is appended (``Trajectory.append``), never reconstructed
-from decoded text.
+from decoded text. Trajectories are saved as JSONL of exact token ids and mask (:func:`save_trajectories`, e.g. the
+SFT data) and read back with their chunks (:func:`load_trajectories`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 
@@ -226,3 +229,43 @@ class RolloutBatch:
         for reason in ("answer", "eos", "max_turns", "length", "truncated"):
             out[f"finish_{reason}"] = reasons.get(reason, 0) / b
         return out
+
+
+def save_trajectories(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
+    """Write one JSON line per trajectory: ``prompt_ids``, ``response_ids``, ``loss_mask`` (+ text, for reading)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for t in trajectories:
+            row = {"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask}
+            f.write(json.dumps({**row, "response_text": t.response_text}) + "\n")
+    return path
+
+
+def load_trajectories(path: str | Path) -> list[Trajectory]:
+    """Read :func:`save_trajectories` JSONL back; chunks are rebuilt from runs of equal ``loss_mask``."""
+    trajs = []
+    with Path(path).open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            ids, mask = row.get("response_ids"), row.get("loss_mask")
+            if ids is None or mask is None or "prompt_ids" not in row or len(ids) != len(mask):
+                raise ValueError(
+                    f"{path}:{n}: an SFT row needs prompt_ids, response_ids and loss_mask of the same length "
+                    "(write it with searchr1.rollout.types.save_trajectories)"
+                )
+            traj = Trajectory(prompt_ids=list(row["prompt_ids"]), prompt_index=len(trajs))
+            start = 0
+            for end in range(1, len(ids) + 1):
+                if end == len(ids) or mask[end] != mask[start]:
+                    chunk = ids[start:end]
+                    if mask[start]:
+                        traj.append(chunk, "policy", [0.0] * len(chunk))
+                    else:
+                        traj.append(chunk, "observation")
+                    start = end
+            traj.response_text = row.get("response_text", "")
+            trajs.append(traj)
+    return trajs

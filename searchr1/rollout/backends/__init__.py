@@ -10,6 +10,7 @@ from searchr1.rollout.backends.base import (
 )
 from searchr1.rollout.backends.hf import HFBackend
 from searchr1.rollout.backends.scripted import ScriptedBackend
+from searchr1.rollout.backends.teacher import TeacherBackend
 
 __all__ = [
     "BACKENDS",
@@ -18,6 +19,7 @@ __all__ = [
     "HFBackend",
     "SamplingParams",
     "ScriptedBackend",
+    "TeacherBackend",
     "build_backend",
     "get_backend_class",
 ]
