@@ -118,8 +118,50 @@ def _pad_rows(rows: list[list], width: int, value: float, left: bool, dtype: tor
     return out
 
 
+class RowBatch:
+    """Row operations shared by the padded per-sample containers (:class:`RolloutBatch`, the update's
+    ``UpdateBatch``): dataclasses whose tensor fields all have B rows, ``input_ids`` (B, P+R) and ``loss_mask``
+    (B, R) among them. Optional tensor fields that are None stay None.
+    """
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        """P, the number of (left-padded) prompt columns."""
+        return self.input_ids.shape[1] - self.loss_mask.shape[1]
+
+    def _tensor_fields(self) -> list[str]:
+        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+
+    def _select_rows(self, index: torch.Tensor) -> dict:
+        """Rows ``index`` of the per-row fields that are not tensors (none here)."""
+        return {}
+
+    def to(self, device: torch.device | str):
+        """A copy with every tensor on ``device`` (other fields are shared)."""
+        return replace(self, **{name: getattr(self, name).to(device) for name in self._tensor_fields()})
+
+    def select(self, indices: Sequence[int] | torch.Tensor):
+        """Rows ``indices`` of every per-row field (same P and R columns; scalars such as timings are kept)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        tensors = {
+            n: getattr(self, n).index_select(0, index.to(getattr(self, n).device)) for n in self._tensor_fields()
+        }
+        return replace(self, **tensors, **self._select_rows(index))
+
+    def split(self, micro_batch_size: int) -> list:
+        """Consecutive row chunks of at most ``micro_batch_size`` rows (P and R unchanged)."""
+        if micro_batch_size <= 0:
+            raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
+        return [
+            self.select(range(s, min(s + micro_batch_size, len(self)))) for s in range(0, len(self), micro_batch_size)
+        ]
+
+
 @dataclass
-class RolloutBatch:
+class RolloutBatch(RowBatch):
     """Padded rollout tensors (B trajectories, P prompt columns, R response columns).
 
     Attributes:
@@ -174,38 +216,12 @@ class RolloutBatch:
         )
 
     @property
-    def prompt_length(self) -> int:
-        """P, the number of (left-padded) prompt columns."""
-        return self.input_ids.shape[1] - self.loss_mask.shape[1]
-
-    @property
     def responses(self) -> torch.Tensor:
         """(B, R) response ids (right-padded)."""
         return self.input_ids[:, self.prompt_length :]
 
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def _tensor_fields(self) -> list[str]:
-        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
-
-    def to(self, device: torch.device | str) -> RolloutBatch:
-        """A copy with every tensor on ``device`` (trajectories are shared)."""
-        return replace(self, **{name: getattr(self, name).to(device) for name in self._tensor_fields()})
-
-    def select(self, indices: Sequence[int] | torch.Tensor) -> RolloutBatch:
-        """Rows ``indices`` (same P and R columns; timings are kept as the whole batch's)."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        tensors = {name: getattr(self, name)[idx.to(getattr(self, name).device)] for name in self._tensor_fields()}
-        return replace(self, **tensors, trajectories=[self.trajectories[i] for i in idx.tolist()])
-
-    def split(self, micro_batch_size: int) -> list[RolloutBatch]:
-        """Consecutive row chunks of at most ``micro_batch_size`` rows (P and R unchanged)."""
-        if micro_batch_size <= 0:
-            raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
-        return [
-            self.select(range(s, min(s + micro_batch_size, len(self)))) for s in range(0, len(self), micro_batch_size)
-        ]
+    def _select_rows(self, index: torch.Tensor) -> dict:
+        return {"trajectories": [self.trajectories[i] for i in index.tolist()]}
 
     def metrics(self) -> dict[str, float]:
         """Rollout statistics: turns, searches, valid actions, observation share, finish reasons, timings."""

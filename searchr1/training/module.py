@@ -40,7 +40,7 @@ from searchr1.training.scaling import (
     strategy_kind,
 )
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
-from searchr1.training.steps import build_update_batch, score_rollout
+from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 
@@ -293,7 +293,7 @@ class SearchR1Module(LightningModule):
         return self._engine_weights  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------ training
-    def training_step(self, batch: list, batch_idx: int) -> dict[str, Any]:
+    def training_step(self, batch: list, batch_idx: int) -> StepOutput:
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
@@ -312,7 +312,7 @@ class SearchR1Module(LightningModule):
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
         self._mark_batch_consumed()
-        return {"rollout": rollout, "scores": scores}
+        return StepOutput(rollout, scores)
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:
         """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training)."""

@@ -7,7 +7,9 @@ each testable on its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,6 +19,40 @@ from searchr1.distributed import Lockstep
 from searchr1.rewards import RewardFn
 from searchr1.rollout import RolloutBatch
 from searchr1.training.batch import UpdateBatch
+
+
+@dataclass(frozen=True)
+class StepOutput(Mapping):
+    """What ``SearchR1Module.training_step`` returns; callbacks get it as ``outputs`` in ``on_train_batch_end``.
+
+    A ``Mapping`` as well (``outputs["rollout"]``) because Lightning's manual optimization accepts only a tensor, a
+    mapping or None from ``training_step``; read the attributes.
+
+    Attributes:
+        rollout: the step's training rollout.
+        scores: (B,) outcome score of each trajectory.
+    """
+
+    rollout: RolloutBatch
+    scores: Tensor
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))
+
+    def copy(self) -> StepOutput:
+        """Itself (frozen); Lightning copies the mapping a training step returns."""
+        return self
 
 
 def score_rollout(
