@@ -15,7 +15,7 @@ from searchr1.data import QAExample, read_examples
 from searchr1.protocols import normalize_question
 from searchr1.rollout import GenerationOutput, SamplingParams
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 HOTPOTQA = DATA / "hotpotqa_dev_sample" / "questions.jsonl"
 HOTPOTQA_CORPUS = DATA / "hotpotqa_dev_sample" / "corpus.jsonl"
 NQ = DATA / "flashrag_sample" / "nq_test.jsonl"
