@@ -31,10 +31,10 @@ ALLOWED: dict[str, set[str]] = {
     "rewards": {"protocols"},
     "models": {"protocols"},  # the tiny tokenizer is trained on the protocol texts
     "retrieval": set(),
-    "data": {"protocols", "models"},
-    "rollout": {"protocols", "retrieval", "models"},
+    "data": {"protocols"},
+    "rollout": {"protocols", "retrieval"},
     "evaluation": {"protocols", "rewards", "retrieval", "rollout", "models", "data"},
-    "testing": {"protocols", "retrieval", "rollout", "models", "rewards", "data"},
+    "testing": {"protocols", "retrieval", "rollout"},
     "training": {"algorithms", "protocols", "rewards", "models", "retrieval", "data", "rollout", "evaluation"},
 }
 # Top-level modules that assemble everything (entry points).
