@@ -42,12 +42,12 @@ def rollout_config(response_tokens: int):
 
 def rollout_tokens_per_s(model_dir: str, device: str, prompts: int, response_tokens: int) -> dict:
     from searchr1.data.qa import read_examples
+    from searchr1.models import load_causal_lm, load_tokenizer
     from searchr1.protocols import build_prompt
     from searchr1.resources import package_path
     from searchr1.retrieval import BM25Retriever
     from searchr1.rollout import RolloutEngine
     from searchr1.rollout.backends.hf import HFBackend
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_causal_lm(model_dir, torch.bfloat16 if device == "cuda" else None).to(device).eval()

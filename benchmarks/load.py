@@ -36,7 +36,7 @@ from searchr1.retrieval.launch import ServerProcess
 from searchr1.testing.procs import rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-HOTPOT = ROOT / "tests" / "data" / "hotpotqa_dev_sample"
+HOTPOT = ROOT / "tests" / "fixtures" / "hotpotqa_dev_sample"
 MB = 1024 * 1024
 
 

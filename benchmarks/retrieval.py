@@ -49,7 +49,7 @@ from searchr1.retrieval.client import dumps, loads, parse_result
 from searchr1.retrieval.launch import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
-HOTPOT = ROOT / "tests" / "data" / "hotpotqa_dev_sample"
+HOTPOT = ROOT / "tests" / "fixtures" / "hotpotqa_dev_sample"
 
 
 def synthetic_corpus(path: Path, n: int, words: int, vocab: int, seed: int) -> list[str]:

@@ -23,7 +23,7 @@ from searchr1.retrieval.dense import DenseRetriever
 from searchr1.retrieval.packaged import minilm_dir
 from searchr1.retrieval.recall import title_recall
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 KS = (1, 3, 5, 10)
 
 

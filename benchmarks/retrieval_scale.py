@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = [ROOT / "tests" / "data", Path("/work/shared/data")]
+DATA = [ROOT / "tests" / "fixtures", Path("/work/shared/data")]
 QUESTION_SETS = ("triviaqa_sample", "popqa_sample", "hotpotqa_dev_sample")
 
 

@@ -51,9 +51,9 @@ def worker(args: argparse.Namespace) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     from searchr1.distributed import Lockstep
+    from searchr1.models import load_causal_lm
     from searchr1.training.batch import UpdateBatch
     from searchr1.training.config import AlgorithmConfig
-    from searchr1.training.policy import load_causal_lm
     from searchr1.training.scaling import all_reduce_gradients
     from searchr1.training.sharding import fsdp2_shard
     from searchr1.training.update import PolicyCriticUpdater, Trainee

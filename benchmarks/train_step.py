@@ -33,13 +33,6 @@ MODEL = "tiny:base"
 PHASES = ("rollout", "score", "old_ref_values", "advantages", "update")
 
 
-class NeverRetriever:
-    """A retriever that fails if it is ever called (``max_turns=0`` never searches)."""
-
-    def search(self, queries: list[str], topk: int) -> list:
-        raise RuntimeError("the train-step benchmark must not search (max_turns=0)")
-
-
 def _identity(batch: list) -> list:
     return batch
 
@@ -80,6 +73,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     from lightning.pytorch import Callback, Trainer
     from torch.utils.data import DataLoader
 
+    from searchr1.retrieval.null import NoRetriever
     from searchr1.rollout import RolloutConfig
     from searchr1.training import SearchR1Module
     from searchr1.training.config import AlgorithmConfig
@@ -92,8 +86,8 @@ def run_ours(args: argparse.Namespace) -> dict:
     )  # fmt: skip
     algorithm = AlgorithmConfig(estimator=args.estimator, n_samples=args.num_generations, kl_coef=args.beta)
     module = SearchR1Module(
-        model_name_or_path=args.model, retriever=NeverRetriever(), rollout=rollout, algorithm=algorithm,
-        reward=_reward, policy_lr=1e-6, critic_lr=1e-5, seed=args.seed,
+        model_name_or_path=args.model, retriever=NoRetriever("the train-step benchmark must not search (max_turns=0)"),
+        rollout=rollout, algorithm=algorithm, reward=_reward, policy_lr=1e-6, critic_lr=1e-5, seed=args.seed,
     )  # fmt: skip
     records: list[dict] = []
     hwm: dict[str, float] = {}
@@ -160,8 +154,8 @@ def _subprocess_json(cmd: list[str], threads: int, name: str) -> dict:
 
 def prepare(args: argparse.Namespace, tmp: str) -> tuple[str, str]:
     """Build (or reuse) the tiny model folder and write the prompt strings TRL gets; returns both paths."""
+    from searchr1.models import load_tokenizer, resolve_model_path
     from searchr1.protocols import build_prompt
-    from searchr1.training.policy import load_tokenizer, resolve_model_path
 
     model_dir = resolve_model_path(MODEL)
     tokenizer = load_tokenizer(model_dir)

@@ -2,7 +2,8 @@
 
 The package is organised by stage: ``algorithms`` (pure tensor math), ``rewards`` (QA scoring),
 ``retrieval`` (indexes, server, client), ``rollout`` (multi-turn generation with retrieval and
-loss masks), ``data`` (prompts and QA data) and ``training`` (the LightningModule and callbacks).
+loss masks), ``models`` (loading and saving models), ``data`` (prompts and QA data) and ``training`` (the
+LightningModule and callbacks); ``docs/architecture.md`` says what each may import.
 Heavy submodules are imported lazily so ``import searchr1`` stays fast.
 """
 

@@ -103,8 +103,8 @@ def prepare(
     who was born where. The gold teacher follows the gold search path everywhere. Turns, prompts and the
     tokenizer's texts are those of ``protocol``.
     """
+    from searchr1.models import TINY_PRESETS
     from searchr1.models.tiny import build_tiny_qwen2
-    from searchr1.training.policy import TINY_PRESETS
 
     task = generate_task(seed)
     files = write_task(task, out / "task")
@@ -135,9 +135,11 @@ def guess_data(prep: Prepared, guess_fraction: float) -> Path:
 
 def _teacher_data(prep: Prepared, guess_fraction: float, path: Path) -> Path:
     """Roll the teacher that guesses on ``guess_fraction`` of the questions out with BM25 over every world."""
+    from searchr1.models import load_tokenizer
     from searchr1.retrieval import BM25Retriever
-    from searchr1.training.policy import load_tokenizer
-    from searchr1.training.sft import TeacherBackend, build_sft_trajectories, save_trajectories
+    from searchr1.rollout.backends.teacher import TeacherBackend
+    from searchr1.rollout.types import save_trajectories
+    from searchr1.training.sft import build_sft_trajectories
 
     tok = load_tokenizer(str(prep.init_dir))
     trajectories: list = []
@@ -221,7 +223,7 @@ def run_rl(
     if search:
         args.append(f"--model.retriever.init_args.corpus={prep.files.corpus}")
     else:
-        args.append('--model.retriever={"class_path": "searchr1.training.ablations.EmptyRetriever"}')
+        args.append('--model.retriever={"class_path": "searchr1.retrieval.null.EmptyRetriever"}')
     sys.argv = sys.argv[:1]
     cls = SearchR1Module if mask else UnmaskedSearchR1Module
     cli = SearchR1CLI(cls, QADataModule, args=args, save_config_kwargs={"overwrite": True})
@@ -253,10 +255,10 @@ def evaluate(
     the question gives one per question type).
     """
     from searchr1.evaluation import Evaluator
+    from searchr1.models import load_causal_lm, load_tokenizer
     from searchr1.retrieval import BM25Retriever
+    from searchr1.retrieval.null import EmptyRetriever
     from searchr1.rollout.backends.hf import HFBackend
-    from searchr1.training.ablations import EmptyRetriever
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     model = load_causal_lm(str(model_dir)).eval()
@@ -335,9 +337,9 @@ class WarmStart:
 def search_rates(model_dir: Path, prep: Prepared, seed: int = 0) -> dict[str, float]:
     """Share of the training questions on which the policy in ``model_dir`` searches at least once: greedy, and
     with one T = 1 sample per question (the RL configs' sampling), over BM25 on the real task's corpus."""
+    from searchr1.models import load_causal_lm, load_tokenizer
     from searchr1.retrieval import BM25Retriever
     from searchr1.rollout.backends.hf import HFBackend
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     backend = HFBackend(load_causal_lm(str(model_dir)).eval(), tok)

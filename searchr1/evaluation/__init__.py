@@ -21,7 +21,7 @@ from searchr1.evaluation.results import (
 
 _LAZY = {
     "Evaluator": "searchr1.evaluation.evaluator",
-    "NoRetriever": "searchr1.evaluation.evaluator",
+    "NoRetriever": "searchr1.retrieval.null",
     "greedy_config": "searchr1.evaluation.evaluator",
     "question_result": "searchr1.evaluation.evaluator",
     "infer": "searchr1.evaluation.inference",

@@ -21,16 +21,9 @@ from searchr1.data import QAExample
 from searchr1.evaluation.prompts import EvalMethod, get_method
 from searchr1.evaluation.results import EvalReport, QuestionResult
 from searchr1.retrieval import Passage, Retriever
+from searchr1.retrieval.null import NoRetriever
 from searchr1.rewards import score_trajectory
 from searchr1.rollout import GenerationBackend, RolloutConfig, RolloutEngine, Trajectory
-
-
-class NoRetriever:
-    """The retriever of methods without search: the engine never calls it (``max_turns=0``); a call is a bug."""
-
-    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        """Always raises: this method does not search."""
-        raise RuntimeError(f"a method without search tried to search for {queries!r}; this is a bug in the evaluator")
 
 
 def greedy_config(**overrides: Any) -> RolloutConfig:

@@ -74,7 +74,7 @@ def load_policy(
         dtype: ``float32``, ``bfloat16`` or ``float16``; default the checkpoint's ``dtype``, else float32.
         device: ``cpu``/``cuda``/…; default CUDA when available.
     """
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
+    from searchr1.models import load_causal_lm, load_tokenizer
 
     hparams: dict[str, Any] = {}
     state = None
@@ -116,18 +116,17 @@ def build_backend_for(
             raise ValueError(f"backend {backend!r} loads weights from a folder: pass export_dir for {path}")
         path = str(export_policy(policy, export_dir))
     else:
-        from searchr1.training.policy import resolve_model_path
+        from searchr1.models import resolve_model_path
 
         path = resolve_model_path(path)
     return cls(model=path, **kwargs)
 
 
 def export_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:
-    """Save the policy (model + tokenizer) as a Hugging Face folder (e.g. a ``.ckpt`` for vLLM or the hub)."""
-    out = Path(out_dir)
-    policy.model.save_pretrained(out)
-    policy.tokenizer.save_pretrained(out)
-    return out
+    """Save the policy (model + tokenizer) as a Hugging Face folder, atomically (e.g. a ``.ckpt`` for vLLM)."""
+    from searchr1.models import save_hf_folder
+
+    return save_hf_folder(policy.model, policy.tokenizer, out_dir)
 
 
 def build_retriever(
@@ -145,7 +144,7 @@ def build_retriever(
         return HTTPRetriever(url=url)
     if index_dir:
         from searchr1.retrieval import BM25Retriever
-        from searchr1.retrieval.cli import load_retriever
+        from searchr1.retrieval.indexes import load_retriever
 
         if corpus and not (Path(index_dir) / "manifest.json").exists():
             return BM25Retriever(index_dir=index_dir, corpus=corpus, show_progress=True)

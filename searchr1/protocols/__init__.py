@@ -9,17 +9,13 @@ Both read the answer from the last ``<answer>…</answer>`` the policy sampled, 
 """
 
 from searchr1.protocols import tool_call
-from searchr1.protocols.base import PROTOCOLS, Protocol, Renderer, get_protocol
+from searchr1.protocols.base import PROTOCOLS, Protocol, Renderer
 from searchr1.protocols.search_r1 import (
-    ANSWER_TAGS,
-    INFORMATION_TAGS,
     INSTRUCTION_TEMPLATE,
     INVALID_ACTION_TEXT,
     OBSERVATION_TEMPLATE,
     SEARCH_FAILED_TEMPLATE,
-    SEARCH_TAGS,
     STOP_STRINGS,
-    THINK_TAGS,
     Action,
     answer_of_segments,
     build_prompt,
@@ -34,21 +30,28 @@ from searchr1.protocols.search_r1 import (
     search_failed,
 )
 
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    """Resolve a protocol by registered name (unknown names list the valid ones) or pass a Protocol through.
+
+    The built-in protocols registered themselves when this package was imported.
+    """
+    if isinstance(protocol, Protocol):
+        return protocol
+    return PROTOCOLS.get(protocol)
+
+
 __all__ = [
     "PROTOCOLS",
     "Protocol",
     "Renderer",
     "get_protocol",
     "tool_call",
-    "ANSWER_TAGS",
-    "INFORMATION_TAGS",
     "INSTRUCTION_TEMPLATE",
     "INVALID_ACTION_TEXT",
     "OBSERVATION_TEMPLATE",
     "SEARCH_FAILED_TEMPLATE",
-    "SEARCH_TAGS",
     "STOP_STRINGS",
-    "THINK_TAGS",
     "Action",
     "answer_of_segments",
     "build_prompt",

@@ -83,12 +83,3 @@ class Protocol(ABC):
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
-
-
-def get_protocol(protocol: str | Protocol) -> Protocol:
-    """Resolve a protocol by registered name (unknown names list the valid ones) or pass a Protocol through."""
-    if isinstance(protocol, Protocol):
-        return protocol
-    import searchr1.protocols  # noqa: F401 - registers the built-in protocols
-
-    return PROTOCOLS.get(protocol)

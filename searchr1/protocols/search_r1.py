@@ -31,7 +31,6 @@ NAME = "search_r1"
 
 SEARCH_TAGS = ("<search>", "</search>")
 ANSWER_TAGS = ("<answer>", "</answer>")
-INFORMATION_TAGS = ("<information>", "</information>")
 THINK_TAGS = ("<think>", "</think>")
 
 STOP_STRINGS = (SEARCH_TAGS[1], ANSWER_TAGS[1])

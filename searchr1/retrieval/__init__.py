@@ -20,6 +20,9 @@ _LAZY = {
     "HTTPRetriever": "searchr1.retrieval.client",
     "HybridRetriever": "searchr1.retrieval.hybrid",
     "create_app": "searchr1.retrieval.server",
+    "build_index": "searchr1.retrieval.indexes",
+    "load_retriever": "searchr1.retrieval.indexes",
+    "open_indexes": "searchr1.retrieval.indexes",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -80,8 +80,8 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Pending]:
         """The next batch. Requests that queued up during the previous search go at once: waiting for more
-        would let the event loop first answer the whole previous batch (~2 ms for 50 requests) while the
-        search thread sits idle. A request reaching an idle batcher waits up to two loop passes for company."""
+        would let the event loop first answer the whole previous batch (milliseconds for tens of requests) while
+        the search thread sits idle. A request reaching an idle batcher waits up to two loop passes for company."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         queued = not self._queue.empty()

@@ -1,8 +1,8 @@
 """HTTP client for ``searchr1-retrieval serve`` or any of Search-R1's servers (BM25, dense e5, rerank, online search).
 
 A :class:`~searchr1.retrieval.pool.ConnectionPool` of standard-library ``http.client`` connections keeps them
-alive between calls (receiving a 1 MB answer costs a third of what it did with ``httpx``). A call is retried on
-connection errors, timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
+alive between calls (cheaper than ``httpx`` at receiving large answers: see :mod:`~searchr1.retrieval.pool`). A call
+is retried on connection errors, timeouts and 5xx/429 answers, ``max_retries`` times with exponential backoff
 (``backoff * 2**attempt`` seconds); then :class:`~searchr1.retrieval.types.RetrievalError` says what failed. A
 4xx other than 429 is the caller's mistake and raises at once with the server's message. Given several server
 URLs (one server per node), requests are spread over them and fail over from a dead or slow one, each behind a
@@ -11,10 +11,10 @@ circuit breaker (:mod:`~searchr1.retrieval.replicas`); ``metrics()`` then report
 Large batches are split into requests of at most ``max_queries_per_request`` queries, all sent at once on their
 own connections (up to ``max_connections``). Our server searches a batch in parts of whole requests
 (``--part-queries``, the same 256 by default) and answers each part when it is done, so it searches the next part
-while this process receives and parses the previous one (512 HotpotQA queries, best of 40: one request 12.6 ms,
-four 128-query requests 10.1 ms; paired against in-process, 256-query requests 0.84-0.89, one request 0.76-0.78).
-Bodies are encoded and parsed with ``orjson`` (falling back to ``json`` for what ``orjson`` refuses,
-e.g. a Search-R1 server's ``\\ud800`` escapes), about 3x faster than ``json``.
+while this process receives and parses the previous one: splitting overlaps the two (measured in
+``docs/performance.md``, "Measurements behind code choices"). Bodies are encoded and parsed with ``orjson``
+(falling back to ``json`` for what ``orjson`` refuses, e.g. a Search-R1 server's ``\\ud800`` escapes), which is
+several times faster than ``json``.
 """
 
 from __future__ import annotations

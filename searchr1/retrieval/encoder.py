@@ -13,52 +13,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-POOLERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+from searchr1.registry import Registry
+
+# pooling functions ``(hidden (B, T, H), mask (B, T)) -> (B, H)``
+POOLERS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("pooling")
+# pooling and prefixes by model family
+ENCODER_PRESETS: Registry[dict[str, str]] = Registry("encoder preset")
 
 
-def register_pooler(name: str) -> Callable:
-    """Decorator adding a pooling function ``(hidden (B, T, H), mask (B, T)) -> (B, H)`` to ``POOLERS``."""
-
-    def wrap(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
-        POOLERS[name] = fn
-        return fn
-
-    return wrap
-
-
-@register_pooler("mean")
+@POOLERS.register("mean")
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average of the hidden states of real tokens: ``(B, T, H), (B, T) -> (B, H)``."""
     m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-@register_pooler("cls")
+@POOLERS.register("cls")
 def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hidden state of the first token: ``(B, T, H) -> (B, H)``."""
     return hidden[:, 0]
 
 
-ENCODER_PRESETS: dict[str, dict[str, str]] = {
-    "e5": {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: "},  # E5 model cards
-    "bge": {"pooling": "cls", "query_prefix": "", "passage_prefix": ""},  # BGE: CLS pooling
-    "minilm": {"pooling": "mean", "query_prefix": "", "passage_prefix": ""},  # sentence-transformers MiniLM
-}
+# E5 model cards: mean pooling and query/passage prefixes; BGE: CLS pooling; sentence-transformers MiniLM: mean
+ENCODER_PRESETS.register("e5")({"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: "})
+ENCODER_PRESETS.register("bge")({"pooling": "cls", "query_prefix": "", "passage_prefix": ""})
+ENCODER_PRESETS.register("minilm")({"pooling": "mean", "query_prefix": "", "passage_prefix": ""})
 
 
 def encoder_preset(name: str, **overrides: str | None) -> dict[str, str]:
     """Pooling and prefixes of a preset, with the non-None ``overrides`` (``pooling``, ``query_prefix``,
     ``passage_prefix``) replacing its values; the error lists the valid presets."""
-    if name not in ENCODER_PRESETS:
-        raise ValueError(f"unknown encoder preset {name!r}; valid: {sorted(ENCODER_PRESETS)}")
-    return {**ENCODER_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return {**ENCODER_PRESETS.get(name), **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def get_pooler(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Pooling function by name; the error lists the valid ones."""
-    if name not in POOLERS:
-        raise ValueError(f"unknown pooling {name!r}; valid: {sorted(POOLERS)}")
-    return POOLERS[name]
+    return POOLERS.get(name)
 
 
 class TextEncoder:

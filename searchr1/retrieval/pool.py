@@ -1,9 +1,9 @@
 """A small thread-safe keep-alive pool of standard-library HTTP/1.1 connections.
 
-Why not ``httpx``: receiving one ~1 MB ``/retrieve`` answer (512 queries × 3 HotpotQA passages) took ~2.0 ms
-with ``httpx.Client`` against ~0.7 ms with ``http.client`` on the same loopback server (best of 30, this
-2-core VM), a sixth of the whole request. ``http.client`` reads a ``content-length`` body with one buffered
-``read``; ``httpx`` goes through ``h11``'s Python event parser chunk by chunk.
+Why not ``httpx``: ``http.client`` reads a ``content-length`` body with one buffered ``read``; ``httpx`` goes
+through ``h11``'s Python event parser chunk by chunk, which makes receiving a large ``/retrieve`` answer
+(hundreds of queries × 3 passages) several times slower, a noticeable share of the whole request (figures:
+``docs/performance.md``, "Measurements behind code choices").
 
 :class:`ConnectionPool` keeps up to ``max_connections`` idle connections to one ``http://`` or ``https://``
 origin and lets at most that many requests run at once. A request that fails on a *reused* connection before

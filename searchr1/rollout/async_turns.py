@@ -10,18 +10,34 @@ the batch. See :mod:`searchr1.rollout.search_worker` for what is reproducible wh
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from searchr1.rollout.backends.base import PENDING, Continuation, GenerationOutput
-from searchr1.rollout.engine import _inserted_after_last_turn
+from searchr1.protocols import Action
+from searchr1.retrieval import Retriever
+from searchr1.rollout.backends.base import PENDING, Continuation, GenerationBackend, GenerationOutput, SamplingParams
+from searchr1.rollout.config import RolloutConfig
 from searchr1.rollout.search_worker import SearchWorker
 from searchr1.rollout.types import Trajectory
 
-if TYPE_CHECKING:
-    from searchr1.rollout.engine import RolloutEngine
+
+class TurnEngine(Protocol):
+    """What this loop uses of :class:`~searchr1.rollout.engine.RolloutEngine` (which calls it: a structural type
+    here keeps the two modules out of an import cycle)."""
+
+    config: RolloutConfig
+    backend: GenerationBackend
+    retriever: Retriever
+
+    def _take_turn(self, traj: Trajectory, out: GenerationOutput, final: bool) -> Action | None: ...
+
+    def _apply_searches(
+        self, searches: list[tuple[Trajectory, str]], results: list[Any] | None, error: BaseException | None
+    ) -> None: ...
+
+    def _sampling_params(self, max_new_tokens: int, seed: int | None, turn: int) -> SamplingParams: ...
 
 
-def run_continuous_async(engine: RolloutEngine, trajs: list[Trajectory], seed: int | None) -> tuple[float, float]:
+def run_continuous_async(engine: TurnEngine, trajs: list[Trajectory], seed: int | None) -> tuple[float, float]:
     """Roll out ``trajs`` on ``engine.backend.generate_multiturn(..., poll=...)`` with searches on a worker.
 
     Returns:
@@ -36,7 +52,7 @@ def run_continuous_async(engine: RolloutEngine, trajs: list[Trajectory], seed: i
 
     def next_turn(index: int) -> Continuation | None:
         traj = trajs[index]
-        return None if traj.done else Continuation(_inserted_after_last_turn(traj), room(traj))
+        return None if traj.done else Continuation(traj.inserted_after_last_turn(), room(traj))
 
     def on_turn_end(ended: list[tuple[int, GenerationOutput]]) -> list:
         start = time.perf_counter()

@@ -40,12 +40,6 @@ from searchr1.rollout.config import RolloutConfig
 from searchr1.rollout.types import RolloutBatch, Trajectory
 
 
-def _inserted_after_last_turn(traj: Trajectory) -> list[int]:
-    """The ids appended after the trajectory's last sampled chunk (its observation or invalid-action text)."""
-    end = max((stop for _, stop, kind in traj.chunks if kind == "policy"), default=0)
-    return traj.response_ids[end:]
-
-
 class RolloutEngine:
     """Runs batched multi-turn rollouts with search.
 
@@ -97,7 +91,7 @@ class RolloutEngine:
         trajs = self._init_trajectories(prompts, n)
         if self.config.continuous_batching and isinstance(self.backend, MultiTurnBackend):
             if self.config.async_search and getattr(self.backend, "supports_pending_turns", False):
-                from searchr1.rollout.async_turns import run_continuous_async  # imports this module
+                from searchr1.rollout.async_turns import run_continuous_async
 
                 gen_s, ret_s = run_continuous_async(self, trajs, seed)
             else:
@@ -163,7 +157,7 @@ class RolloutEngine:
                     searches.append((traj, action.content))
             spent["retrieval"] += self._execute_searches(searches)
             conts = [
-                None if trajs[i].done else Continuation(_inserted_after_last_turn(trajs[i]), room(trajs[i]))
+                None if trajs[i].done else Continuation(trajs[i].inserted_after_last_turn(), room(trajs[i]))
                 for i, _ in ended
             ]
             spent["callback"] += time.perf_counter() - start

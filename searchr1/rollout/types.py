@@ -3,14 +3,17 @@
 Layout contract with the training module (B trajectories, P = longest prompt, R = longest response):
 prompts are LEFT-padded to P, responses RIGHT-padded to R, so ``input_ids[:, P:]`` are the responses.
 Masks are written by the engine as each chunk is appended (``Trajectory.append``), never reconstructed
-from decoded text.
+from decoded text. Trajectories are saved as JSONL of exact token ids and mask (:func:`save_trajectories`, e.g. the
+SFT data) and read back with their chunks (:func:`load_trajectories`).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 
@@ -91,6 +94,11 @@ class Trajectory:
         """Prompt plus response length."""
         return len(self.prompt_ids) + len(self.response_ids)
 
+    def inserted_after_last_turn(self) -> list[int]:
+        """The ids appended after the last sampled chunk (its observation or invalid-action text)."""
+        end = max((stop for _, stop, kind in self.chunks if kind == "policy"), default=0)
+        return self.response_ids[end:]
+
     @property
     def done(self) -> bool:
         """True once a finish reason is set."""
@@ -110,8 +118,50 @@ def _pad_rows(rows: list[list], width: int, value: float, left: bool, dtype: tor
     return out
 
 
+class RowBatch:
+    """Row operations shared by the padded per-sample containers (:class:`RolloutBatch`, the update's
+    ``UpdateBatch``): dataclasses whose tensor fields all have B rows, ``input_ids`` (B, P+R) and ``loss_mask``
+    (B, R) among them. Optional tensor fields that are None stay None.
+    """
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        """P, the number of (left-padded) prompt columns."""
+        return self.input_ids.shape[1] - self.loss_mask.shape[1]
+
+    def _tensor_fields(self) -> list[str]:
+        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+
+    def _select_rows(self, index: torch.Tensor) -> dict:
+        """Rows ``index`` of the per-row fields that are not tensors (none here)."""
+        return {}
+
+    def to(self, device: torch.device | str):
+        """A copy with every tensor on ``device`` (other fields are shared)."""
+        return replace(self, **{name: getattr(self, name).to(device) for name in self._tensor_fields()})
+
+    def select(self, indices: Sequence[int] | torch.Tensor):
+        """Rows ``indices`` of every per-row field (same P and R columns; scalars such as timings are kept)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        tensors = {
+            n: getattr(self, n).index_select(0, index.to(getattr(self, n).device)) for n in self._tensor_fields()
+        }
+        return replace(self, **tensors, **self._select_rows(index))
+
+    def split(self, micro_batch_size: int) -> list:
+        """Consecutive row chunks of at most ``micro_batch_size`` rows (P and R unchanged)."""
+        if micro_batch_size <= 0:
+            raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
+        return [
+            self.select(range(s, min(s + micro_batch_size, len(self)))) for s in range(0, len(self), micro_batch_size)
+        ]
+
+
 @dataclass
-class RolloutBatch:
+class RolloutBatch(RowBatch):
     """Padded rollout tensors (B trajectories, P prompt columns, R response columns).
 
     Attributes:
@@ -166,38 +216,12 @@ class RolloutBatch:
         )
 
     @property
-    def prompt_length(self) -> int:
-        """P, the number of (left-padded) prompt columns."""
-        return self.input_ids.shape[1] - self.loss_mask.shape[1]
-
-    @property
     def responses(self) -> torch.Tensor:
         """(B, R) response ids (right-padded)."""
         return self.input_ids[:, self.prompt_length :]
 
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def _tensor_fields(self) -> list[str]:
-        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
-
-    def to(self, device: torch.device | str) -> RolloutBatch:
-        """A copy with every tensor on ``device`` (trajectories are shared)."""
-        return replace(self, **{name: getattr(self, name).to(device) for name in self._tensor_fields()})
-
-    def select(self, indices: Sequence[int] | torch.Tensor) -> RolloutBatch:
-        """Rows ``indices`` (same P and R columns; timings are kept as the whole batch's)."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        tensors = {name: getattr(self, name)[idx.to(getattr(self, name).device)] for name in self._tensor_fields()}
-        return replace(self, **tensors, trajectories=[self.trajectories[i] for i in idx.tolist()])
-
-    def split(self, micro_batch_size: int) -> list[RolloutBatch]:
-        """Consecutive row chunks of at most ``micro_batch_size`` rows (P and R unchanged)."""
-        if micro_batch_size <= 0:
-            raise ValueError(f"micro_batch_size must be positive, got {micro_batch_size}")
-        return [
-            self.select(range(s, min(s + micro_batch_size, len(self)))) for s in range(0, len(self), micro_batch_size)
-        ]
+    def _select_rows(self, index: torch.Tensor) -> dict:
+        return {"trajectories": [self.trajectories[i] for i in index.tolist()]}
 
     def metrics(self) -> dict[str, float]:
         """Rollout statistics: turns, searches, valid actions, observation share, finish reasons, timings."""
@@ -221,3 +245,43 @@ class RolloutBatch:
         for reason in ("answer", "eos", "max_turns", "length", "truncated"):
             out[f"finish_{reason}"] = reasons.get(reason, 0) / b
         return out
+
+
+def save_trajectories(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
+    """Write one JSON line per trajectory: ``prompt_ids``, ``response_ids``, ``loss_mask`` (+ text, for reading)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for t in trajectories:
+            row = {"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask}
+            f.write(json.dumps({**row, "response_text": t.response_text}) + "\n")
+    return path
+
+
+def load_trajectories(path: str | Path) -> list[Trajectory]:
+    """Read :func:`save_trajectories` JSONL back; chunks are rebuilt from runs of equal ``loss_mask``."""
+    trajs = []
+    with Path(path).open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            ids, mask = row.get("response_ids"), row.get("loss_mask")
+            if ids is None or mask is None or "prompt_ids" not in row or len(ids) != len(mask):
+                raise ValueError(
+                    f"{path}:{n}: an SFT row needs prompt_ids, response_ids and loss_mask of the same length "
+                    "(write it with searchr1.rollout.types.save_trajectories)"
+                )
+            traj = Trajectory(prompt_ids=list(row["prompt_ids"]), prompt_index=len(trajs))
+            start = 0
+            for end in range(1, len(ids) + 1):
+                if end == len(ids) or mask[end] != mask[start]:
+                    chunk = ids[start:end]
+                    if mask[start]:
+                        traj.append(chunk, "policy", [0.0] * len(chunk))
+                    else:
+                        traj.append(chunk, "observation")
+                    start = end
+            traj.response_text = row.get("response_text", "")
+            trajs.append(traj)
+    return trajs

@@ -186,7 +186,7 @@ def serve_faulty_main(argv: Sequence[str] | None = None) -> None:
     """``python -m searchr1.testing.faults --index DIR [--host H] [--port P]``: serve with fault injection."""
     import uvicorn
 
-    from searchr1.retrieval.cli import load_retriever
+    from searchr1.retrieval.indexes import load_retriever
     from searchr1.retrieval.server import create_app
 
     parser = argparse.ArgumentParser(prog="python -m searchr1.testing.faults", description=__doc__.split("\n")[0])

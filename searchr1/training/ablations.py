@@ -1,7 +1,8 @@
 """Ablation switches of the Search-R1 recipe, kept outside the training module: no search results, no masking.
 
-* :class:`EmptyRetriever` — a search engine that returns no passages: the policy still calls ``<search>`` but every
-  ``<information>`` block is empty (the "no-search" ablation: the same pipeline without retrieved knowledge).
+* :class:`~searchr1.retrieval.null.EmptyRetriever` — a search engine that returns no passages: the policy still
+  calls ``<search>`` but every ``<information>`` block is empty (the "no-search" ablation: the same pipeline without
+  retrieved knowledge). It lives in ``retrieval``; configs may name it by this module's path too.
 * :func:`unmask_observations` / :class:`UnmaskedSearchR1Module` — retrieved-token masking switched off: the RL
   loss also covers the ``<information>`` tokens (Search-R1's Table 4 ablation, "w/o retrieved-token masking").
 """
@@ -10,17 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from searchr1.retrieval import Passage
+from searchr1.retrieval.null import EmptyRetriever
 from searchr1.rollout import RolloutBatch
 from searchr1.training.module import SearchR1Module
 
-
-class EmptyRetriever:
-    """A retriever whose every search returns nothing (observation body ``""``)."""
-
-    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
-        """One empty result list per query."""
-        return [[] for _ in queries]
+__all__ = ["EmptyRetriever", "UnmaskedSearchR1Module", "unmask_observations"]  # EmptyRetriever: config class_path
 
 
 def unmask_observations(batch: RolloutBatch) -> RolloutBatch:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from searchr1.distributed import Lockstep
+from searchr1.rollout.types import RowBatch
 
 
 @dataclass
-class UpdateBatch:
-    """Everything the update needs, per sample (B = samples, L = P + R, R = response length).
+class UpdateBatch(RowBatch):
+    """Everything the update needs, per sample (B = samples, L = P + R, R = response length); rows are selected
+    and split as a rollout's (:class:`~searchr1.rollout.types.RowBatch`).
 
     Attributes:
         input_ids: (B, L) prompt (left-padded) + response (right-padded).
@@ -40,17 +42,10 @@ class UpdateBatch:
     old_values: Tensor | None = None
     rollout_logprobs: Tensor | None = None
 
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
     @property
     def seq_len(self) -> int:
         """L = P + R, the padded length of every row."""
         return self.input_ids.shape[1]
-
-    def select(self, index: Tensor) -> UpdateBatch:
-        """Rows ``index`` of every tensor field."""
-        return replace(self, **{f.name: _take(getattr(self, f.name), index) for f in fields(self)})
 
     def micro_batches(self, token_budget: int, lockstep: Lockstep | None = None) -> Iterator[tuple[UpdateBatch, bool]]:
         """``(micro_batch, is_padding)`` over consecutive chunks of at most ``max(1, token_budget // L)`` samples.
@@ -92,10 +87,6 @@ def micro_batch_ranges(
         count = lockstep.max([count])[0]
     per = -(-n_rows // count) if count else 0
     return [range(min(i * per, n_rows), min((i + 1) * per, n_rows)) for i in range(count)]
-
-
-def _take(value: Tensor | None, index: Tensor) -> Tensor | None:
-    return None if value is None else value.index_select(0, index.to(value.device))
 
 
 def micro_weight(micro_mask: Tensor, mini_mask: Tensor, agg: str) -> float:

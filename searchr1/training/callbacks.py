@@ -12,6 +12,7 @@ from typing import Any
 from lightning.pytorch import Callback
 
 from searchr1.training.collapse import CollapseGuard, TrainingCollapse
+from searchr1.training.steps import StepOutput
 
 __all__ = ["CollapseGuard", "SampleLogger", "TrainingCollapse", "WeightSync"]
 
@@ -38,7 +39,7 @@ class SampleLogger(Callback):
         self.every_n_steps, self.num_samples, self.filename = every_n_steps, num_samples, filename
 
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not isinstance(outputs, dict) or "rollout" not in outputs:
+        if not isinstance(outputs, StepOutput):
             return
         step = pl_module._rollout_steps - 1
         if step % self.every_n_steps:
@@ -48,7 +49,7 @@ class SampleLogger(Callback):
         folder = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.global_rank != 0:
             return
-        rollout, scores = outputs["rollout"], outputs["scores"]
+        rollout, scores = outputs.rollout, outputs.scores
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for i, traj in enumerate(rollout.trajectories[: self.num_samples]):

@@ -10,52 +10,22 @@ target (atomic on POSIX within one filesystem) and fsyncs the folder: a reader s
 never a part. Remote (non-local) paths fall back to Lightning's own writer.
 
 ``ExportPretrained`` writes ``policy.save_pretrained`` + the tokenizer (loadable with ``from_pretrained``) at the
-end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place; under FSDP2 every rank
-takes part in gathering the full weights and rank 0 writes them.
+end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place
+(:func:`searchr1.models.save_hf_folder`); under FSDP2 every rank takes part in gathering the full weights and
+rank 0 writes them.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` so that ``path`` is never seen half-written (temp file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+from searchr1.atomic import atomic_torch_save
+from searchr1.models import save_hf_folder
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -71,22 +41,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished folder ``tmp`` to ``target``; an older ``target`` is renamed aside first, then deleted.
-
-    ``target`` is never a mix of old and new files; between the two renames it briefly does not exist.
-    """
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class ExportPretrained(Callback):
@@ -115,20 +69,14 @@ class ExportPretrained(Callback):
         Every rank must call it: under FSDP2 the full state dict is gathered from all shards (a collective), then
         rank 0 writes it; the ranks wait for the write to finish before going on.
         """
-        from searchr1.training.sharding import full_state_dict, save_hf_folder
+        from searchr1.training.sharding import full_state_dict
 
         state = full_state_dict(pl_module.policy)
         target = None
         if trainer.global_rank == 0:
-            target = self._root(trainer) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent))
-            try:
-                save_hf_folder(pl_module.policy, pl_module.tokenizer, tmp, state, self.safe_serialization)
-                replace_dir(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            target = save_hf_folder(
+                pl_module.policy, pl_module.tokenizer, self._root(trainer) / name, state, self.safe_serialization
+            )
         trainer.strategy.barrier("searchr1-export")
         return target
 

@@ -34,8 +34,8 @@ def build_rollout_backend(
 ) -> GenerationBackend:
     """The registered backend ``name``: on the live ``policy`` when it shares its weights, else (vLLM) loading the
     starting weights from ``model_name_or_path`` (a ``tiny:`` preset resolved to its folder first)."""
+    from searchr1.models import resolve_model_path
     from searchr1.rollout.backends.base import get_backend_class
-    from searchr1.training.policy import resolve_model_path
 
     cls = get_backend_class(name)
     if shares_policy_weights(cls):

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.distributed import Lockstep
+from searchr1.models import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
@@ -27,9 +28,9 @@ from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
+from searchr1.training.forward import batched_logprobs, batched_values
 from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
-from searchr1.training.policy import ValueModel, load_causal_lm, load_tokenizer
 from searchr1.training.scaling import (
     ScaleSetup,
     check_setup,
@@ -39,7 +40,7 @@ from searchr1.training.scaling import (
     strategy_kind,
 )
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
-from searchr1.training.steps import batched_logprobs, batched_values, build_update_batch, score_rollout
+from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 
@@ -292,7 +293,7 @@ class SearchR1Module(LightningModule):
         return self._engine_weights  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------ training
-    def training_step(self, batch: list, batch_idx: int) -> dict[str, Any]:
+    def training_step(self, batch: list, batch_idx: int) -> StepOutput:
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
@@ -311,7 +312,7 @@ class SearchR1Module(LightningModule):
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
         self._mark_batch_consumed()
-        return {"rollout": rollout, "scores": scores}
+        return StepOutput(rollout, scores)
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:
         """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training)."""

@@ -11,8 +11,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def warmup_lambda(warmup_steps: int):
-    """LR multiplier: linear from 1/(w+1) up to 1 over ``warmup_steps`` steps, then 1."""
-    return lambda step: min(1.0, (step + 1) / (warmup_steps + 1)) if warmup_steps > 0 else 1.0
+    """LR multiplier: ``(step + 1) / w`` for the first ``w = warmup_steps`` steps (1/w up to 1: the full rate is
+    reached at step ``w - 1``), then 1. SFT's formula; the shipped warm start was trained with it."""
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 def warmup_steps(ratio: float, total_steps: float | None) -> int:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-STRATEGY_KINDS = ("single", "ddp", "fsdp2", "fsdp", "deepspeed")
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.", "module.")
 LOW_PRECISION_NAMES = ("bf16-true", "bf16", "16-true", "16", "half")
 

@@ -1,81 +1,31 @@
 """Supervised fine-tuning (SFT) on search trajectories: the warm start of RL and Search-R1's SFT baseline.
 
-Trajectories come from the real rollout engine: :class:`TeacherBackend` writes a given text for each turn (e.g.
-the synthetic task's gold search path) while the engine runs the real retriever and inserts the real
-observations (of either protocol) with ``loss_mask = 0``. They are saved as JSONL (exact token ids + mask) and
-trained on with the RL layout (``RolloutBatch``): the loss is the mean negative log-likelihood over tokens with
-``loss_mask == 1``, so retrieved tokens are never imitated — the same masking as the RL update.
-At the end of ``fit`` the policy is saved with ``save_pretrained`` (``output_dir``), so RL starts from it with
+Trajectories come from the real rollout engine: a ``TeacherBackend`` (:mod:`searchr1.rollout.backends.teacher`)
+writes a given text for each turn (e.g. the synthetic task's gold search path) while the engine runs the real
+retriever and inserts the real observations (of either protocol) with ``loss_mask = 0``. They are saved as JSONL
+of exact token ids + mask (:func:`~searchr1.rollout.types.save_trajectories`) and trained on with the RL layout
+(``RolloutBatch``): the loss is the mean negative log-likelihood over tokens with ``loss_mask == 1``, so retrieved
+tokens are never imitated — the same masking as the RL update. At the end of ``fit`` the policy is saved as a
+Hugging Face folder (``output_dir``, :func:`searchr1.models.save_hf_folder`), so RL starts from it with
 ``model.model_name_or_path: <output_dir>``. Console script: ``searchr1-sft`` (LightningCLI).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from searchr1.data.qa import QAExample
-from searchr1.protocols import get_protocol, question_in_prompt
+from searchr1.models import load_causal_lm, load_tokenizer, save_hf_folder
+from searchr1.protocols import get_protocol
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
-from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
-from searchr1.training.policy import load_causal_lm, load_tokenizer, response_logprobs
-
-
-class TeacherBackend:
-    """A generation backend that writes scripted turns per question, whatever the (real) observations were.
-
-    The question is read from the prompt (``Question: <q>`` of the instruction, in either protocol) and the turn
-    index is the number of turns ended by a stop string after the instruction (the earlier search turns), so it
-    works for any batch composition. A turn whose text ends in no stop string is a whole message (a ``tool_call``
-    answer turn) and is closed with the tokenizer's EOS, as a chat model ends its message.
-
-    Args:
-        turns: normalised question text (with ``?``) → the text of each turn (each ending in an action).
-        tokenizer: the policy tokenizer (turn texts are encoded with it, without special tokens).
-    """
-
-    def __init__(self, turns: dict[str, list[str]], tokenizer: Any) -> None:
-        self.turns, self.tokenizer = turns, tokenizer
-
-    def _turn_text(self, context: str, stops: Sequence[str]) -> str:
-        question, after = question_in_prompt(context)
-        if question is None or question not in self.turns:
-            raise KeyError(f"TeacherBackend has no script for the prompt's question ({context[:200]!r}...)")
-        script = self.turns[question]
-        seen = sum(after.count(s) for s in stops)  # turns ended by a stop string after the instruction
-        return script[min(seen, len(script) - 1)]
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[GenerationOutput]:
-        """The next scripted turn of each prompt (log-prob 0.0: the teacher is certain)."""
-        outs = []
-        for ids in prompts:
-            text = self._turn_text(self.tokenizer.decode(ids, skip_special_tokens=False), params.stop)
-            full = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            stop = next((s for s in params.stop if text.endswith(s)), None)
-            if stop is None and self.tokenizer.eos_token_id is not None:
-                full.append(self.tokenizer.eos_token_id)
-            new = full[: params.max_new_tokens]
-            if len(new) < len(full):
-                reason = "length"
-            else:
-                reason = "stop" if stop is not None else "eos"
-            outs.append(GenerationOutput(new, [0.0] * len(new), reason, stop if reason == "stop" else None))
-        return outs
-
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """No weights."""
-
-    def sleep(self) -> None:
-        """Nothing to free."""
-
-    def wake_up(self) -> None:
-        """Nothing to re-acquire."""
+from searchr1.rollout.types import load_trajectories
+from searchr1.training.forward import response_logprobs
+from searchr1.training.optim import warmup_lambda
 
 
 def build_sft_trajectories(
@@ -85,7 +35,7 @@ def build_sft_trajectories(
     keep: Callable[[QAExample, Trajectory], bool] | None = None,
     batch_size: int = 64,
 ) -> list[Trajectory]:
-    """Roll out ``prompts`` (one per example) with ``engine`` (usually a :class:`TeacherBackend`) and filter.
+    """Roll out ``prompts`` (one per example) with ``engine`` (usually a ``TeacherBackend``) and filter.
 
     Args:
         engine: the rollout engine with the teacher backend and the real retriever.
@@ -111,46 +61,6 @@ def answer_was_retrieved(example: QAExample, traj: Trajectory, protocol: str = "
     return traj.finish_reason == "answer" and any(a in observed for a in example.golden_answers)
 
 
-def save_trajectories(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
-    """Write one JSON line per trajectory: ``prompt_ids``, ``response_ids``, ``loss_mask`` (+ text, for reading)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for t in trajectories:
-            row = {"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask}
-            f.write(json.dumps({**row, "response_text": t.response_text}) + "\n")
-    return path
-
-
-def load_trajectories(path: str | Path) -> list[Trajectory]:
-    """Read :func:`save_trajectories` JSONL back; chunks are rebuilt from runs of equal ``loss_mask``."""
-    trajs = []
-    with Path(path).open("r", encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            ids, mask = row.get("response_ids"), row.get("loss_mask")
-            if ids is None or mask is None or "prompt_ids" not in row or len(ids) != len(mask):
-                raise ValueError(
-                    f"{path}:{n}: an SFT row needs prompt_ids, response_ids and loss_mask of the same length "
-                    "(write it with searchr1.training.sft.save_trajectories)"
-                )
-            traj = Trajectory(prompt_ids=list(row["prompt_ids"]), prompt_index=len(trajs))
-            start = 0
-            for end in range(1, len(ids) + 1):
-                if end == len(ids) or mask[end] != mask[start]:
-                    chunk = ids[start:end]
-                    if mask[start]:
-                        traj.append(chunk, "policy", [0.0] * len(chunk))
-                    else:
-                        traj.append(chunk, "observation")
-                    start = end
-            traj.response_text = row.get("response_text", "")
-            trajs.append(traj)
-    return trajs
-
-
 def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood over masked tokens: (B, R), (B, R) → scalar (0 when nothing is masked in)."""
     return -(logprobs * loss_mask).sum() / loss_mask.sum().clamp(min=1)
@@ -160,7 +70,7 @@ class SFTDataModule(LightningDataModule):
     """Batches of saved trajectories as ``RolloutBatch`` (the RL layout: left-padded prompts, right-padded responses).
 
     Args:
-        train_file: JSONL written by :func:`save_trajectories`.
+        train_file: JSONL written by :func:`~searchr1.rollout.types.save_trajectories`.
         val_file: optional held-out JSONL (validation loss).
         batch_size: trajectories per step.
         pad_token_id: id used for padding (padding is masked out of attention and loss, so any id works).
@@ -217,7 +127,7 @@ class SFTModule(LightningModule):
         tokenizer: tokenizer path; default the model's (saved next to the weights in ``output_dir``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps (constant afterwards).
+        warmup_steps: linear warm-up steps (constant afterwards; :func:`~searchr1.training.optim.warmup_lambda`).
         output_dir: where ``save_pretrained`` writes model + tokenizer at the end of ``fit`` (None: not saved).
         dtype: parameter dtype name, None keeps float32.
     """
@@ -260,8 +170,7 @@ class SFTModule(LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = max(self.hparams.warmup_steps, 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(self.hparams.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:
@@ -269,11 +178,9 @@ class SFTModule(LightningModule):
             self.save_pretrained(self.hparams.output_dir)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``)."""
-        out = Path(out_dir)
-        self.policy.save_pretrained(out)
-        load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path).save_pretrained(out)
-        return out
+        """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``), atomically."""
+        tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
+        return save_hf_folder(self.policy, tokenizer, out_dir)
 
 
 def main(args: list[str] | None = None, run: bool = True):

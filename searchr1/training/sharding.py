@@ -14,9 +14,7 @@ rollout/actor/ref worker groups; the reference is sharded and never stepped, opt
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,7 +27,6 @@ __all__ = [
     "full_state_dict",
     "is_fsdp2",
     "rank_lockstep",
-    "save_hf_folder",
     "shard_for_training",
     "unsharded_for_generation",
 ]
@@ -137,23 +134,3 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def plain_class_name(model: nn.Module) -> str:
-    """The model's own class name, without the ``FSDP`` subclass ``fully_shard`` puts in front of it."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for cls in type(model).__mro__:
-        if not issubclass(cls, FSDPModule):
-            return cls.__name__
-    return type(model).__name__
-
-
-def save_hf_folder(model: nn.Module, tokenizer, folder: Path, state_dict: dict, safe_serialization: bool) -> None:
-    """``save_pretrained`` with an already gathered ``state_dict`` (rank 0), with the plain architecture name."""
-    model.save_pretrained(folder, state_dict=state_dict, safe_serialization=safe_serialization)
-    tokenizer.save_pretrained(folder)
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text())
-    config["architectures"] = [plain_class_name(model)]
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

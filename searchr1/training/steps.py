@@ -1,4 +1,4 @@
-"""Pieces of one RL step that need models but no Trainer: scoring, the no-grad passes, advantages.
+"""Pieces of one RL step that need no Trainer: scoring and advantages (the no-grad passes: ``forward``).
 
 The LightningModule strings these together (``SearchR1Module.training_step``); keeping them here keeps
 each testable on its own.
@@ -7,17 +7,52 @@ each testable on its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from searchr1.algorithms import AdvantageInputs, compute_advantages, kl_penalty
 from searchr1.distributed import Lockstep
 from searchr1.rewards import RewardFn
 from searchr1.rollout import RolloutBatch
-from searchr1.training.batch import UpdateBatch, micro_batch_ranges
-from searchr1.training.policy import ValueModel, response_logprobs, response_values
+from searchr1.training.batch import UpdateBatch
+
+
+@dataclass(frozen=True)
+class StepOutput(Mapping):
+    """What ``SearchR1Module.training_step`` returns; callbacks get it as ``outputs`` in ``on_train_batch_end``.
+
+    A ``Mapping`` as well (``outputs["rollout"]``) because Lightning's manual optimization accepts only a tensor, a
+    mapping or None from ``training_step``; read the attributes.
+
+    Attributes:
+        rollout: the step's training rollout.
+        scores: (B,) outcome score of each trajectory.
+    """
+
+    rollout: RolloutBatch
+    scores: Tensor
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))
+
+    def copy(self) -> StepOutput:
+        """Itself (frozen); Lightning copies the mapping a training step returns."""
+        return self
 
 
 def score_rollout(
@@ -65,48 +100,6 @@ def last_token_rewards(scores: Tensor, loss_mask: Tensor) -> Tensor:
     has = last >= 0
     rewards[has.nonzero().squeeze(-1), last[has]] = scores[has].float()
     return rewards
-
-
-@torch.no_grad()
-def batched_logprobs(
-    model: nn.Module, rollout: RolloutBatch, temperature: float, token_budget: int, lockstep: Lockstep | None = None
-) -> Tensor:
-    """Response log-probs of the whole rollout under ``model`` in micro-batches, no grad: (B, R).
-
-    With an active ``lockstep`` (sharded models: every forward is a collective) every rank runs the largest
-    micro-batch count of any rank; its extra forwards run on one of its rows and are discarded.
-    """
-
-    def forward(mb: RolloutBatch) -> Tensor:
-        lp, _ = response_logprobs(
-            model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length, temperature
-        )
-        return lp
-
-    return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
-
-
-@torch.no_grad()
-def batched_values(
-    critic: ValueModel, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None = None
-) -> Tensor:
-    """Critic values of the whole rollout in micro-batches, no grad: (B, R), 0 off the loss mask."""
-
-    def forward(mb: RolloutBatch) -> Tensor:
-        return response_values(critic, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length)
-
-    return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
-
-
-def _micro_batched(forward, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None) -> Tensor:
-    """``forward`` over the micro-batches of ``rollout`` (padding ones on its first row, outputs dropped), joined."""
-    outs = []
-    for rows in micro_batch_ranges(len(rollout), rollout.input_ids.shape[1], token_budget, lockstep):
-        if len(rows):
-            outs.append(forward(rollout.select(rows)))
-        else:
-            forward(rollout.select([0]))
-    return torch.cat(outs)
 
 
 def build_update_batch(

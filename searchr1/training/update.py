@@ -23,7 +23,7 @@ from searchr1.algorithms import POLICY_LOSSES, aggregate_loss, kl_penalty, maske
 from searchr1.distributed import Lockstep
 from searchr1.training.batch import UpdateBatch, micro_batch_count, micro_weight
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.policy import response_logprobs, response_values
+from searchr1.training.forward import response_logprobs, response_values
 from searchr1.training.rollout_correction import corrected_advantages
 
 
@@ -118,13 +118,12 @@ class PolicyCriticUpdater:
 
     def _policy_loss(self, mb: UpdateBatch, record: bool = True) -> Tensor:
         cfg = self.cfg
-        prompt_length = mb.input_ids.shape[1] - mb.loss_mask.shape[1]
         logprobs, entropy = response_logprobs(
             self.policy.model,
             mb.input_ids,
             mb.attention_mask,
             mb.position_ids,
-            prompt_length,
+            mb.prompt_length,
             self.temperature,
             with_entropy=True,
             entropy_grad=cfg.entropy_coef != 0,
@@ -151,8 +150,7 @@ class PolicyCriticUpdater:
         return loss
 
     def _critic_loss(self, mb: UpdateBatch, record: bool = True) -> Tensor:
-        prompt_length = mb.input_ids.shape[1] - mb.loss_mask.shape[1]
-        values = response_values(self.critic.model, mb.input_ids, mb.attention_mask, mb.position_ids, prompt_length)
+        values = response_values(self.critic.model, mb.input_ids, mb.attention_mask, mb.position_ids, mb.prompt_length)
         loss, clipfrac = value_loss(
             values, mb.old_values, mb.returns, mb.loss_mask, self.cfg.value_clip, self.cfg.loss_agg
         )

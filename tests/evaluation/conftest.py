@@ -15,7 +15,7 @@ from searchr1.data import QAExample, read_examples
 from searchr1.protocols import normalize_question
 from searchr1.rollout import GenerationOutput, SamplingParams
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 HOTPOTQA = DATA / "hotpotqa_dev_sample" / "questions.jsonl"
 HOTPOTQA_CORPUS = DATA / "hotpotqa_dev_sample" / "corpus.jsonl"
 NQ = DATA / "flashrag_sample" / "nq_test.jsonl"
@@ -84,14 +84,14 @@ def gold_lookup(*example_lists: list[QAExample]) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def tiny_dir() -> str:
     """The cached ``tiny:micro`` model folder (built once, offline)."""
-    from searchr1.training.policy import resolve_model_path
+    from searchr1.models import resolve_model_path
 
     return resolve_model_path("tiny:micro")
 
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_dir):
-    from searchr1.training.policy import load_tokenizer
+    from searchr1.models import load_tokenizer
 
     return load_tokenizer(tiny_dir)
 

@@ -55,11 +55,11 @@ def test_default_fit_is_clean_and_reports(tmp_path):
     summary's ``em_before`` is the shipped warm start's greedy EM measured independently (``Evaluator``)."""
     from searchr1.data import read_examples
     from searchr1.evaluation import Evaluator
+    from searchr1.models import load_causal_lm, load_tokenizer
     from searchr1.resources import package_path
     from searchr1.retrieval import BM25Retriever
     from searchr1.rollout import RolloutConfig
     from searchr1.rollout.backends.hf import HFBackend
-    from searchr1.training.policy import load_causal_lm, load_tokenizer
 
     heldout = read_examples(package_path("pkg:assets/synthetic_task/heldout.jsonl"))[:16]
     small = tmp_path / "heldout16.jsonl"

@@ -6,8 +6,8 @@ import json
 
 from searchr1.data import read_examples
 from searchr1.data.synthetic import generate_task, gold_turns
+from searchr1.models import load_tokenizer
 from searchr1.rewards import exact_match, extract_answer
-from searchr1.training.policy import load_tokenizer
 
 
 def test_same_seed_same_task_other_seed_other_task():

@@ -19,7 +19,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from searchr1.training.batch import UpdateBatch
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.policy import response_logprobs
+from searchr1.training.forward import response_logprobs
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 P, R, B, V = 5, 7, 6, 97
@@ -129,7 +129,7 @@ class _Rows(SimpleNamespace):
 
 
 def test_on_policy_shortcut_matches_separate_old_logprob_pass():
-    from searchr1.training.steps import batched_logprobs
+    from searchr1.training.forward import batched_logprobs
 
     policy = tiny_policy()
     data = padded_batch()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "hotpotqa_dev_sample"
 FIGURES: dict[str, object] = {}
 
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 import searchr1
+from searchr1.models import load_causal_lm, load_tokenizer
 from searchr1.retrieval.cli import _serve_parser
 from searchr1.retrieval.launch import free_port
 from searchr1.retrieval.server import ServerLimits, create_app
 from searchr1.testing import listening_addresses, wait_for
-from searchr1.training.policy import load_causal_lm, load_tokenizer
 
 PACKAGE = Path(searchr1.__file__).parent
 LOOPBACK = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it

@@ -1,4 +1,4 @@
-"""Fixtures for the retrieval tests: real corpora from tests/data and a small built BM25 index."""
+"""Fixtures for the retrieval tests: real corpora from tests/fixtures and a small built BM25 index."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from searchr1.retrieval import HTTPRetriever, IndexMismatchError
-from searchr1.retrieval.cli import index_main, load_retriever
+from searchr1.retrieval.cli import index_main
+from searchr1.retrieval.indexes import load_retriever
 from searchr1.retrieval.launch import ServerProcess
 
 

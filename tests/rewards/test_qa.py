@@ -20,7 +20,7 @@ from searchr1.rewards import (
     substring_match,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_normalize_answer_hand_cases():

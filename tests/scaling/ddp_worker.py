@@ -34,7 +34,7 @@ from searchr1.training import AlgorithmConfig, SearchR1Module
 from searchr1.training.scaling import iter_full_params
 from searchr1.training.strategies import FSDP2Strategy
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "hotpotqa_dev_sample"
 # GRPO: one backward per step. PPO: critic and policy backwards in the same step, two PPO epochs × two
 # mini-batches, and a token budget small enough to split mini-batches into several micro-batches.
 ALGORITHMS = {

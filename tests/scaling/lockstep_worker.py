@@ -33,14 +33,14 @@ from torch.distributed.device_mesh import init_device_mesh
 from transformers import AutoModelForCausalLM
 
 from searchr1.distributed import Lockstep
+from searchr1.models import load_tokenizer
 from searchr1.rollout.backends.base import SamplingParams
 from searchr1.rollout.backends.hf import HFBackend
 from searchr1.training.batch import UpdateBatch
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.policy import load_tokenizer, response_logprobs
+from searchr1.training.forward import batched_logprobs, response_logprobs
 from searchr1.training.scaling import all_reduce_gradients, iter_full_params
 from searchr1.training.sharding import fsdp2_shard, unsharded_for_generation
-from searchr1.training.steps import batched_logprobs
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 ROWS, SHORT, LONG = 4, (4, 6), (9, 15)  # rows per rank; (prompt, response) padded lengths of rank 0 / rank 1

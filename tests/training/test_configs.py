@@ -9,7 +9,7 @@ import pytest
 from searchr1.cli import cli_main, default_config_path
 from searchr1.training import AlgorithmConfig, SearchR1Module
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # GPU configs are checked on CPU: only the hardware options are replaced
 ON_CPU = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.precision=32-true"]
@@ -62,7 +62,7 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
 
 
 def test_bad_tiny_preset_lists_valid(tmp_path):
-    from searchr1.training.policy import resolve_model_path
+    from searchr1.models import resolve_model_path
 
     with pytest.raises(ValueError, match="micro, small, base"):
         resolve_model_path("tiny:huge")

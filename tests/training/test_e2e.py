@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -115,9 +116,16 @@ def test_two_steps_update_params_and_write_checkpoint(tmp_path, tiny_model_dir, 
 
 
 def test_reference_not_stored_in_checkpoint_and_no_critic_for_grpo(tmp_path, tiny_model_dir, bm25):
+    from searchr1.training.callbacks import SampleLogger
+
     module, data = make(tiny_model_dir, bm25, GRPO)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer(tmp_path, 1, [ckpt]).fit(module, data)
+    rec = Recorder()
+    trainer(tmp_path, 1, [ckpt, rec, SampleLogger(every_n_steps=1, num_samples=2)]).fit(module, data)
+    # SampleLogger reads the typed step output: the first two trajectories of the step, with their scores
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in rows] == [t.response_text for t in rec.last_rollout.trajectories[:2]]
+    assert all(r["step"] == 0 and math.isfinite(r["score"]) for r in rows)
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert not any(k.startswith("reference.") for k in state["state_dict"])
     assert not any(k.startswith("critic.") for k in state["state_dict"])
@@ -155,7 +163,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, bm25, algo):
 
 
 def test_critic_value_head_init_follows_seed_not_global_rng(tiny_model_dir):
-    from searchr1.training.policy import ValueModel
+    from searchr1.models import ValueModel
 
     first = ValueModel(tiny_model_dir, seed=3).value_head.weight
     torch.rand(1000)  # a run that consumed global random numbers first (as a resumed run does) must not differ

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from searchr1.training.steps import batched_logprobs
+from searchr1.training.forward import batched_logprobs
 
 from .test_e2e import GRPO, Recorder, make, trainer
 

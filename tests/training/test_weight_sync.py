@@ -66,11 +66,11 @@ class CopyBackend(HFBackend):
 
 @pytest.fixture
 def copy_backend():
-    BACKENDS["copy-test"] = f"{__name__}:CopyBackend"
+    BACKENDS.register_lazy("copy-test", f"{__name__}:CopyBackend")
     EVENTS.clear()
     BUILT.clear()
     yield
-    del BACKENDS["copy-test"]
+    BACKENDS.unregister("copy-test")
 
 
 def trainer(root, steps, callbacks=(), val_batches=1):

@@ -23,7 +23,7 @@ from searchr1.rollout import RolloutConfig
 from searchr1.rollout.backends.base import SamplingParams
 from searchr1.training import AlgorithmConfig, SearchR1Module
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "hotpotqa_dev_sample"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "hotpotqa_dev_sample"
 PROMPTS = ["Who directed the film Ed Wood?", "<search> Scott Derrickson nationality </search>", "a"]
 VLLM_KWARGS = dict(
     dtype="float32", max_model_len=1024, enforce_eager=True, cpu_kvcache_space_gib=1, cpu_omp_threads_bind="nobind"

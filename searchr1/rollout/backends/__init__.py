@@ -7,10 +7,10 @@ from searchr1.rollout.backends.base import (
     SamplingParams,
     build_backend,
     get_backend_class,
-    register_backend,
 )
 from searchr1.rollout.backends.hf import HFBackend
 from searchr1.rollout.backends.scripted import ScriptedBackend
+from searchr1.rollout.backends.teacher import TeacherBackend
 
 __all__ = [
     "BACKENDS",
@@ -19,7 +19,7 @@ __all__ = [
     "HFBackend",
     "SamplingParams",
     "ScriptedBackend",
+    "TeacherBackend",
     "build_backend",
     "get_backend_class",
-    "register_backend",
 ]

@@ -8,12 +8,13 @@ Backends: ``"hf"`` (transformers ``generate`` on the live policy), ``"vllm"`` (i
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from searchr1.registry import Registry
 
 
 @dataclass
@@ -145,21 +146,11 @@ class MultiTurnBackend(Protocol):
         ...
 
 
-BACKENDS: dict[str, str] = {
-    "hf": "searchr1.rollout.backends.hf:HFBackend",
-    "vllm": "searchr1.rollout.backends.vllm:VLLMBackend",
-    "scripted": "searchr1.rollout.backends.scripted:ScriptedBackend",
-}
-
-
-def register_backend(name: str) -> Callable[[type], type]:
-    """Class decorator that registers a backend class under ``name``."""
-
-    def wrap(cls: type) -> type:
-        BACKENDS[name] = f"{cls.__module__}:{cls.__qualname__}"
-        return cls
-
-    return wrap
+BACKENDS: Registry[type] = Registry("generation backend")
+# by import path: a backend's module (vLLM's above all) is imported only when the backend is asked for
+BACKENDS.register_lazy("hf", "searchr1.rollout.backends.hf:HFBackend")
+BACKENDS.register_lazy("vllm", "searchr1.rollout.backends.vllm:VLLMBackend")
+BACKENDS.register_lazy("scripted", "searchr1.rollout.backends.scripted:ScriptedBackend")
 
 
 def get_backend_class(name: str) -> type:
@@ -168,10 +159,7 @@ def get_backend_class(name: str) -> type:
     Raises:
         ValueError: when ``name`` is not registered; the message lists the valid names.
     """
-    if name not in BACKENDS:
-        raise ValueError(f"Unknown generation backend {name!r}; valid names: {sorted(BACKENDS)}")
-    module_name, _, attr = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return BACKENDS.get(name)
 
 
 def build_backend(name: str, **kwargs: Any) -> GenerationBackend:

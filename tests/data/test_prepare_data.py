@@ -36,7 +36,7 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.fixture
 def fake_hub(monkeypatch, data_dir: Path) -> list[tuple[str, str, str]]:
-    """``datasets.load_dataset`` answering from tests/data (every split of a config gets its sample)."""
+    """``datasets.load_dataset`` answering from tests/fixtures (every split of a config gets its sample)."""
     calls: list[tuple[str, str, str]] = []
 
     def load_dataset(repo, name=None, split=None):
