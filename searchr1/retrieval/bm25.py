@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
 
+from searchr1.registry import Registry
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.bm25_build import DEFAULT_MEMORY_BUDGET_MB, TERM_MAX_FILE, build_bm25_folder
 from searchr1.retrieval.bm25_search import maxscore_row, term_max_scores
@@ -40,16 +41,17 @@ from searchr1.retrieval.corpus import DocStore, corpus_hash
 from searchr1.retrieval.manifest import IndexManifest, start_build
 from searchr1.retrieval.types import Hits
 
-STOPWORDS: dict[str, tuple[str, ...]] = {"en": tuple(STOPWORDS_EN), "en_plus": tuple(STOPWORDS_EN_PLUS), "none": ()}
+STOPWORDS: Registry[frozenset[str]] = Registry("stopword list")
+STOPWORDS.register("en")(frozenset(STOPWORDS_EN))
+STOPWORDS.register("en_plus")(frozenset(STOPWORDS_EN_PLUS))
+STOPWORDS.register("none")(frozenset())
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 BM25_SUBDIR = "bm25"
 
 
 def stopword_set(name: str) -> frozenset[str]:
-    """Stopwords by registry name (``en``, ``en_plus``, ``none``)."""
-    if name not in STOPWORDS:
-        raise ValueError(f"unknown stopwords {name!r}; valid: {sorted(STOPWORDS)}")
-    return frozenset(STOPWORDS[name])
+    """Stopwords by registry name (``en``, ``en_plus``, ``none``; an unknown name lists the valid ones)."""
+    return STOPWORDS.get(name)
 
 
 Stem = Callable[[list[str]], list[str]]

@@ -1,11 +1,12 @@
-"""Slow: the reduced learning pipeline on CPU — RL with search raises held-out EM over the SFT start (~8 minutes).
+"""Slow: the reduced learning pipeline on CPU — RL with search raises held-out EM over the SFT start.
 
-``tools/learn_synthetic.py``'s ``quick_check`` for seed 0 (docs/learning.md): a tiny Qwen2 learns to read on the
-gold teacher's trajectories (stage 1), a short SFT on a teacher that guesses 60 % of the time gives the warm start
-(stage 2: greedy, it guesses), then GRPO with BM25 and GRPO with a retriever that returns nothing (the no-search
-ablation), 20 rollout steps each (measured: seed 0 SFT 0.150 -> GRPO 1.000, no-search 0.233; seed 1 0.083 -> 0.633,
-no-search 0.217). Held-out questions are about people never seen in training, so their EM can
-only come from reading retrieved passages. The margins are below what every measured seed gave (docs/learning.md).
+``tools/learn_synthetic.py``'s ``quick_check`` (docs/learning.md) on seed 6, a seed no setting was chosen on (the
+calibration window and the recipe were set on seeds 0-5): a tiny Qwen2 learns to read on the gold teacher's
+trajectories (stage 1), a short SFT on a teacher that guesses on a calibrated share of the questions gives the warm
+start (stage 2: greedy, it guesses; sampled, it sometimes searches), then GRPO with BM25 and GRPO with a retriever
+that returns nothing (the no-search ablation), 20 rollout steps each. Held-out questions are about people never seen
+in training, so their EM can only come from reading retrieved passages. The margins are the issue's acceptance
+(+0.3 over the start and over no-search GRPO).
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # ~9 minutes on 2 idle cores; far longer when the machine is shared
+@pytest.mark.timeout(2400)  # see docs/learning.md for the measured time; far longer when the machine is shared
 def test_rl_with_search_raises_heldout_em_over_the_sft_start_and_no_search_does_not(tmp_path):
     import learn_synthetic as ls
 
-    em = ls.quick_check(tmp_path, seed=0)
+    em = ls.quick_check(tmp_path, seed=6)
     start, after, blind = em["sft"], em["grpo"], em["grpo_nosearch"]
+    chosen = em["calibration"]["trials"][-1]
     assert em["untrained"]["em"] == 0.0
+    assert chosen["greedy"] <= 0.1 and 0.2 <= chosen["sampled"] <= 0.5, em["calibration"]  # the window was met
     assert start["searches"] < 0.5  # the greedy warm start mostly guesses
     assert after["em"] >= start["em"] + 0.3, (start, after)  # RL learned that searching pays ...
     assert after["searches"] >= 1.0 and after["query_is_entity"] >= 0.8  # ... by searching the asked person
-    assert after["em"] >= blind["em"] + 0.2, (after, blind)  # and only because the search answers:
+    assert after["em"] >= blind["em"] + 0.3, (after, blind)  # and only because the search answers:
     assert after["em"] >= em["best_constant"]["em"] + 0.2  # no policy that cannot read gets near it
