@@ -101,6 +101,11 @@ class SFTDataModule(LightningDataModule):
             raise ValueError(f"{self.train_file} holds no trajectories; build them with build_sft_trajectories")
         self.val_set = load_trajectories(self.val_file) if self.val_file else []
 
+    def transfer_batch_to_device(self, batch: RolloutBatch, device: torch.device, dataloader_idx: int) -> RolloutBatch:
+        """Move the batch's tensors (the data module's hook, so ``SFTModule`` has none and Lightning does not warn
+        about one in both)."""
+        return batch.to(device)
+
     def _collate(self, trajs: list[Trajectory]) -> RolloutBatch:
         batch = RolloutBatch.from_trajectories(trajs, self.pad_token_id)
         if not self.mask_observations:
@@ -150,9 +155,6 @@ class SFTModule(LightningModule):
         if self.policy is None:
             dtype = getattr(torch, self.hparams.dtype) if self.hparams.dtype else None
             self.policy = load_causal_lm(self.hparams.model_name_or_path, dtype).train()
-
-    def transfer_batch_to_device(self, batch: RolloutBatch, device: torch.device, dataloader_idx: int):
-        return batch.to(device)
 
     def _loss(self, batch: RolloutBatch) -> torch.Tensor:
         lp, _ = response_logprobs(
