@@ -49,6 +49,7 @@ from searchr1.rollout.backends.base import (
     SamplingParams,
     TurnCallback,
 )
+from searchr1.rollout.backends.vllm_weights import Counted, VLLMWorkerExtension, save_unshared, weight_chunks
 
 logger = logging.getLogger(__name__)
 _CALLS = itertools.count()
@@ -88,47 +89,6 @@ def map_finish_reason(finish_reason: str | None, stop_reason: int | str | None) 
         f"vLLM finished a request with reason {finish_reason!r} (stop_reason={stop_reason!r}); expected 'stop' or "
         "'length'. 'abort' means the engine dropped the request (e.g. prompt longer than max_model_len)."
     )
-
-
-class VLLMWorkerExtension:
-    """Methods mixed into every vLLM worker (engine arg ``worker_extension_cls``), called by name via RPC.
-
-    Calling by name works with the in-process engine and with vLLM's multiprocess engine alike (a function
-    passed to ``collective_rpc`` needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` there).
-    """
-
-    def searchr1_reload_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> bool:
-        """Load checkpoint-format ``weights`` (read once, lazily) in place, then re-tie the LM head.
-
-        Returns True when a tied head was rebound.
-        """
-        self.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
-        return self.searchr1_rebind_tied_lm_head()
-
-    def searchr1_reload_weights_from_file(self, path: str) -> bool:
-        """Like :meth:`searchr1_reload_weights`, reading a safetensors file (multiprocess engines)."""
-        from safetensors.torch import load_file
-
-        return self.searchr1_reload_weights(list(load_file(path).items()))
-
-    def searchr1_rebind_tied_lm_head(self) -> bool:
-        """Make a tied LM head use the (reloaded) embedding again and re-run its weight post-processing.
-
-        On CPU, ``process_weights_after_loading`` packs the head's weight into a oneDNN/SGL handle; a reload
-        that carries no ``lm_head.weight`` (tied checkpoints, ``named_parameters()``) or only the embedding
-        leaves that handle holding the old values. Returns True when a tied head was rebound.
-        """
-        model = self.model_runner.get_model()
-        config = getattr(model, "config", None)
-        head = getattr(model, "lm_head", None)
-        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
-        if not (getattr(config, "tie_word_embeddings", False) and head is not None and embed is not None):
-            return False
-        head.weight = embed.weight
-        quant_method = getattr(head, "quant_method", None)
-        if quant_method is not None and hasattr(quant_method, "process_weights_after_loading"):
-            quant_method.process_weights_after_loading(head)
-        return True
 
 
 class VLLMBackend:
@@ -348,14 +308,14 @@ class VLLMBackend:
         if self.asleep:
             raise RuntimeError("VLLMBackend.sync_weights called while asleep; call wake_up() first.")
         start = time.perf_counter()
-        counted = _Counted((name, tensor.detach()) for name, tensor in named_tensors)
+        counted = Counted((name, tensor.detach()) for name, tensor in named_tensors)
         if self.engine_in_process:
             self.llm.collective_rpc("searchr1_reload_weights", args=(counted,))
         else:  # tensors do not survive vLLM's msgpack RPC: hand them over as safetensors files in shared memory
             with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as folder:
-                for k, chunk in enumerate(_chunks(counted, chunk_bytes)):
+                for k, chunk in enumerate(weight_chunks(counted, chunk_bytes)):
                     path = os.path.join(folder, f"weights-{k}.safetensors")
-                    _save_unshared(chunk, path)
+                    save_unshared(chunk, path)
                     self.llm.collective_rpc("searchr1_reload_weights_from_file", args=(path,))
                     os.remove(path)
         self.llm.reset_prefix_cache()
@@ -387,49 +347,6 @@ class VLLMBackend:
         else:
             logger.debug("vLLM sleep mode unavailable on this platform; wake_up() does nothing.")
         self.asleep = False
-
-
-class _Counted:
-    """An iterator passing items through and counting them."""
-
-    def __init__(self, items: Iterable) -> None:
-        self._items, self.count = iter(items), 0
-
-    def __iter__(self) -> _Counted:
-        return self
-
-    def __next__(self):
-        item = next(self._items)
-        self.count += 1
-        return item
-
-
-def _chunks(weights: Iterable[tuple[str, torch.Tensor]], limit: int):
-    """Consecutive lists of ``weights`` of at most ``limit`` bytes each (a larger tensor gets a list of its own)."""
-    chunk, size = [], 0
-    for name, tensor in weights:
-        nbytes = tensor.numel() * tensor.element_size()
-        if chunk and size + nbytes > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((name, tensor))
-        size += nbytes
-    if chunk:
-        yield chunk
-
-
-def _save_unshared(weights: list[tuple[str, torch.Tensor]], path: str) -> None:
-    """Write ``weights`` as safetensors, keeping one name per shared storage (tied heads share the embedding)."""
-    from safetensors.torch import save_file
-
-    seen: set[int] = set()
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in weights:
-        key = tensor.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            tensors[name] = tensor.cpu().contiguous()
-    save_file(tensors, path)
 
 
 def _to_output(completion: Any) -> GenerationOutput:
