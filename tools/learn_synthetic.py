@@ -411,6 +411,8 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     (``seconds``: the stage's or RL run's wall time, its evaluation excluded for the SFT stages)."""
     warm = warm_start(out, seed, plan)
     prep, sft_dir, proto = warm.prep, warm.start, plan.protocol
+    earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else []
+    kept = [r for r in earlier if r["run"] in VARIANTS and r["run"] not in plan.variants]  # a rerun keeps the others
     rows = [{"seed": seed, "run": "best_constant", "search": False, "em": constant_baseline(prep.task)}]
     rows.append({"seed": seed, "run": "read", "search": True, **evaluate(warm.reader, prep, True, protocol=proto)})
     rows[-1]["seconds"] = warm.seconds["read"]
@@ -418,6 +420,7 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     rows.append({"seed": seed, "run": "sft", "search": False, **evaluate(sft_dir, prep, False, protocol=proto)})
     rows[-1]["seconds"] = warm.seconds["sft"]
     rows[-1]["calibration"] = warm.trials
+    rows += kept
     _dump(out, rows)
     for variant in plan.variants:
         algo, _, ablation = variant.partition("_")
