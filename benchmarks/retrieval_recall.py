@@ -1,6 +1,7 @@
 """Recall of BM25, all-MiniLM-L6-v2 dense and hybrid (RRF) retrieval on the bundled samples: ONE JSON line.
 
 - HotpotQA sample (521 passages, 53 questions): recall@1/3/5/10 of the supporting titles;
+- the hybrid's recall@5 with its RRF constant chosen on held-out questions (leave one out, and 2-fold);
 - FlashRAG wiki sample (1,000 passages, 17 NQ questions): answer recall@k, the share of questions with a gold
   answer string (lower-cased) inside one of the top k passages (FlashRAG's retrieval "recall"; the sample is
   not guaranteed to hold every answer, so this is a low ceiling for every retriever).
@@ -20,11 +21,14 @@ from pathlib import Path
 from searchr1.retrieval import BM25Retriever, HybridRetriever
 from searchr1.retrieval.cli import index_main
 from searchr1.retrieval.dense import DenseRetriever
+from searchr1.retrieval.hybrid import reciprocal_rank_fusion
 from searchr1.retrieval.packaged import minilm_dir
 from searchr1.retrieval.recall import title_recall
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 KS = (1, 3, 5, 10)
+RRF_KS = (1, 5, 10, 20, 60)
+"""RRF constants the held-out selection chooses from (60: Cormack et al.)."""
 
 
 def _rows(path: Path) -> list[dict]:
@@ -51,6 +55,47 @@ def answer_recall(results: list, answers: list[list[str]], ks: tuple[int, ...]) 
     return out
 
 
+def heldout_rrf(found: dict[float, list[int]], totals: list[int]) -> dict:
+    """Hybrid recall@5 with the RRF constant chosen on other questions than those it is scored on.
+
+    Args:
+        found: per constant, per question, supporting titles in the hybrid's top 5.
+        totals: per question, its number of supporting titles.
+
+    Returns: leave-one-out recall (the constant chosen on all other questions, ties to the larger constant) and
+        the 2-fold recalls (chosen on one half, scored on the other), with the constants chosen.
+    """
+    n = len(totals)
+
+    def best(rows: list[int]) -> float:
+        return max(found, key=lambda k: (sum(found[k][i] for i in rows), k))
+
+    loo = sum(found[best([j for j in range(n) if j != i])][i] for i in range(n)) / sum(totals)
+    out: dict = {"hotpotqa_hybrid_heldout_rrf_loo_recall_at_5": round(loo, 3)}
+    halves = (list(range(n // 2)), list(range(n // 2, n)))
+    for f, (train, test) in enumerate((halves, halves[::-1])):
+        k = best(train)
+        out[f"hotpotqa_hybrid_heldout_rrf_fold{f}"] = {
+            "rrf_k": k,
+            "recall_at_5": round(sum(found[k][i] for i in test) / sum(totals[i] for i in test), 3),
+        }
+    return out
+
+
+def rrf_found(bm25, dense, questions: list[dict]) -> dict[float, list[int]]:
+    """Per RRF constant, per question: supporting titles in the top 5 of the fusion of both top-100 lists."""
+    texts = [q["question"] for q in questions]
+    hits = bm25.search_hits(texts, 100), dense.search_hits(texts, 100)
+    out = {}
+    for k in RRF_KS:
+        out[k] = []
+        for i, q in enumerate(questions):
+            fused = reciprocal_rank_fusion([hits[0][i].rows, hits[1][i].rows], k, 5)
+            titles = {bm25.docs.passage(r).title for r in fused.rows}
+            out[k].append(sum(t in titles for t in q["supporting_titles"]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=None, help="folder for the indexes (default: a temporary one)")
@@ -59,10 +104,13 @@ def main() -> None:
     model = minilm_dir(work / "all-minilm-l6-v2")
     out: dict = {}
     hotpot = _rows(DATA / "hotpotqa_dev_sample" / "questions.jsonl")
-    for name, r in retrievers(DATA / "hotpotqa_dev_sample" / "corpus.jsonl", work, model).items():
+    found = retrievers(DATA / "hotpotqa_dev_sample" / "corpus.jsonl", work, model)
+    for name, r in found.items():
         res = r.search([q["question"] for q in hotpot], max(KS))
         rec = title_recall(res, [q["supporting_titles"] for q in hotpot], KS)
         out.update({f"hotpotqa_{name}_title_recall_at_{k}": round(v, 3) for k, v in rec.items()})
+    totals = [len(q["supporting_titles"]) for q in hotpot]
+    out.update(heldout_rrf(rrf_found(found["bm25"], found["dense"], hotpot), totals))
     nq = _rows(DATA / "flashrag_sample" / "nq_test.jsonl")
     for name, r in retrievers(DATA / "flashrag_sample" / "wiki_sample_corpus.jsonl", work, model).items():
         res = r.search([q["question"] for q in nq], max(KS))
