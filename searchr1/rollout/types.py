@@ -170,7 +170,8 @@ class RolloutBatch(RowBatch):
         position_ids: (B, P+R) long; ``cumsum(attention_mask) - 1`` clamped at 0.
         loss_mask: (B, R) float; 1 only on tokens the policy sampled.
         response_mask: (B, R) float; 1 on every real response token (observations included).
-        rollout_logprobs: (B, R) float; sampling log-probs, 0 where ``loss_mask`` is 0.
+        rollout_logprobs: (B, R) float; sampling log-probs, 0 where ``loss_mask`` is 0 (None: dropped, as the
+            no-masking ablation does, so no rollout correction applies).
         group_ids: (B,) long; GRPO group of each row.
         prompt_index: (B,) long; prompt index of each row in the generate call.
         trajectories: the B trajectories, in row order.
@@ -183,7 +184,7 @@ class RolloutBatch(RowBatch):
     position_ids: torch.Tensor
     loss_mask: torch.Tensor
     response_mask: torch.Tensor
-    rollout_logprobs: torch.Tensor
+    rollout_logprobs: torch.Tensor | None
     group_ids: torch.Tensor
     prompt_index: torch.Tensor
     trajectories: list[Trajectory]

@@ -19,15 +19,21 @@ __all__ = ["EmptyRetriever", "UnmaskedSearchR1Module", "unmask_observations"]  #
 
 
 def unmask_observations(batch: RolloutBatch) -> RolloutBatch:
-    """The batch with ``loss_mask`` = ``response_mask``: every response token (observations too) is trained on."""
-    return dataclasses.replace(batch, loss_mask=batch.response_mask.clone())
+    """The batch with ``loss_mask`` = ``response_mask``: every response token (observations too) is trained on.
+
+    ``rollout_logprobs`` is dropped: the engine's sampling log-probs exist only for the tokens the policy sampled
+    (0.0 on observations), so over this mask the rollout-mismatch ratios would compare the policy with a
+    log-prob of 0 on every observation token (mismatch KL ~2-3 on the learning demo, false ``mismatch_kl``
+    alarms). Without them the rollout correction and its metrics are off in this ablation.
+    """
+    return dataclasses.replace(batch, loss_mask=batch.response_mask.clone(), rollout_logprobs=None)
 
 
 class UnmaskedSearchR1Module(SearchR1Module):
     """``SearchR1Module`` whose training rollouts are unmasked (:func:`unmask_observations`); same arguments.
 
-    Note the reference/old log-prob passes then also cover observation tokens (their sampling log-probs from the
-    engine stay 0.0 and are unused: the update recomputes old log-probs or is on-policy).
+    Note the reference/old log-prob passes then also cover observation tokens; the engine's sampling log-probs
+    are dropped (see :func:`unmask_observations`).
     """
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:

@@ -93,6 +93,9 @@ def test_loss_ignores_observation_targets_unless_masking_is_off(gold, model_dir)
     assert abs(sft_loss(lp, batch.loss_mask).item() - sum(nll) / len(nll)) < 1e-5
     unmasked = unmask_observations(batch)
     assert torch.equal(unmasked.loss_mask, batch.response_mask) and unmasked.loss_mask.sum() > batch.loss_mask.sum()
+    # the engine's log-probs cover only sampled tokens: over the unmasked tokens they would fake a rollout
+    # mismatch (the learning demo's no-masking runs logged mismatch KL 1.7-3.0 and mismatch_kl alarms)
+    assert batch.rollout_logprobs is not None and unmasked.rollout_logprobs is None
 
 
 @pytest.mark.slow
