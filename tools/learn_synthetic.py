@@ -120,16 +120,22 @@ def prepare(
         world = redraw_facts(task, 1000 * seed + k)
         worlds.append((world, write_task(world, out / f"sft_world{k}").corpus))
     prep = Prepared(task, files, init_dir, out / "read_data.jsonl", out, seed, worlds, protocol)
-    _teacher_data(prep, 0.0, prep.read_data)
+    if not prep.read_data.is_file():  # written once, like the stages that read it
+        _teacher_data(prep, 0.0, prep.read_data)
     return prep
+
+
+def fraction_suffix(guess_fraction: float) -> str:
+    """The file-name suffix of a guess fraction's stage-2 data and model: none for the default 0.6, else
+    ``_g<fraction>``, so a stage trained at one fraction is never reused for another."""
+    return "" if guess_fraction == Plan.guess_fraction else f"_g{guess_fraction:.3f}"
 
 
 def guess_data(prep: Prepared, guess_fraction: float) -> Path:
     """The imperfect teacher's trajectories over ``prep.worlds``: a seeded ``guess_fraction`` of the questions
     answered at once with a random option of the right type (``searchr1.data.synthetic.teacher_turns``), the
-    others on the gold path. Written once per fraction (``sft_data.jsonl`` for the default 0.6)."""
-    name = "sft_data.jsonl" if guess_fraction == Plan.guess_fraction else f"sft_data_g{guess_fraction:.3f}.jsonl"
-    path = prep.out / name
+    others on the gold path. Written once per fraction (``sft_data<fraction_suffix>.jsonl``)."""
+    path = prep.out / f"sft_data{fraction_suffix(guess_fraction)}.jsonl"
     return path if path.is_file() else _teacher_data(prep, guess_fraction, path)
 
 
@@ -371,14 +377,14 @@ def calibrate_warm_start(prep: Prepared, reader: Path, plan: Plan) -> tuple[Path
 
     The same fraction does not fit every seed (docs/learning.md: 0.6 left seed 3's greedy start searching
     everywhere, 0.75 left seed 0 with too few sampled searches for RL to find them), so it is measured:
-    each trial is one short SFT from the stage-1 reader (``sft`` for the first fraction, ``sft_g<fraction>``
-    after) and :func:`search_rates`. Too many greedy or sampled searches → guess more; too few sampled → guess
-    less. After ``plan.calibration_trials`` without a fit, the trial closest to the window is used.
+    each trial is one short SFT from the stage-1 reader (``sft<fraction_suffix>``) and :func:`search_rates`.
+    Too many greedy or sampled searches → guess more; too few sampled → guess less. After
+    ``plan.calibration_trials`` without a fit, the trial closest to the window is used.
     """
     lo_rate, hi_rate = plan.search_rate
     g, low, high, trials = plan.guess_fraction, 0.0, 1.0, []
-    for _ in range(plan.calibration_trials if plan.calibrate else 1):
-        folder = prep.out / ("sft" if g == plan.guess_fraction else f"sft_g{g:.3f}")
+    for _ in range(plan.calibration_trials):
+        folder = prep.out / f"sft{fraction_suffix(g)}"
         start = _stage(reader, guess_data(prep, g), folder, plan.sft_steps, plan.sft_lr, prep.seed)
         if not plan.calibrate:
             return start, [{"guess_fraction": g, "dir": str(start)}]
