@@ -32,8 +32,9 @@ class RecordingModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(tmp_path: Path, nq: str, max_steps: int, ckpt_path: str | None = None) -> tuple[Trainer, RecordingModule]:
-    trainer = Trainer(
+def _trainer(tmp_path: Path, max_steps: int, **kwargs) -> Trainer:
+    """A quiet one-device CPU trainer without logger or checkpoints."""
+    return Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=max_steps,
@@ -42,7 +43,12 @@ def _fit(tmp_path: Path, nq: str, max_steps: int, ckpt_path: str | None = None) 
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
+        **kwargs,
     )
+
+
+def _fit(tmp_path: Path, nq: str, max_steps: int, ckpt_path: str | None = None) -> tuple[Trainer, RecordingModule]:
+    trainer = _trainer(tmp_path, max_steps)
     module = RecordingModule()
     trainer.fit(module, datamodule=QADataModule(train_files=[nq], batch_size=4, seed=11), ckpt_path=ckpt_path)
     return trainer, module
@@ -64,18 +70,7 @@ def test_trainer_validates_each_source_by_dataloader_idx(tmp_path: Path, data_di
     nq = str(data_dir / "flashrag_sample/nq_test.jsonl")
     bamboogle = DataSource(str(data_dir / "bamboogle/questions.jsonl"), data_source="bamboogle")
     dm = QADataModule(train_files=[nq], val_files=[nq, bamboogle], batch_size=4, val_batch_size=50)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2,
-        val_check_interval=2,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = _trainer(tmp_path, 2, val_check_interval=2, num_sanity_val_steps=0)
     module = RecordingModule()
     trainer.fit(module, datamodule=dm)
     # nq_test: 17 rows in one batch; bamboogle: 125 rows in 3 near-equal batches (42, 42, 41)
