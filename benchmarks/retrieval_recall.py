@@ -23,7 +23,7 @@ from searchr1.retrieval.cli import index_main
 from searchr1.retrieval.dense import DenseRetriever
 from searchr1.retrieval.hybrid import reciprocal_rank_fusion
 from searchr1.retrieval.packaged import minilm_dir
-from searchr1.retrieval.recall import title_recall
+from searchr1.retrieval.recall import title_recall, titles_found
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 KS = (1, 3, 5, 10)
@@ -86,13 +86,11 @@ def rrf_found(bm25, dense, questions: list[dict]) -> dict[float, list[int]]:
     """Per RRF constant, per question: supporting titles in the top 5 of the fusion of both top-100 lists."""
     texts = [q["question"] for q in questions]
     hits = bm25.search_hits(texts, 100), dense.search_hits(texts, 100)
+    gold = [q["supporting_titles"] for q in questions]
     out = {}
     for k in RRF_KS:
-        out[k] = []
-        for i, q in enumerate(questions):
-            fused = reciprocal_rank_fusion([hits[0][i].rows, hits[1][i].rows], k, 5)
-            titles = {bm25.docs.passage(r).title for r in fused.rows}
-            out[k].append(sum(t in titles for t in q["supporting_titles"]))
+        fused = [reciprocal_rank_fusion([b.rows, d.rows], k, 5) for b, d in zip(*hits)]
+        out[k] = titles_found([bm25.docs.passages(f.rows, f.scores) for f in fused], gold, 5)
     return out
 
 

@@ -16,8 +16,9 @@ def title_recall(results: Sequence[Sequence[Passage]], gold: Sequence[Sequence[s
         ks: cut-offs.
     """
     total = sum(len(g) for g in gold)
-    out = {}
-    for k in ks:
-        found = sum(sum(t in {p.title for p in r[:k]} for t in g) for r, g in zip(results, gold))
-        out[k] = found / max(total, 1)
-    return out
+    return {k: sum(titles_found(results, gold, k)) / max(total, 1) for k in ks}
+
+
+def titles_found(results: Sequence[Sequence[Passage]], gold: Sequence[Sequence[str]], k: int) -> list[int]:
+    """Per question, how many of its gold titles one of its top ``k`` passages has."""
+    return [sum(t in {p.title for p in r[:k]} for t in g) for r, g in zip(results, gold)]
