@@ -32,6 +32,14 @@ class Lockstep:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
 
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of ``values`` (a small tensor, e.g. whitening moments) over the ranks; a new tensor."""
+        if not self.active:
+            return values.clone()
+        t = values.detach().to(self.device).clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.to(values.device)
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is set on at least one rank."""
         return bool(self.max([int(flag)])[0])

@@ -23,7 +23,15 @@ from searchr1.algorithms.losses import (
     value_loss,
     vanilla_policy_loss,
 )
-from searchr1.algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten
+from searchr1.algorithms.masked import (
+    AGGREGATIONS,
+    aggregate_loss,
+    masked_mean,
+    masked_moments,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+)
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -39,6 +47,7 @@ __all__ = [
     "grpo_advantages",
     "kl_penalty",
     "masked_mean",
+    "masked_moments",
     "masked_sum",
     "masked_var",
     "masked_whiten",

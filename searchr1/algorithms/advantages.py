@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from searchr1.algorithms.masked import _masked, masked_whiten
+from searchr1.algorithms.masked import _masked, masked_moments, masked_whiten
 from searchr1.registry import Registry
 
 GroupIds = Tensor | Sequence[Hashable]
@@ -141,7 +141,9 @@ def rloo_advantages(scores: Tensor, group_ids: GroupIds, loss_mask: Tensor) -> T
     return _broadcast(adv, loss_mask)
 
 
-def reinforce_pp_advantages(token_rewards: Tensor, loss_mask: Tensor, gamma: float = 1.0) -> Tensor:
+def reinforce_pp_advantages(
+    token_rewards: Tensor, loss_mask: Tensor, gamma: float = 1.0, whiten: bool = True
+) -> Tensor:
     """REINFORCE++ (Hu, 2025): discounted return-to-go over valid tokens, whitened over the batch.
 
     ``G_t = r_t + γ G_{t'}`` (t' the next valid token); masked positions are skipped and carry ``G``
@@ -151,9 +153,10 @@ def reinforce_pp_advantages(token_rewards: Tensor, loss_mask: Tensor, gamma: flo
         token_rewards: (B, T) per-token rewards.
         loss_mask: (B, T) 1 on policy-sampled tokens.
         gamma: discount γ.
+        whiten: whiten the returns over valid tokens.
 
     Returns:
-        (B, T) whitened returns, 0 where masked.
+        (B, T) (whitened) returns, 0 where masked.
     """
     rewards = _masked(token_rewards.to(torch.float32), loss_mask)
     mask = loss_mask.to(rewards.dtype)
@@ -163,7 +166,7 @@ def reinforce_pp_advantages(token_rewards: Tensor, loss_mask: Tensor, gamma: flo
         m = mask[:, t]
         running = m * (rewards[:, t] + gamma * running) + (1 - m) * running
         returns[:, t] = running
-    return masked_whiten(returns, loss_mask)
+    return masked_whiten(returns, loss_mask) if whiten else _masked(returns, loss_mask)
 
 
 @dataclass
@@ -179,6 +182,9 @@ class AdvantageInputs:
         values: (B, T) critic values (GAE only).
         gamma: discount.
         lam: GAE λ.
+        reduce_moments: sums whitening moments (3,) over the ranks that hold the other shards of the batch (an
+            all-reduce, run once per call by every rank), so GAE and REINFORCE++ whiten over the global batch as verl
+            and Search-R1 do; None: over this batch.
     """
 
     token_rewards: Tensor
@@ -188,6 +194,13 @@ class AdvantageInputs:
     values: Tensor | None = None
     gamma: float = 1.0
     lam: float = 1.0
+    reduce_moments: Callable[[Tensor], Tensor] | None = None
+
+    def whiten(self, x: Tensor) -> Tensor:
+        """Whiten (B, T) ``x`` over the valid tokens of the global batch (see ``reduce_moments``)."""
+        if self.reduce_moments is None:
+            return masked_whiten(x, self.loss_mask)
+        return masked_whiten(x, self.loss_mask, moments=self.reduce_moments(masked_moments(x, self.loss_mask)))
 
 
 @dataclass(frozen=True)
@@ -208,7 +221,8 @@ def _require(value: object, what: str, name: str) -> None:
 
 def _gae(x: AdvantageInputs) -> tuple[Tensor, Tensor | None]:
     _require(x.values, "critic values", "gae")
-    return gae_advantages(x.token_rewards, x.values, x.loss_mask, x.gamma, x.lam)
+    advantages, returns = gae_advantages(x.token_rewards, x.values, x.loss_mask, x.gamma, x.lam, whiten=False)
+    return x.whiten(advantages), returns
 
 
 def _grpo(x: AdvantageInputs) -> tuple[Tensor, Tensor | None]:
@@ -222,7 +236,7 @@ def _rloo(x: AdvantageInputs) -> tuple[Tensor, Tensor | None]:
 
 
 def _reinforce_pp(x: AdvantageInputs) -> tuple[Tensor, Tensor | None]:
-    return reinforce_pp_advantages(x.token_rewards, x.loss_mask, x.gamma), None
+    return x.whiten(reinforce_pp_advantages(x.token_rewards, x.loss_mask, x.gamma, whiten=False)), None
 
 
 ADVANTAGE_ESTIMATORS.register("gae", "ppo")(AdvantageEstimator(_gae, needs_critic=True))

@@ -56,7 +56,22 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
+def masked_moments(x: Tensor, mask: Tensor) -> Tensor:
+    """Sum, sum of squares and count of ``x`` over valid positions, in float64: (3,).
+
+    Moments add up across shards of a batch, so the data-parallel ranks sum theirs (one all-reduce) and each whitens
+    its own rows with the global mean and variance (:func:`masked_whiten` ``moments=``).
+
+    Args:
+        x: (B, T) values.
+        mask: (B, T) validity mask.
+    """
+    v = _masked(x, mask).double()
+    m = mask.bool()
+    return torch.stack([v.sum(), (v * v).sum(), m.sum().double()])
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, moments: Tensor | None = None) -> Tensor:
     """Normalise ``x`` to zero mean and unit (unbiased) variance over valid positions.
 
     ``(x - mean) / sqrt(var + 1e-8)``; 0 at masked-out positions.
@@ -65,12 +80,21 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
         x: (B, T) values.
         mask: (B, T) validity mask.
         shift_mean: when False the mean is added back (scale only).
+        moments: (3,) ``[sum, sum of squares, count]`` over the whole batch (:func:`masked_moments` summed over
+            the ranks that hold its shards): whiten with the whole batch's mean and variance. None: this ``x``'s own
+            (two-pass mean and variance).
 
     Returns:
         (B, T) whitened values.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
+    if moments is None:
+        mean = masked_mean(x, mask)
+        var = masked_var(x, mask, unbiased=True)
+    else:
+        total, squares, n = moments.double().unbind()
+        mean64 = total / n.clamp(min=1)
+        var64 = torch.where(n > 1, (squares - n * mean64 * mean64).clamp(min=0) / (n - 1).clamp(min=1), 0.0)
+        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean

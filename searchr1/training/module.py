@@ -352,6 +352,7 @@ class SearchR1Module(LightningModule):
             kl_in_reward=cfg.kl_in_reward,
             gamma=cfg.gamma,
             lam=cfg.lam,
+            lockstep=self.lockstep,  # GAE / REINFORCE++ whiten over the global batch
         )
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:

@@ -115,11 +115,15 @@ def build_update_batch(
     kl_in_reward: bool,
     gamma: float,
     lam: float,
+    lockstep: Lockstep | None = None,
 ) -> tuple[UpdateBatch, Tensor]:
     """Token rewards (score on the last sampled token, minus β·KL when KL is in the reward) → advantages.
 
     With KL in the reward every estimator sees it: GAE and REINFORCE++ through the token rewards, GRPO and RLOO
     through the sequence score ``token_rewards.sum(-1)``; otherwise the reference log-probs go to the loss.
+
+    With several data-parallel ranks (``lockstep``), GAE and REINFORCE++ whiten over the global batch: the ranks sum
+    their whitening moments in one all-reduce per call (the estimator is the same on every rank, so it stays lockstep).
 
     Returns:
         ``(update_batch, token_rewards)``; token_rewards is (B, R).
@@ -141,6 +145,7 @@ def build_update_batch(
         values=values,
         gamma=gamma,
         lam=lam,
+        reduce_moments=lockstep.sum if lockstep is not None else None,
     )
     advantages, returns = compute_advantages(estimator, inputs)
     batch = UpdateBatch(

@@ -44,3 +44,31 @@ def test_aggregate_bad_mode_lists_valid():
     with pytest.raises(ValueError, match="token-mean.*") as err:
         aggregate_loss(torch.zeros(1, 1), torch.ones(1, 1), "token-max")
     assert "seq-mean-token-sum" in str(err.value)
+
+
+def test_whitening_with_moments_summed_over_shards_equals_the_whole_batch():
+    from searchr1.algorithms import masked_moments
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 9, generator=g) * 3 + 1
+    m = (torch.rand(6, 9, generator=g) > 0.3).float()
+    x[m == 0] = float("nan")  # masked positions never leak, not even into the moments
+    whole = masked_whiten(x, m)
+    # two "ranks" with rows 0-3 and 4-5: sum, sum of squares and count add up across shards
+    moments = masked_moments(x[:4], m[:4]) + masked_moments(x[4:], m[4:])
+    assert moments[2].item() == m.sum().item()
+    shards = torch.cat([masked_whiten(x[:4], m[:4], moments=moments), masked_whiten(x[4:], m[4:], moments=moments)])
+    torch.testing.assert_close(shards, whole, rtol=0, atol=1e-6)
+    # each shard whitened on its own is not the same (its own mean is forced to 0)
+    alone = torch.cat([masked_whiten(x[:4], m[:4]), masked_whiten(x[4:], m[4:])])
+    assert (alone - whole).abs().max() > 1e-2
+
+
+def test_whitening_moments_of_one_or_no_valid_token():
+    x, one = torch.tensor([[2.0, 5.0]]), torch.tensor([[1.0, 0.0]])
+    from searchr1.algorithms import masked_moments
+
+    # a single valid value: variance undefined -> 0, so (2 - 2) / sqrt(1e-8) = 0, like the two-pass path
+    assert masked_whiten(x, one, moments=masked_moments(x, one)).tolist() == masked_whiten(x, one).tolist()
+    none = torch.zeros(1, 2)
+    assert masked_whiten(x, none, moments=masked_moments(x, none)).tolist() == [[0.0, 0.0]]
