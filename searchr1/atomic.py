@@ -4,11 +4,16 @@ A file is written to a hidden temp file next to its target, fsync-ed and ``os.re
 POSIX within one filesystem); a folder is built as a hidden temp folder next to its target and renamed into place.
 The temp always sits next to the target, never in the system temp folder: that may be another filesystem, where a
 "rename" is a copy a kill can cut short.
+
+Temp names carry the writer's process id (``.<target>.<pid>-<random>.tmp``, ``.<target>.old-<pid>``) so that
+:func:`remove_stale_temps` can tell what a killed writer left behind (its process is gone) from what a live one is
+writing; a checkpoint save calls it on its folder before writing.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -36,7 +41,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` so that ``path`` is never seen half-written (temp file + fsync + ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
@@ -57,12 +62,12 @@ def replace_dir(tmp: Path, target: Path) -> None:
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
         os.replace(target, old)
     os.replace(tmp, target)
     fsync_dir(target.parent)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
 def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> Path:
@@ -72,7 +77,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> P
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         write(tmp)
         replace_dir(tmp, target)
@@ -80,3 +85,58 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}-"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+# .<target>.<pid>-<random>.tmp (atomic writes), .<target>.<random>.tmp (before pids were in the names),
+# .<target>.old-<pid> (replace_dir's previous version, between its two renames)
+_TEMP = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
+_OLD = re.compile(r"^\.(?P<target>.+)\.old-(?P<pid>\d+)$")
+
+
+def remove_stale_temps(folder: str | Path, target_suffix: str = ".ckpt") -> list[Path]:
+    """Remove the hidden temps that killed writers left in ``folder``; returns what was removed or restored.
+
+    Only temps of targets whose name ends with ``target_suffix`` are touched, and only when the process that made
+    them is gone (this process's own and other live processes' temps are kept). A previous version set aside by
+    :func:`replace_dir` whose target is missing (a kill between its two renames) is renamed back, not removed.
+    """
+    folder, found = Path(folder), []
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP.match(entry.name) or _OLD.match(entry.name)
+        if match is None or not match["target"].endswith(target_suffix):
+            continue
+        pid = int(match["pid"]) if match["pid"] else None
+        if pid is not None and (pid == os.getpid() or _process_alive(pid)):
+            continue
+        target = folder / match["target"]
+        if match.re is _OLD and not target.exists():
+            os.replace(entry, target)
+        else:
+            _remove(entry)
+        found.append(entry)
+    if found:
+        fsync_dir(folder)
+    return found

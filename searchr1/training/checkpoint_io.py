@@ -7,7 +7,10 @@ usual cluster layout) the move is a copy into the final path, so a kill during i
 that resume then picks up; the temp folder must also hold the whole checkpoint, and nothing is fsync-ed.
 ``AtomicCheckpointIO`` writes into a hidden temp file next to the target, fsyncs it, ``os.replace``-s it over the
 target (atomic on POSIX within one filesystem) and fsyncs the folder: a reader sees the old file or the new one,
-never a part. Remote (non-local) paths fall back to Lightning's own writer.
+never a part; hidden temps that killed writers left in that folder are removed first
+(:func:`searchr1.atomic.remove_stale_temps`). Remote (non-local) paths fall back to Lightning's own writer.
+Sharded (FSDP2) checkpoints do not go through this plugin: ``FSDP2Strategy`` makes them crash-safe itself
+(:mod:`searchr1.training.sharded_checkpoint`).
 
 ``ExportPretrained`` writes ``policy.save_pretrained`` + the tokenizer (loadable with ``from_pretrained``) at the
 end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place
@@ -24,7 +27,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from searchr1.atomic import atomic_torch_save
+from searchr1.atomic import atomic_torch_save, remove_stale_temps
 from searchr1.models import save_hf_folder
 
 
@@ -40,6 +43,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
+        remove_stale_temps(Path(path).parent)
         atomic_torch_save(checkpoint, path)
 
 

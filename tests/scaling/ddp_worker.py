@@ -10,7 +10,11 @@ Lightning's ``ddp`` launcher re-runs this script once per extra rank, so it must
 checksum of every policy tensor after each step) and its final policy weights to ``OUT/rank{r}.pt``; the test
 compares the ranks' files.
 
-Usage: python ddp_worker.py --model DIR --out DIR --steps N [--ckpt_every 1] [--resume CKPT] [--algo ppo]
+``--stall_save K`` makes the K-th distributed-checkpoint save of each rank stop after writing its shards (it writes
+``OUT/stalled.rank{r}`` with its pid and sleeps), so a test can SIGKILL both ranks in the middle of a sharded save.
+
+Usage: python ddp_worker.py --model DIR --out DIR --steps N [--ckpt_every 1 [--save_last]] [--resume CKPT]
+[--algo ppo] [--stall_save K]
 """
 
 from __future__ import annotations
@@ -94,6 +98,22 @@ class NaNOnRank:
         return em_reward(response, golden_answers)
 
 
+def stall_save(k: int, out: Path) -> None:
+    """Make the ``k``-th sharded save of this rank hang after its shards are written (for a SIGKILL test)."""
+    import lightning.fabric.strategies.fsdp as fsdp
+
+    real, calls = fsdp._distributed_checkpoint_save, []
+
+    def save(state, path):
+        real(state, path)
+        calls.append(path)
+        if len(calls) == k:
+            (out / f"stalled.rank{torch.distributed.get_rank()}").write_text(json.dumps({"pid": os.getpid()}))
+            time.sleep(600)
+
+    fsdp._distributed_checkpoint_save = save
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -108,10 +128,15 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--num_nodes", type=int, default=1)
     parser.add_argument("--nan_rank", type=int, default=None)
+    parser.add_argument("--save_last", action="store_true")
+    parser.add_argument("--stall_save", type=int, default=0)
+    parser.add_argument("--timeout_s", type=float, default=20.0, help="FSDP2 process-group timeout")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.stall_save:
+        stall_save(args.stall_save, out)
     module = SearchR1Module(
         model_name_or_path=args.model,
         retriever=BM25Retriever(corpus=str(DATA / "corpus.jsonl")),
@@ -128,9 +153,15 @@ def main() -> None:
     callbacks: list[Callback] = [recorder]
     if args.ckpt_every:
         callbacks.append(
-            ModelCheckpoint(dirpath=out / "ckpt", filename="{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1)
+            ModelCheckpoint(
+                dirpath=out / "ckpt",
+                filename="{step}",
+                every_n_train_steps=args.ckpt_every,
+                save_top_k=-1,
+                save_last=args.save_last,
+            )
         )
-    strategy = FSDP2Strategy(timeout_seconds=20) if args.strategy == "fsdp2" else args.strategy
+    strategy = FSDP2Strategy(timeout_seconds=args.timeout_s) if args.strategy == "fsdp2" else args.strategy
     trainer = Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
