@@ -405,6 +405,12 @@ class SearchR1Module(LightningModule):
             self.log(f"{prefix}/em", em, prog_bar=True, rank_zero_only=True)
 
     # -------------------------------------------------------------------------------- checkpoints
+    def configure_callbacks(self) -> list:
+        """Every run: SIGTERM saves and exits non-zero, a lost rank is named (:mod:`searchr1.training.shutdown`)."""
+        from searchr1.training.shutdown import ShutdownGuard
+
+        return [ShutdownGuard()]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
