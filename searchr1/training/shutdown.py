@@ -34,9 +34,8 @@ from searchr1.training.sharding import rank_lockstep
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 CHECK_IN_SECONDS = 3.0
 _COLLECTIVE_FAILURE = re.compile(
-    r"Connection closed by peer|Connection reset by peer|Broken pipe|Timed out waiting|timed out|"
-    r"ProcessGroupGloo|ProcessGroupNCCL|NCCL (error|communicator)|DistBackendError",
-    re.IGNORECASE,
+    r"Connection closed by peer|Connection reset by peer|Broken pipe|Timed out waiting \d+ms|"
+    r"collective operation timeout|ProcessGroupGloo|ProcessGroupNCCL|NCCL (error|communicator)"
 )
 
 
@@ -79,10 +78,12 @@ class ShutdownGuard(Callback):
         if isinstance(exception, SystemExit) or trainer.world_size < 2 or not is_collective_failure(exception):
             return
         rank, world = trainer.global_rank, trainer.world_size
+        missing = exited_child_ranks(trainer) or unresponsive_ranks(rank, world)
+        if missing == []:  # every rank is there: not a lost rank, the traceback stays on the terminal
+            return
         report = Path(trainer.default_root_dir) / f"error-rank{rank}.txt"
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text("".join(traceback.format_exception(exception)))
-        missing = exited_child_ranks(trainer) or unresponsive_ranks(rank, world)
         lost = [0] if missing is None else missing
         alive = [r for r in range(world) if r not in lost]
         if not alive or rank == min(alive):  # one line for the whole run
@@ -94,10 +95,8 @@ def lost_rank_line(rank: int, world: int, missing: list[int] | None, exception: 
     """The one line for a failed collective: who did not answer (None: the store on rank 0 did not), and why."""
     if missing is None:
         who = f"rank 0 of {world} (it hosts the rendezvous store) is dead or hung"
-    elif missing:
-        who = f"rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} of {world} did not answer: dead or hung"
     else:
-        who = "every rank answered after the failure"
+        who = f"rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} of {world} did not answer: dead or hung"
     text = re.sub(r"^\[[^\]]*\]\s*", "", str(exception).strip())  # gloo's "[…/pair.cc:553] " source prefix
     cause = text.splitlines()[0].split(". ")[0][:200] if text else type(exception).__name__
     return f"searchr1: {who}; rank {rank}'s collective failed ({cause}); every rank stops. Traceback: {report}"

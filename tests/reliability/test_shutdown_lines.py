@@ -25,6 +25,7 @@ def test_collective_failures_are_recognised_through_the_cause_chain():
         assert is_collective_failure(outer)
     assert not is_collective_failure(FloatingPointError("policy loss is nan at rollout step 1"))
     assert not is_collective_failure(KeyError("reward"))
+    assert not is_collective_failure(TimeoutError("search failed: timed out after 0.5s"))  # a retriever, not a rank
 
 
 def test_the_line_names_the_lost_ranks_and_the_traceback_file():
