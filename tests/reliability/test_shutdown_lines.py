@@ -53,3 +53,23 @@ def test_ranks_that_do_not_check_in_are_the_lost_ones(one_rank_group):
     # this process is rank 0 of a run of 3: it checks in, ranks 1 and 2 never do
     assert unresponsive_ranks(0, 3, wait_s=0.3) == [1, 2]
     assert unresponsive_ranks(0, 1, wait_s=0.3) == []
+
+
+def test_multi_rank_configs_wait_minutes_not_half_an_hour_for_a_hung_rank():
+    from datetime import timedelta
+
+    import yaml
+
+    from searchr1.training.strategies import FSDP2Strategy
+
+    assert FSDP2Strategy()._timeout == timedelta(minutes=10)
+    checked = 0
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
+        strategy = (yaml.safe_load(path.read_text()).get("trainer") or {}).get("strategy")
+        if strategy == "fsdp2":  # the class default
+            checked += 1
+        elif isinstance(strategy, dict) and strategy["class_path"].endswith("FSDP2Strategy"):
+            timeout = (strategy.get("init_args") or {}).get("timeout_seconds", 600)
+            assert timeout is not None and 60 <= timeout <= 1200, (path.name, timeout)
+            checked += 1
+    assert checked >= 6  # the five paper configs and tiny_cpu_fsdp2
