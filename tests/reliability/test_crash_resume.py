@@ -166,6 +166,11 @@ def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
         loads += 1
     assert list(tmp_path.glob("last.ckpt*")) == [path]  # temp files are hidden (".last.ckpt.*.tmp")
     record_figure("resume/killed_writes_loaded_whole", loads)
+    # what the killed writers left (a 16 MB temp each, when the kill landed mid-write) goes at the next save there
+    stale = list(tmp_path.glob(".last.ckpt.*.tmp"))
+    AtomicCheckpointIO().save_checkpoint({"version": -1}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    record_figure("resume/stale_temps_removed_at_next_save", len(stale))
 
 
 def test_atomic_save_failure_keeps_previous_file(tmp_path):
