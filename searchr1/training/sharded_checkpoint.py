@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -70,7 +71,12 @@ def save_sharded(
         broadcast: rank 0's object to every rank (the strategy's ``broadcast``).
     """
     tmp = Path(broadcast(str(new_temp_folder(target)) if rank == 0 else None))
-    write_shards(tmp)
+    try:
+        write_shards(tmp)
+    except BaseException:  # a failed save (it fails on every rank) leaves no temp folder behind
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     problem = None
     if rank == 0:
         try:
