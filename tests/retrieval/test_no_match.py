@@ -85,6 +85,6 @@ def test_engine_shows_the_protocols_no_results_text(bm25: BM25Retriever, tokeniz
     empty, found = engine.generate(["q1", "q2"], n=1).trajectories
     assert empty.doc_ids == [[]] and empty.search_failures == 0
     assert observation(NO_RESULTS_TEXT) in empty.response_text  # "<information>No results found.</information>"
-    assert found.doc_ids == [["0"]] and "Doc 1(Title: \"Alpha\") alpha river city" in found.response_text
+    assert found.doc_ids == [["0"]] and 'Doc 1(Title: "Alpha") alpha river city' in found.response_text
     assert get_protocol("search_r1").no_results_text == NO_RESULTS_TEXT
     assert get_protocol("tool_call").no_results_text  # the tool protocol has its own non-empty text
