@@ -39,6 +39,7 @@ from searchr1.training.scaling import (
     gradient_sync_hook,
     strategy_kind,
 )
+from searchr1.training.search_health import check_retriever
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
@@ -152,6 +153,7 @@ class SearchR1Module(LightningModule):
         if self._trainer is None:
             return
         check_setup(self.scale_setup(self.trainer))
+        check_retriever(self.retriever, self.trainer.strategy)  # a dead retrieval server: refuse to start
         cfg = self.algorithm
         rank_zero_info(f"searchr1: estimator {cfg.estimator}, KL path {cfg.kl_path} ({cfg.kl_kind}, β={cfg.kl_coef})")
 
