@@ -1,6 +1,6 @@
 """The behaviour log-prob means the trainer's full-vocabulary ``log_softmax(logits / T)``, whatever top-p: the HF
 backend records exactly what the trainer recomputes (so ``mismatch_kl`` is 0 and TIS/MIS weights are 1 with the same
-weights), and vLLM settings that cannot record it are refused (``behaviour_logprob_problem``)."""
+weights), and ``fit`` refuses vLLM settings that cannot record it (``behaviour_logprob_problem``)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,16 @@ def test_vllm_modes_that_can_record_the_behaviour_logprob(mode, temperature, top
         assert "log_softmax(logits / T)" in problem and ("logprobs_mode" in problem or "temperature 1" in problem)
     greedy = SamplingParams(temperature=0.7, top_p=0.5, do_sample=False)
     assert behaviour_logprob_problem(mode, greedy) is None  # greedy: log_softmax(logits) in both modes
+
+
+def test_fit_refuses_vllm_settings_without_a_recording_mode() -> None:
+    from searchr1.training.engine_weights import check_behaviour_logprobs
+    from searchr1.training.scaling import SetupError
+
+    check_behaviour_logprobs("vllm", {}, RolloutConfig(temperature=1.0, top_p=0.95))  # the paper configs
+    check_behaviour_logprobs("hf", {}, RolloutConfig(temperature=0.7, top_p=0.5))  # HF records it for any setting
+    check_behaviour_logprobs("vllm", {"logprobs_mode": "processed_logprobs"}, RolloutConfig(temperature=0.7))
+    with pytest.raises(SetupError, match=r"backend 'vllm': vLLM's raw_logprobs ignore temperature"):
+        check_behaviour_logprobs("vllm", {}, RolloutConfig(temperature=0.7))
+    with pytest.raises(SetupError, match="renormalised over the top-p/top-k set"):
+        check_behaviour_logprobs("vllm", {"logprobs_mode": "processed_logprobs"}, RolloutConfig(top_p=0.9))

@@ -11,6 +11,9 @@ with top_p < 1 its ``rollout_corr`` ratio then includes the nucleus mass (docs/c
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from searchr1.rollout.backends.base import SamplingParams
 
 
@@ -29,7 +32,8 @@ def behaviour_logprob_problem(logprobs_mode: str, params: SamplingParams) -> str
         fix = (
             "sample at temperature 1 (top_p/top_k may stay)"
             if filtered
-            else "set VLLMBackend(logprobs_mode='processed_logprobs') (exact without top-p/top-k) or temperature 1"
+            else "set logprobs_mode='processed_logprobs' (a VLLMBackend argument: model.backend_kwargs in a config; "
+            "exact without top-p/top-k) or temperature 1"
         )
         return (
             f"vLLM's raw_logprobs ignore temperature, so at temperature {params.temperature} they are not the "
@@ -41,6 +45,18 @@ def behaviour_logprob_problem(logprobs_mode: str, params: SamplingParams) -> str
             f"vLLM's processed_logprobs are renormalised over the top-p/top-k set (top_p={params.top_p}, "
             f"top_k={params.top_k}), not the full-vocabulary log_softmax(logits / T) the trainer recomputes: "
             "rollout/mismatch_kl would measure the nucleus and TIS/MIS would shrink or drop tokens with no engine "
-            "mismatch. Use VLLMBackend(logprobs_mode='raw_logprobs') (the default; exact at temperature 1)"
+            "mismatch. Use logprobs_mode='raw_logprobs' (VLLMBackend's default; exact at temperature 1) or top_p 1 "
+            "and top_k 0"
         )
     return None
+
+
+def configured_logprob_problem(
+    backend_cls: type, backend_kwargs: dict[str, Any], sampling: SamplingParams
+) -> str | None:
+    """:func:`behaviour_logprob_problem` of a backend class built with ``backend_kwargs`` (its ``logprobs_mode``, or
+    that argument's default) sampling with ``sampling``; None for a backend without a ``logprobs_mode`` (HF)."""
+    param = inspect.signature(backend_cls.__init__).parameters.get("logprobs_mode")
+    if param is None:
+        return None
+    return behaviour_logprob_problem(backend_kwargs.get("logprobs_mode", param.default), sampling)

@@ -12,9 +12,10 @@ How it maps the :class:`GenerationBackend` protocol onto vLLM:
   sampled token's log-prob. The behaviour log-prob means what the trainer recomputes (and the HF backend
   records): ``log_softmax(logits / T)`` over the full vocabulary, not renormalised over the top-k / top-p set.
   vLLM gives it with ``logprobs_mode="raw_logprobs"`` (the default here) at temperature 1, whatever top-p/top-k,
-  and with ``"processed_logprobs"`` (verl's default) without top-p/top-k, whatever the temperature; a request
-  that neither mode records so is refused (:func:`behaviour_logprob_problem`) instead of silently logging a
-  nucleus-renormalised value that ``rollout/mismatch_kl`` and TIS/MIS would read as an engine mismatch;
+  and with ``"processed_logprobs"`` (verl's default) without top-p/top-k, whatever the temperature; ``searchr1
+  fit`` refuses training settings that neither mode records
+  (:func:`~searchr1.rollout.backends.behaviour.behaviour_logprob_problem`) instead of logging nucleus-renormalised
+  values that ``rollout/mismatch_kl`` and TIS/MIS would read as engine mismatch (evaluation uses no log-probs);
 * with ``SamplingParams.seed`` each request gets ``seed + index``, so identical prompts of a GRPO group
   still sample different continuations while the whole call stays reproducible;
 * ``sync_weights`` loads the trainer's in-memory tensors through the worker's ``reload_weights``
@@ -53,7 +54,6 @@ from searchr1.rollout.backends.base import (
     SamplingParams,
     TurnCallback,
 )
-from searchr1.rollout.backends.behaviour import behaviour_logprob_problem
 from searchr1.rollout.backends.vllm_weights import Counted, VLLMWorkerExtension, save_unshared, weight_chunks
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class VLLMBackend:
         logprobs_mode: which log-prob vLLM reports for the sampled token: ``"raw_logprobs"`` (the plain model's
             full-vocabulary log-prob: the behaviour log-prob at temperature 1, any top-p/top-k) or
             ``"processed_logprobs"`` (after temperature and top-k/top-p: the behaviour log-prob when top_p = 1 and
-            top_k = 0, any temperature). See :func:`behaviour_logprob_problem`.
+            top_k = 0, any temperature). See :mod:`~searchr1.rollout.backends.behaviour`.
         in_process: run the engine core in this process (sets ``VLLM_ENABLE_V1_MULTIPROCESSING`` to 0, else 1):
             weights are synced without serialisation and no ``__main__`` guard / spawn is needed. With
             False, vLLM's engine runs in its own process and ``sync_weights`` goes through a safetensors
@@ -205,12 +205,6 @@ class VLLMBackend:
         self.last_sync_tensors = 0
         logger.info("vLLM engine for %s ready in %.1f s", model, self.startup_seconds)
 
-    def _check_logprob_meaning(self, params: SamplingParams) -> None:
-        """Refuse sampling settings whose behaviour log-prob this engine's ``logprobs_mode`` cannot record."""
-        problem = behaviour_logprob_problem(self.logprobs_mode, params)
-        if problem is not None:
-            raise ValueError(problem)
-
     def _vllm_params(self, params: SamplingParams, index: int, final_only: bool = False) -> Any:
         """vLLM ``SamplingParams`` for the ``index``-th prompt of a call."""
         from vllm import SamplingParams as VSamplingParams
@@ -239,7 +233,6 @@ class VLLMBackend:
             raise RuntimeError("VLLMBackend.generate called while asleep; call wake_up() first.")
         if not prompts:
             return []
-        self._check_logprob_meaning(params)
         from vllm.inputs import TokensPrompt
 
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
@@ -262,7 +255,6 @@ class VLLMBackend:
         """
         if self.asleep:
             raise RuntimeError("VLLMBackend.generate_multiturn called while asleep; call wake_up() first.")
-        self._check_logprob_meaning(params)
         from vllm.inputs import TokensPrompt
 
         engine = self.llm.llm_engine
