@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from searchr1.retrieval.client import HTTPRetriever
 from searchr1.retrieval.launch import ServerProcess
 
 FAULT_MODES = ("none", "slow", "status", "garbage", "bad_shape")
@@ -190,6 +191,19 @@ class FaultyServerProcess(ServerProcess):
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return None if self.proc is None or self.proc.poll() is not None else self.proc.pid
+
+
+class RankURLRetriever(HTTPRetriever):
+    """An :class:`~searchr1.retrieval.HTTPRetriever` whose server depends on the process's ``LOCAL_RANK``: one
+    multi-rank command line (every rank parses the same arguments) in which only some ranks can reach a server.
+
+    Args:
+        urls: one server URL per local rank.
+        kwargs: the other :class:`~searchr1.retrieval.HTTPRetriever` arguments.
+    """
+
+    def __init__(self, urls: list[str], **kwargs: Any) -> None:
+        super().__init__(urls[int(os.environ.get("LOCAL_RANK", "0"))], **kwargs)
 
 
 def serve_faulty_main(argv: Sequence[str] | None = None) -> None:

@@ -145,3 +145,22 @@ curves: {enabled: false}
     (row,) = [json.loads(line) for line in alarms.read_text().splitlines()]
     assert (row["signal"], row["decision"], row["value"]) == ("search_failures", "stop", 1.0)
     record_figure("outages/fit_failing_searches_stop_seconds", round(seconds, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_ranks_agree_when_only_one_reaches_the_server(index_dir, tmp_path: Path) -> None:
+    """Rank 0 reaches a live server, rank 1 a dead URL: both ranks refuse together (no rank left in a collective)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    with FaultyServerProcess(index_dir, log_path=tmp_path / "server.log") as server:
+        done, seconds = run_fit(
+            tmp_path / "run", "--trainer.devices=2", "--trainer.strategy=ddp",
+            "--model.retriever=searchr1.testing.RankURLRetriever", f"--model.retriever.urls=[{server.url}, {dead}]",
+            timeout=580,
+        )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    assert f"no retrieval server answers at {dead}" in out  # rank 1's own message
+    assert "did not answer the probe of another rank" in out  # rank 0 stops too, naming why
+    assert "Epoch" not in out
+    record_figure("outages/two_ranks_one_dead_exit_seconds", round(seconds, 1))
