@@ -89,6 +89,7 @@ def test_hung_server_costs_one_timeout_per_call_and_recovery_is_logged(index_dir
     with FaultyServerProcess(index_dir, log_path=tmp_path / "server.log") as server:
         client = HTTPRetriever(server.url, timeout=1.0, max_retries=3, backoff=0.05)
         client.search(["ed wood"], 2)  # a kept-alive connection, as in a running trainer
+        assert client.search(["the of and", "???"], 2) == [[], []]  # no indexed term: empty lists over the wire
         os.kill(server.pid, signal.SIGSTOP)
         try:
             start = time.monotonic()
