@@ -1,7 +1,10 @@
 """Rollout/trainer mismatch correction: importance weights between the sampling engine and the trainer.
 
 The rollout engine records the log-prob of every sampled token under *its* forward pass (vLLM kernels, bf16,
-a KV cache); the trainer recomputes the "old" log-probs with its own pass. When the two differ, the PPO ratio
+a KV cache); the trainer recomputes the "old" log-probs with its own pass. Both mean the same distribution,
+``log_softmax(logits / T)`` over the full vocabulary (never renormalised over the top-p/top-k set:
+``searchr1.rollout.backends.behaviour``), so ρ = 1 with identical weights and kernels, whatever top_p; ρ ≠ 1
+measures the engine, not the sampler's truncation. When the two differ, the PPO ratio
 ``π_θ/π_old`` is measured against a distribution the tokens were not drawn from. The correction multiplies each
 token's policy loss by an importance weight built from ``ρ = π_old / π_rollout`` (Yao et al., 2025, "Your
 efficient RL framework secretly brings you off-policy RL training"; verl's ``rollout_is``):

@@ -55,6 +55,7 @@ def question_result(
         context_doc_ids=[p.id for p in context],
         finish_reason=traj.finish_reason,
         response_tokens=len(traj.response_ids),
+        search_failures=traj.search_failures,
     )
 
 

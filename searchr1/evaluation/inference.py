@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import torch
 
 from searchr1.evaluation.prompts import EvalMethod
-from searchr1.retrieval import Passage, Retriever
+from searchr1.retrieval import Passage, RetrievalError, Retriever
 from searchr1.rewards import policy_answer
 from searchr1.rollout import GenerationBackend, GenerationOutput, RolloutConfig, RolloutEngine, SamplingParams
 
@@ -77,7 +77,8 @@ class StreamingBackend:
 
 
 class StreamingRetriever:
-    """Forwards to a retriever and prints each query and the titles of its passages.
+    """Forwards to a retriever and prints each query and the titles of its passages (``[no results]`` for none,
+    ``[search failed: <reason>]`` when the retriever raised).
 
     Args:
         inner: the retriever that searches.
@@ -91,8 +92,14 @@ class StreamingRetriever:
         """Search with the inner retriever, then print every query with its passage titles."""
         for q in queries:
             self.printer.write("search", "search", q)
-        results = self.inner.search(queries, topk)
+        try:
+            results = self.inner.search(queries, topk)
+        except RetrievalError as err:  # the engine shows the policy "Search failed: …"; say it here too
+            self.printer.write("search", f"search failed: {err}")
+            raise
         for passages in results:
+            if not passages:
+                self.printer.write("doc", "no results")
             for rank, p in enumerate(passages, start=1):
                 self.printer.write("doc", f"doc {rank}", f"{p.title} (id {p.id})")
         return results

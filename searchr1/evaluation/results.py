@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCORE_COLUMNS = ("em", "f1", "substring", "searches", "turns", "answered", "response_tokens")
+SCORE_COLUMNS = ("em", "f1", "substring", "searches", "turns", "answered", "response_tokens", "search_failures")
 """Per-dataset means reported in every table (besides the counts)."""
 
 AVERAGE = "average"
@@ -42,6 +42,7 @@ class QuestionResult:
         context_doc_ids: passages put in the prompt (``rag`` method), else empty.
         finish_reason: how the trajectory ended (see ``searchr1.rollout.Trajectory``).
         response_tokens: response length in tokens (observations included).
+        search_failures: searches whose retriever call failed (shown to the policy as ``Search failed``).
     """
 
     dataset: str
@@ -61,6 +62,7 @@ class QuestionResult:
     context_doc_ids: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     response_tokens: int = 0
+    search_failures: int = 0
 
     @property
     def retrievals(self) -> int:
@@ -81,6 +83,8 @@ class DatasetScores:
         turns: mean generation turns per trajectory.
         answered: share of trajectories with an ``<answer>``.
         response_tokens: mean response length in tokens.
+        search_failures: share of the executed searches whose retriever call failed (0 when none ran): a table
+            of EM 0.000 with a dead retrieval server says so here.
     """
 
     name: str
@@ -93,6 +97,7 @@ class DatasetScores:
     turns: float
     answered: float
     response_tokens: float
+    search_failures: float = 0.0
 
     @classmethod
     def from_results(cls, name: str, results: Sequence[QuestionResult]) -> DatasetScores:
@@ -115,6 +120,7 @@ class DatasetScores:
             turns=mean([r.num_turns for r in results]),
             answered=mean([float(r.answer is not None) for r in results]),
             response_tokens=mean([r.response_tokens for r in results]),
+            search_failures=sum(r.search_failures for r in results) / max(sum(r.num_searches for r in results), 1),
         )
 
     @classmethod
@@ -161,8 +167,8 @@ class EvalReport:
         return [*self.datasets, self.average]
 
     def to_markdown(self) -> str:
-        """Per-dataset table: questions, EM, F1, substring match, searches, turns, answered share."""
-        head = "| dataset | questions | EM | F1 | substring | searches | turns | answered |"
+        """Per-dataset table: questions, EM, F1, substring match, searches, turns, answered share, search failures."""
+        head = "| dataset | questions | EM | F1 | substring | searches | turns | answered | search_failures |"
         lines = [
             f"### {self.method} — {self.model}",
             "",
@@ -173,7 +179,7 @@ class EvalReport:
             name = f"**{r.name}**" if r.name == AVERAGE else r.name
             lines.append(
                 f"| {name} | {r.questions} | {r.em:.3f} | {r.f1:.3f} | {r.substring:.3f} | "
-                f"{r.searches:.2f} | {r.turns:.2f} | {r.answered:.3f} |"
+                f"{r.searches:.2f} | {r.turns:.2f} | {r.answered:.3f} | {r.search_failures:.3f} |"
             )
         return "\n".join(lines) + "\n"
 

@@ -13,6 +13,7 @@ from searchr1.protocols.base import PROTOCOLS, Protocol, Renderer
 from searchr1.protocols.search_r1 import (
     INSTRUCTION_TEMPLATE,
     INVALID_ACTION_TEXT,
+    NO_RESULTS_TEXT,
     OBSERVATION_TEMPLATE,
     SEARCH_FAILED_TEMPLATE,
     STOP_STRINGS,
@@ -49,6 +50,7 @@ __all__ = [
     "tool_call",
     "INSTRUCTION_TEMPLATE",
     "INVALID_ACTION_TEXT",
+    "NO_RESULTS_TEXT",
     "OBSERVATION_TEMPLATE",
     "SEARCH_FAILED_TEMPLATE",
     "STOP_STRINGS",

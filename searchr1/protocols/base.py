@@ -51,6 +51,8 @@ class Protocol(ABC):
     """Registry name."""
     stop_strings: tuple[str, ...]
     """A generation turn ends right after any of these strings (EOS and the token limit also end it)."""
+    no_results_text: str
+    """Observation body of a search that found no passage (e.g. BM25 and a query without any indexed term)."""
 
     @abstractmethod
     def build_prompt(self, question: str, tokenizer: Any | None = None, use_chat_template: bool = True) -> str:

@@ -12,7 +12,8 @@ Everything here is the text contract between the policy and the environment of S
 
 Departures (deliberate): a search whose content still holds an opening ``<search>`` uses the text after the
 innermost one and an empty search is an invalid action (Search-R1 sends an empty query); a failed search is shown
-as ``Search failed: <reason>`` inside ``<information>`` (Search-R1 crashes the step); the answer is the last
+as ``Search failed: <reason>`` inside ``<information>`` (Search-R1 crashes the step), a search that found nothing
+as :data:`NO_RESULTS_TEXT` (Search-R1: an empty ``<information></information>``); the answer is the last
 ``<answer>`` of the text the policy *sampled* (:func:`answer_of_segments`), never of inserted text -- Search-R1's
 ``extract_solution`` scans prompt + response and so reads the prompt's own ``<answer> Beijing </answer>`` and the
 invalid-action text's ``<answer> and </answer>`` as answers of a trajectory that never answered.
@@ -60,6 +61,10 @@ OBSERVATION_TEMPLATE = "\n\n<information>{body}</information>\n\n"
 
 SEARCH_FAILED_TEMPLATE = "Search failed: {reason}"
 """Observation body when the retriever raised after its retries."""
+
+NO_RESULTS_TEXT = "No results found."
+"""Observation body of a search that returned no passage. Search-R1 shows an empty ``<information></information>``
+there (its pyserini BM25 server answers ``[]`` for a query without any indexed term); saying so is clearer."""
 
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -201,6 +206,7 @@ class SearchR1Protocol(Protocol):
 
     name = NAME
     stop_strings = STOP_STRINGS
+    no_results_text = NO_RESULTS_TEXT
 
     build_prompt = staticmethod(build_prompt)  # the module's functions (see their docstrings)
     parse_action = staticmethod(parse_action)

@@ -72,6 +72,9 @@ INVALID_CALL_TEMPLATE = (
 )
 """Tool-message content after an invalid action; ``{reason}`` says what was wrong."""
 
+NO_RESULTS_TEXT = "No results found for this query."
+"""Tool-message content of a search that returned no passage (an empty tool message would read as a broken tool)."""
+
 
 _TOOL_RESPONSE = re.compile(r"<tool_response>\n?(.*?)\n?</tool_response>", re.DOTALL)
 
@@ -247,6 +250,7 @@ class ToolCallProtocol(Protocol):
 
     name = NAME
     stop_strings = STOP_STRINGS
+    no_results_text = NO_RESULTS_TEXT
 
     build_prompt = staticmethod(build_prompt)  # the module's functions (see their docstrings)
     parse_action = staticmethod(parse_action)

@@ -165,11 +165,13 @@ def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
     """Top ``k`` columns of each row of a sparse ``(B, N)`` score matrix, best first.
 
     Ties break by lower column (all columns tied with the ``k``-th score are considered, not an arbitrary
-    subset); when a row has fewer than ``k`` non-zeros it is padded with the lowest columns not already
-    chosen (score 0), so every query gets ``min(k, N)`` passages. Column indices need not be sorted.
+    subset). Only stored (matching) columns are returned: a row with fewer than ``k`` non-zeros gets fewer hits,
+    and a query without any indexed term gets none (as Lucene/pyserini, which only score passages that hold a
+    query term; padding with score-0 passages would show the policy unrelated text as search results). Column
+    indices need not be sorted.
 
     Returns:
-        per row, :class:`Hits` of ``min(k, N)`` columns (store rows) and float scores.
+        per row, :class:`Hits` of at most ``k`` columns (store rows) and float scores.
     """
     n_cols = scores.shape[1]
     k = min(k, n_cols)
@@ -183,12 +185,7 @@ def topk_per_row(scores: sp.csr_matrix, k: int) -> list[Hits]:
             keep = np.flatnonzero(vals >= kth)  # every column tied with it too
             vals, cols = vals[keep], cols[keep]
         order = np.lexsort((cols, -vals))[:k]
-        rows, best = cols[order].tolist(), vals[order].tolist()
-        if len(rows) < k:
-            taken = set(rows)
-            pad = [c for c in range(k + len(rows)) if c not in taken][: k - len(rows)]
-            rows, best = rows + pad, best + [0.0] * len(pad)
-        out.append(Hits(rows, best))
+        out.append(Hits(cols[order].tolist(), vals[order].tolist()))
     return out
 
 

@@ -8,6 +8,13 @@ is retried on connection errors, timeouts and 5xx/429 answers, ``max_retries`` t
 URLs (one server per node), requests are spread over them and fail over from a dead or slow one, each behind a
 circuit breaker (:mod:`~searchr1.retrieval.replicas`); ``metrics()`` then reports each replica's health.
 
+Outages are loud: :meth:`HTTPRetriever.probe` sends one real search to every replica (``searchr1 fit`` calls it
+before loading any model and refuses to start when no server answers), a connection must open within
+``connect_timeout`` (a down or unreachable host fails in seconds, not after the read timeout), a request that
+timed out is not sent to the same server again (a hung server costs one ``timeout`` per call, not
+``max_retries + 1`` of them), and the first failed call after a success, and the first success after failures,
+are logged as warnings (logger ``searchr1.retrieval``) besides being shown to the policy as ``Search failed``.
+
 Large batches are split into requests of at most ``max_queries_per_request`` queries, all sent at once on their
 own connections (up to ``max_connections``). Our server searches a batch in parts of whole requests
 (``--part-queries``, the same 256 by default) and answers each part when it is done, so it searches the next part
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +41,9 @@ from searchr1.retrieval.replicas import ReplicaSet
 from searchr1.retrieval.types import Passage, RetrievalError
 
 _JSON_HEADERS = {"content-type": "application/json"}
+PROBE_QUERY = "searchr1 retrieval probe"
+"""The query :meth:`HTTPRetriever.probe` searches (any answer in the wire format will do)."""
+logger = logging.getLogger("searchr1.retrieval")
 
 
 def dumps(payload: Any) -> bytes:
@@ -103,7 +114,8 @@ class HTTPRetriever(CachedRetriever):
     Args:
         url: server base URL (``/retrieve`` is appended), or a list of them (replicas of the same index: requests
             are spread round-robin and fail over, see :mod:`~searchr1.retrieval.replicas`).
-        timeout: seconds per HTTP request (connect + read).
+        timeout: seconds for each socket read/write of a request (the server searching a batch); a request that
+            timed out is not retried on the same server.
         max_retries: extra attempts after the first failed one.
         backoff: first retry delay in seconds, doubled each retry.
         max_queries_per_request: split bigger batches into requests of this many queries, sent concurrently
@@ -113,6 +125,7 @@ class HTTPRetriever(CachedRetriever):
         failure_threshold: failures in a row that open a replica's circuit breaker.
         cooldown_s: seconds an open replica gets no requests before one trial.
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
+        connect_timeout: seconds for opening a connection (at most ``timeout``).
     """
 
     def __init__(
@@ -127,10 +140,13 @@ class HTTPRetriever(CachedRetriever):
         cooldown_s: float = 5.0,
         dedup: bool = True,
         cache_size: int = 0,
+        connect_timeout: float = 5.0,
     ) -> None:
         super().__init__(dedup=dedup, cache_size=cache_size)
-        if max_retries < 0 or backoff < 0 or timeout <= 0 or max_queries_per_request < 1:
-            raise ValueError("need timeout > 0, max_retries >= 0, backoff >= 0 and max_queries_per_request >= 1")
+        if max_retries < 0 or backoff < 0 or min(timeout, connect_timeout) <= 0 or max_queries_per_request < 1:
+            raise ValueError(
+                "need timeout > 0, connect_timeout > 0, max_retries >= 0, backoff >= 0 and max_queries_per_request >= 1"
+            )
         self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
         self.url = self.urls[0]
         self.timeout = timeout
@@ -138,8 +154,55 @@ class HTTPRetriever(CachedRetriever):
         self.backoff = backoff
         self.max_queries_per_request = max_queries_per_request
         self.max_connections = max_connections
-        self._replicas = ReplicaSet(self.urls, timeout, max_connections, failure_threshold, cooldown_s)
+        self.connect_timeout = min(connect_timeout, timeout)
+        self._replicas = ReplicaSet(
+            self.urls, timeout, max_connections, failure_threshold, cooldown_s, self.connect_timeout
+        )
         self._senders: ThreadPoolExecutor | None = None  # started on the first batch that needs several requests
+        self._failing = False  # the last call failed (logged once per outage)
+
+    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
+        """See :meth:`~searchr1.retrieval.base.CachedRetriever.search`; an outage's first failure and the recovery
+        are logged (warning level, logger ``searchr1.retrieval``)."""
+        try:
+            results = super().search(queries, topk)
+        except RetrievalError as err:
+            if not self._failing:
+                logger.warning("searchr1: search failed: %s (logged once until the server answers again)", err)
+            self._failing = True
+            raise
+        if self._failing:
+            logger.warning("searchr1: retrieval server %s answers again", self.url)
+        self._failing = False
+        return results
+
+    def probe(self) -> None:
+        """Search one query on every replica, with at most one retry each.
+
+        Raises:
+            RetrievalError: no replica answered; the message names every URL, its error and what to do.
+        """
+        errors = {}
+        for url in self.urls:
+            single = ReplicaSet([url], self.timeout, 1, connect_timeout=self.connect_timeout)
+            try:
+                answer, _ = single.request(
+                    "POST", "/retrieve", dumps({"queries": [PROBE_QUERY], "topk": 1}), _JSON_HEADERS,
+                    min(self.max_retries, 1), self.backoff,
+                )  # fmt: skip
+                self._parse(self._decode(answer, url), 1)
+            except RetrievalError as err:
+                errors[url] = str(err)
+            finally:
+                single.close()
+        if len(errors) == len(self.urls):
+            raise RetrievalError(
+                f"no retrieval server answers at {', '.join(self.urls)}: {' | '.join(errors.values())} "
+                "Start one (`searchr1-retrieval serve --index DIR --port PORT`, docs/retrieval.md) or point the "
+                "retriever's `url` at a running one; training on 'Search failed' observations would waste the run."
+            )
+        for url, err in errors.items():
+            logger.warning("searchr1: retrieval replica %s does not answer (%s); the others will be used", url, err)
 
     def _search_batch(self, queries: list[str], topk: int) -> list[list[Passage]]:
         step = self.max_queries_per_request

@@ -49,14 +49,18 @@ class ConnectionPool:
 
     Args:
         url: ``http://host:port[/prefix]`` or ``https://...``; request paths are appended to the prefix.
-        timeout: seconds for connecting and for each blocking socket read or write (as ``http.client``).
+        timeout: seconds for each blocking socket read or write (as ``http.client``).
         max_connections: connections open at once (more concurrent requests wait up to ``timeout``).
+        connect_timeout: seconds for opening a connection (None: ``timeout``). A server that does not accept a
+            connection quickly is down or unreachable; one that accepted may still be searching a big batch.
 
     Raises:
         ValueError: the URL is not ``http(s)://host[:port][/prefix]``.
     """
 
-    def __init__(self, url: str, timeout: float, max_connections: int = 16) -> None:
+    def __init__(
+        self, url: str, timeout: float, max_connections: int = 16, connect_timeout: float | None = None
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"retrieval server URL must look like http://127.0.0.1:8000, got {url!r}")
@@ -66,13 +70,14 @@ class ConnectionPool:
         self.host, self.port = parts.hostname, parts.port
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
 
     def _new(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=self.timeout)
+        return cls(self.host, self.port, timeout=self.connect_timeout)
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
@@ -116,6 +121,9 @@ class ConnectionPool:
     ) -> tuple[HTTPAnswer, bool]:
         """``(answer, keep the connection)``; closes ``conn`` on any error other than a stale connection."""
         try:
+            if conn.sock is None:  # connect within connect_timeout, then read and write within timeout
+                conn.connect()
+                conn.sock.settimeout(self.timeout)
             conn.request(method, self.prefix + path, body=body, headers=headers or {})
             resp = conn.getresponse()
             answer = HTTPAnswer(resp.status, resp.read())

@@ -7,6 +7,9 @@ per server URL and a :class:`CircuitBreaker` each:
 - a request goes to the next replica (round-robin) whose breaker lets it through;
 - a connection error, timeout or 5xx/429 answer counts a failure on that replica and the attempt moves on to the
   next one at once; the backoff sleep (``backoff * 2**round``) only comes after every replica has been tried;
+- a timeout is not retried once every replica has been tried: a server that accepted the request and did not
+  answer within the timeout would make each retry wait as long again (a hung, e.g. ``kill -STOP``-ped, server
+  turned one search into ``(max_retries + 1) x timeout``) or would get the same batch twice (an overloaded one);
 - ``failure_threshold`` failures in a row open the breaker: the replica gets no requests for ``cooldown_s``,
   then one trial request (half-open): a success closes it, a failure opens it again. When every breaker is open,
   the one that opened first is tried anyway (failing fast would turn a short outage of all replicas into
@@ -68,9 +71,10 @@ class ReplicaSet:
 
     Args:
         urls: server base URLs (at least one).
-        timeout: seconds for connecting and for each socket read/write.
+        timeout: seconds for each socket read/write.
         max_connections: keep-alive connections per replica.
         failure_threshold, cooldown_s: see :class:`CircuitBreaker`.
+        connect_timeout: seconds for opening a connection (None: ``timeout``).
     """
 
     def __init__(
@@ -80,12 +84,13 @@ class ReplicaSet:
         max_connections: int,
         failure_threshold: int = 2,
         cooldown_s: float = 5.0,
+        connect_timeout: float | None = None,
     ) -> None:
         if not urls:
             raise ValueError("need at least one retrieval server URL")
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = timeout
-        self.pools = [ConnectionPool(u, timeout=timeout, max_connections=max_connections) for u in self.urls]
+        self.pools = [ConnectionPool(u, timeout, max_connections, connect_timeout) for u in self.urls]
         self.breakers = [CircuitBreaker(failure_threshold, cooldown_s) for _ in self.urls]
         self.requests = [0] * len(self.urls)
         self.failures = [0] * len(self.urls)
@@ -125,17 +130,21 @@ class ReplicaSet:
         """
         last: dict[str, str] = {}
         tried: set[int] = set()
+        attempts = 0
         for attempt in range(max_retries + 1):
             if len(tried) == len(self.urls):  # a full round failed: back off, then start a new round
                 time.sleep(backoff * 2 ** (attempt // len(self.urls) - 1))
                 tried = set()
             i = self._pick(tried)
             tried.add(i)
+            attempts += 1
             try:
                 resp = self.pools[i].request(method, path, body, headers)
             except TimeoutError as err:
                 last[self.urls[i]] = f"timed out after {self.timeout}s ({err or type(err).__name__})"
                 self._record(i, ok=False)
+                if len(tried) == len(self.urls):  # every replica had its chance: no retry (module docstring)
+                    break
                 continue
             except (OSError, http.client.HTTPException) as err:
                 last[self.urls[i]] = f"cannot reach the server ({type(err).__name__}: {err})"
@@ -150,7 +159,7 @@ class ReplicaSet:
         where = self.urls[0] if len(self.urls) == 1 else f"replicas {self.urls}"
         errors = "; ".join(f"{u}: {e}" for u, e in last.items()) if len(self.urls) > 1 else next(iter(last.values()))
         raise RetrievalError(
-            f"retrieval server {where} failed after {max_retries + 1} attempts: {errors}. "
+            f"retrieval server {where} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {errors}. "
             "Is `searchr1-retrieval serve` running at that address?"
         )
 

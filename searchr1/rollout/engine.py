@@ -17,7 +17,8 @@ Departures from Search-R1: a turn that ends with EOS and no action ends the traj
 Search-R1 drops the EOS while decoding and appends the invalid-action text); a long observation is
 shortened inside ``<information>…</information>`` so the closing tag survives (Search-R1 cuts the ids);
 the whole context is capped at ``max_total_tokens`` (the trajectory ends as ``"truncated"``); a failed
-search is shown as ``Search failed: …`` instead of crashing the step.
+search is shown as ``Search failed: …`` instead of crashing the step, and one that found no passage as the
+protocol's ``no_results_text`` instead of an empty block.
 """
 
 from __future__ import annotations
@@ -259,7 +260,8 @@ class RolloutEngine:
                 raise error
             results, bodies, failed = [[] for _ in searches], [search_failed(str(error))] * len(searches), True
         else:
-            bodies, failed = [format_passages(r) for r in results], False
+            empty = self.protocol.no_results_text
+            bodies, failed = [format_passages(r) if r else empty for r in results], False
         for (traj, query), passages, body in zip(searches, results, bodies):
             traj.num_searches += 1
             traj.search_failures += int(failed)

@@ -236,6 +236,7 @@ class RolloutBatch(RowBatch):
             "valid_action_ratio": 1.0 - sum(t.invalid_actions for t in trajs) / max(turns, 1),
             "obs_token_share": 1.0 - float(self.loss_mask.sum()) / max(response_tokens, 1.0),
             "search_failures": float(sum(t.search_failures for t in trajs)),
+            "search_failure_rate": sum(t.search_failures for t in trajs) / max(sum(t.num_searches for t in trajs), 1),
             "response_length_mean": response_tokens / b,
             "prompt_length_mean": sum(len(t.prompt_ids) for t in trajs) / b,
             "answered_ratio": sum(t.answer is not None for t in trajs) / b,

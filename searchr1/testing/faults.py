@@ -11,6 +11,7 @@ counters, which setting a fault resets). Modes, applied to ``POST /retrieve`` on
 - ``bad_shape``: answer 200 with valid JSON of the wrong shape (no result lists).
 
 ``count`` limits the fault to the next ``count`` requests (then ``none`` again); null keeps it until changed.
+``skip`` lets that many ``/retrieve`` requests through first (e.g. a trainer's start-up probe, then an outage).
 :class:`FaultyServerProcess` runs it as a real subprocess (``python -m searchr1.testing.faults --index DIR``) that
 can also be SIGKILLed and restarted on the same port. The wrapped server code is the production one, untouched.
 """
@@ -31,6 +32,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from searchr1.retrieval.client import HTTPRetriever
 from searchr1.retrieval.launch import ServerProcess
 
 FAULT_MODES = ("none", "slow", "status", "garbage", "bad_shape")
@@ -46,18 +48,22 @@ class FaultPlan:
         delay_s: seconds to wait before answering in ``slow`` mode.
         status: HTTP status sent in ``status`` mode.
         count: number of requests still to fault (None: all until changed).
+        skip: ``/retrieve`` requests still to pass through before the fault applies.
     """
 
     mode: str = "none"
     delay_s: float = 0.0
     status: int = 500
     count: int | None = None
+    skip: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {self.mode!r}; valid: {', '.join(FAULT_MODES)}")
         if self.delay_s < 0 or not 100 <= self.status <= 599 or (self.count is not None and self.count < 0):
             raise ValueError("need delay_s >= 0, 100 <= status <= 599 and count >= 0 or null")
+        if self.skip < 0:
+            raise ValueError(f"need skip >= 0, got {self.skip}")
 
 
 class FaultInjector:
@@ -82,7 +88,10 @@ class FaultInjector:
             await self._control(scope, receive, send)
             return
         plan = self.plan
-        if scope["path"] != "/retrieve" or plan.mode == "none" or plan.count == 0:
+        skipped = scope["path"] == "/retrieve" and plan.skip > 0
+        if skipped:
+            plan.skip -= 1
+        if scope["path"] != "/retrieve" or plan.mode == "none" or plan.count == 0 or skipped:
             self.passed += scope["path"] == "/retrieve"
             await self.app(scope, receive, send)
             return
@@ -154,9 +163,11 @@ class FaultyServerProcess(ServerProcess):
         self.cmd = [sys.executable, "-m", "searchr1.testing.faults", "--index", str(index_dir)]
         self.cmd += ["--host", self.host, "--port", str(self.port)]
 
-    def set_fault(self, mode: str = "none", delay_s: float = 0.0, status: int = 500, count: int | None = None) -> dict:
+    def set_fault(
+        self, mode: str = "none", delay_s: float = 0.0, status: int = 500, count: int | None = None, skip: int = 0
+    ) -> dict:
         """Switch the live fault (see :class:`FaultPlan`); returns the server's fault state."""
-        payload = {"mode": mode, "delay_s": delay_s, "status": status, "count": count}
+        payload = {"mode": mode, "delay_s": delay_s, "status": status, "count": count, "skip": skip}
         resp = httpx.post(f"{self.url}/_faults", json=payload, timeout=5.0)
         resp.raise_for_status()
         return resp.json()
@@ -180,6 +191,19 @@ class FaultyServerProcess(ServerProcess):
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return None if self.proc is None or self.proc.poll() is not None else self.proc.pid
+
+
+class RankURLRetriever(HTTPRetriever):
+    """An :class:`~searchr1.retrieval.HTTPRetriever` whose server depends on the process's ``LOCAL_RANK``: one
+    multi-rank command line (every rank parses the same arguments) in which only some ranks can reach a server.
+
+    Args:
+        urls: one server URL per local rank.
+        kwargs: the other :class:`~searchr1.retrieval.HTTPRetriever` arguments.
+    """
+
+    def __init__(self, urls: list[str], **kwargs: Any) -> None:
+        super().__init__(urls[int(os.environ.get("LOCAL_RANK", "0"))], **kwargs)
 
 
 def serve_faulty_main(argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,7 @@ last checkpoint saved before the anomaly began (weights, optimizer and scheduler
 learning rate by ``lr_factor`` and lets training continue with the next batch (the data position, the step
 counters and the rollout seeds move on; they are not rewound). After ``max_rollbacks`` rollbacks a further
 rollback alarm stops the run. Every alarm goes to TensorBoard (``alarms/<signal>`` scalars and an ``alarms``
-text) and to ``<run>/alarms.jsonl``.
+text) and to ``<run>/alarms.jsonl``, and is printed on the terminal by rank 0 (an alarm only in a file is silent).
 
 Multi-rank: the metrics are logged with ``sync_dist=True`` (already rank means); the guard all-reduces its
 signal vector again and then the chosen action (max over ranks) before acting, so every rank takes the same
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,15 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from searchr1.training.collapse_rules import ACTIONS, Alarm, Detector, SignalRule, alarm_record, default_rules
+from searchr1.training.collapse_rules import (
+    ACTIONS,
+    Alarm,
+    Detector,
+    SignalRule,
+    alarm_line,
+    alarm_record,
+    default_rules,
+)
 from searchr1.training.collapse_rules import signal_values as _signal_values
 
 SEVERITY = {name: i for i, name in enumerate(ACTIONS)}  # warn < rollback < stop
@@ -179,6 +188,8 @@ class CollapseGuard(Callback):
         self.events.extend(rows)
         if trainer.global_rank != 0:
             return
+        for alarm in alarms:  # on the terminal too: an alarm only in a file is a silent one
+            print(alarm_line(alarm, decision), file=sys.stderr, flush=True)
         folder = self._run_dir or Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / self.alarms_file, "a", encoding="utf-8") as f:

@@ -123,7 +123,15 @@ def default_rules() -> dict[str, SignalRule]:
         "mismatch_kl": SignalRule(
             "train/rollout_correction/mismatch_kl", above=0.05, rise_to=10.0, rise_sigma=6.0, min_std=1e-4, patience=2
         ),
+        "search_failures": SignalRule("rollout/search_failure_rate", above=0.1),
     }
+
+
+ALARM_HINTS = {
+    "search_failures": "searches are failing and the policy is trained on 'Search failed' observations; the first "
+    "error is logged above (searchr1.retrieval); fix or restart the retrieval server, or stop the run",
+}
+"""What to do, printed with an alarm of that signal on the terminal (others point at docs/collapse.md)."""
 
 
 @dataclass
@@ -217,6 +225,15 @@ def signal_values(rules: dict[str, SignalRule], metrics: dict[str, float]) -> di
         parts = [metrics.get(key.strip()) for key in rule.metric.split("+")]
         out[name] = None if any(p is None for p in parts) else float(sum(float(p) for p in parts))
     return out
+
+
+def alarm_line(alarm: Alarm, decision: str) -> str:
+    """One terminal line for ``alarm`` and the decision taken on it."""
+    hint = ALARM_HINTS.get(alarm.signal, "see docs/collapse.md")
+    return (
+        f"searchr1: alarm {alarm.signal} at step {alarm.step}: {alarm.metric} = {alarm.value:.4g}, {alarm.reason} "
+        f"-> {decision}; {hint}"
+    )
 
 
 def alarm_record(alarm: Alarm, **extra) -> dict:

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
-from searchr1.rollout.backends.base import GenerationBackend
-from searchr1.training.scaling import iter_full_params
+from searchr1.rollout import RolloutConfig
+from searchr1.rollout.backends.base import GenerationBackend, SamplingParams
+from searchr1.rollout.backends.behaviour import configured_logprob_problem
+from searchr1.training.scaling import SetupError, iter_full_params
 
 
 def shares_policy_weights(backend: GenerationBackend | type) -> bool:
@@ -41,6 +43,20 @@ def build_rollout_backend(
     if shares_policy_weights(cls):
         return cls(policy, tokenizer, lockstep=lockstep, **kwargs)
     return cls(model=resolve_model_path(model_name_or_path), **kwargs)
+
+
+def check_behaviour_logprobs(name: str, kwargs: dict[str, Any], config: RolloutConfig) -> None:
+    """Refuse (``SetupError``, before any model loads) training sampling settings whose behaviour log-prob backend
+    ``name`` cannot record as the trainer's full-vocabulary ``log_softmax(logits / T)``
+    (:mod:`~searchr1.rollout.backends.behaviour`)."""
+    from searchr1.rollout.backends.base import get_backend_class
+
+    sampling = SamplingParams(
+        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, do_sample=config.do_sample
+    )
+    problem = configured_logprob_problem(get_backend_class(name), kwargs, sampling)
+    if problem is not None:
+        raise SetupError(f"backend {name!r}: {problem}")
 
 
 class EngineWeights:

@@ -27,7 +27,7 @@ from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
+from searchr1.training.engine_weights import EngineWeights, build_rollout_backend, check_behaviour_logprobs
 from searchr1.training.forward import batched_logprobs, batched_values
 from searchr1.training.metrics import EvalTally, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
@@ -39,6 +39,7 @@ from searchr1.training.scaling import (
     gradient_sync_hook,
     strategy_kind,
 )
+from searchr1.training.search_health import check_retriever
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
@@ -152,6 +153,8 @@ class SearchR1Module(LightningModule):
         if self._trainer is None:
             return
         check_setup(self.scale_setup(self.trainer))
+        check_behaviour_logprobs(self.backend_name, self.backend_kwargs, self.rollout_config)
+        check_retriever(self.retriever, self.trainer.strategy)  # a dead retrieval server: refuse to start
         cfg = self.algorithm
         rank_zero_info(f"searchr1: estimator {cfg.estimator}, KL path {cfg.kl_path} ({cfg.kl_kind}, β={cfg.kl_coef})")
 

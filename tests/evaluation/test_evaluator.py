@@ -52,6 +52,18 @@ def test_oracle_that_searches_then_answers_gold_scores_one(tokenizer, bm25, samp
     assert all(len(q) <= 4 and k == 2 for q, k in retriever.calls)
 
 
+def test_dead_retrieval_server_shows_in_the_search_failures_column(tokenizer, samples) -> None:
+    from searchr1.retrieval import HTTPRetriever
+    from searchr1.retrieval.launch import free_port
+
+    dead = HTTPRetriever(f"http://127.0.0.1:{free_port()}", max_retries=0)
+    backend = OracleBackend(tokenizer, gold_lookup(*samples.values()), search_first=True)
+    report, results = _evaluator(backend, tokenizer, dead).run({"nq": samples["nq"]})
+    assert [(r.searches, r.search_failures) for r in report.rows] == [(1.0, 1.0), (1.0, 1.0)]  # every search failed
+    assert all(r.search_failures == 1 and "Search failed: " in r.response_text for r in results)
+    assert "search_failures |" in report.to_markdown() and "| 1.000 |\n" in report.to_markdown()
+
+
 def test_policy_that_never_answers_scores_zero(tokenizer, bm25, samples) -> None:
     backend = OracleBackend(tokenizer, lambda q: None)
     report, results = _evaluator(backend, tokenizer, bm25).run(samples)

@@ -64,3 +64,17 @@ def test_infer_streams_a_tool_call_trajectory(tokenizer, bm25) -> None:
     positions = [out.index(s) for s in ("[turn 1]", call, "[search] Scott Derrickson", "[doc 1]", "[answer] yes")]
     assert positions == sorted(positions), out
     assert result.queries == ["Scott Derrickson"] and "<tool_response>\nDoc 1(Title: " in result.response_text
+
+
+def test_infer_says_search_failed_with_the_reason(tokenizer) -> None:
+    from searchr1.retrieval import HTTPRetriever
+    from searchr1.retrieval.launch import free_port
+
+    stream = io.StringIO()
+    dead = HTTPRetriever(f"http://127.0.0.1:{free_port()}", max_retries=0)
+    backend = OracleBackend(tokenizer, lambda q: "yes", search_first=True)
+    result = infer(QUESTION, backend, tokenizer, dead, greedy_config(topk=3), printer=Printer(stream, color=False))
+    out = stream.getvalue()
+    # "[search] q" then "[search failed: retrieval server http://127.0.0.1:PORT failed after 1 attempt: ...]"
+    assert f"[search failed: retrieval server {dead.url} failed after 1 attempt: cannot reach" in out, out
+    assert "Search failed: " in result.response_text and result.doc_ids == [[]]

@@ -85,3 +85,20 @@ def test_empty_inputs_are_rejected() -> None:
         DatasetScores.from_results("nq", [])
     with pytest.raises(ValueError):
         DatasetScores.macro_average([])
+
+
+def test_search_failures_column_by_hand(tmp_path) -> None:
+    # nq: 2 + 2 searches, 1 + 2 failed -> 3/4 = 0.75; hq: 1 search, none failed -> 0; average (0.75 + 0) / 2
+    results = [
+        _result("nq", "a", 0.0, searches=2, search_failures=1),
+        _result("nq", "b", 0.0, searches=2, search_failures=2),
+        _result("hq", "c", 1.0, searches=1),
+        _result("hq", "d", 1.0, searches=0),
+    ]
+    report = EvalReport.from_results("search_r1", "m", results)
+    assert [r.search_failures for r in report.rows] == [0.75, 0.0, 0.375]
+    paths = write_report(report, results, tmp_path / "out")
+    md = paths["markdown"].read_text()
+    assert "| answered | search_failures |" in md
+    assert "| nq | 2 | 0.000 | 0.000 | 0.000 | 2.00 | 1.00 | 1.000 | 0.750 |" in md
+    assert float(list(csv.DictReader(paths["csv"].open()))[0]["search_failures"]) == 0.75

@@ -110,7 +110,7 @@ def test_slow_past_client_timeout_fails_in_bounded_time(healthy, tokenizer):
     elapsed = time.monotonic() - start
     check_complete(batch, answers, failures_per_traj=[SEARCH_TURNS] * 4)
     assert "timed out after 0.5s" in observations(batch.trajectories[0])[0]
-    # 2 search turns x 2 attempts x 0.5 s + backoff: far below one 5 s server delay per attempt
+    # 2 search turns x 1 attempt x 0.5 s (a timeout is not retried on the same server): far below one 5 s delay
     record_figure("faults/slow_rollout_seconds", round(elapsed, 2))
     record_figure("faults/survived", 1)
 

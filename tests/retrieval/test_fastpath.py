@@ -142,13 +142,11 @@ def test_answer_from_stored_lines_refuses_non_finite_score(retriever: BM25Retrie
 
 def _topk_reference(dense: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
     """Best-first (column, score) per row by a plain sort: score descending, then column ascending; rows
-    with fewer than k non-zeros padded with the lowest unused columns at score 0."""
+    with fewer than k non-zeros keep only those (no score-0 filler)."""
     out = []
     for row in dense:
         nz = sorted(((-float(v), c) for c, v in enumerate(row) if v != 0))[:k]
-        chosen = [(c, -v) for v, c in nz]
-        pad = [c for c in range(len(row)) if c not in {c for c, _ in chosen}][: k - len(chosen)]
-        out.append(chosen + [(c, 0.0) for c in pad])
+        out.append([(c, -v) for v, c in nz])
     return out
 
 
@@ -167,6 +165,7 @@ def test_topk_per_row_equals_sort_reference_with_ties(k: int) -> None:
     got = [list(zip(h.rows, h.scores)) for h in topk_per_row(csr, k)]
     assert got == _topk_reference(dense, k)
     assert got[6] == [(c, 2.0) for c in range(k)]  # all tied: lowest columns first
+    assert got[5] == []  # a query without any known word: no hit
 
 
 def test_repeats_share_one_result_and_store_reads_match_row_reads(retriever: BM25Retriever) -> None:

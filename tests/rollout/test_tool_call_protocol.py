@@ -281,3 +281,14 @@ def test_tool_call_parser_never_raises(text: str) -> None:
     assert (action.kind == "invalid") == bool(action.reason)
     if action.kind == "search":
         assert action.content and action.content == action.content.strip()
+
+
+def test_a_search_without_results_gets_the_no_results_tool_message(tiny_tokenizer, bm25) -> None:
+    call = _call('{"name": "search", "arguments": {"query": "the of and"}}')  # stopwords only: BM25 finds nothing
+    script = ["<think>\nlook\n</think>\n\n" + call, "<answer> x </answer><|im_end|>"]
+    engine = RolloutEngine(
+        ScriptedBackend(script, tiny_tokenizer), bm25, tiny_tokenizer, RolloutConfig(protocol="tool_call", topk=2)
+    )
+    (traj,) = engine.generate_for_questions([QUESTION]).trajectories
+    assert traj.doc_ids == [[]] and traj.search_failures == 0
+    assert f"<tool_response>\n{tool_call.NO_RESULTS_TEXT}\n</tool_response>" in traj.response_text

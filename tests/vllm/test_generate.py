@@ -64,11 +64,12 @@ def test_greedy_logprobs_match_hf_teacher_forcing(backend, hf_model, prompts):
         torch.testing.assert_close(torch.tensor(out.logprobs), ref, atol=2e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampled_logprobs_are_under_the_sampling_distribution(backend, hf_model, prompts, temperature):
-    params = SamplingParams(max_new_tokens=16, do_sample=True, temperature=temperature, seed=3)
+@pytest.mark.parametrize("top_p", [1.0, 0.5])
+def test_sampled_logprobs_are_the_full_vocabulary_behaviour_logprobs(backend, hf_model, prompts, top_p):
+    """Default ``raw_logprobs`` at temperature 1: log_softmax(logits) over the whole vocabulary, top-p or not."""
+    params = SamplingParams(max_new_tokens=16, do_sample=True, temperature=1.0, top_p=top_p, seed=3)
     for prompt, out in zip(prompts, backend.generate(prompts, params)):
-        ref = hf_logprobs(hf_model, prompt, out.token_ids, temperature=temperature)
+        ref = hf_logprobs(hf_model, prompt, out.token_ids)
         torch.testing.assert_close(torch.tensor(out.logprobs), ref, atol=2e-4, rtol=1e-4)
 
 
@@ -85,8 +86,9 @@ def test_top_k_one_is_greedy(backend, prompts):
     greedy = backend.generate(prompts, SamplingParams(max_new_tokens=12, do_sample=False))
     top1 = backend.generate(prompts, SamplingParams(max_new_tokens=12, do_sample=True, top_k=1, seed=0))
     assert [o.token_ids for o in greedy] == [o.token_ids for o in top1]
-    for out in top1:  # the sampling distribution is one-hot: log-prob 0
-        assert max(abs(x) for x in out.logprobs) < 1e-5
+    for out, g in zip(top1, greedy):  # the behaviour log-prob is the full vocabulary's, not the one-hot top-1's 0
+        torch.testing.assert_close(torch.tensor(out.logprobs), torch.tensor(g.logprobs), atol=2e-4, rtol=1e-4)
+        assert max(out.logprobs) < -1e-3
 
 
 def test_sleep_and_wake_up(backend, prompts):

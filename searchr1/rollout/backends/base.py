@@ -49,7 +49,9 @@ class GenerationOutput:
     Attributes:
         token_ids: exact sampled ids (including the stop string's tokens and the EOS token when
             sampled, never pad), length ``L``.
-        logprobs: log-prob of each sampled id under the sampling distribution, length ``L``.
+        logprobs: behaviour log-prob of each sampled id, length ``L``: ``log_softmax(logits / T)`` over the full
+            vocabulary (what the trainer recomputes; not renormalised over top-k/top-p, see
+            :mod:`~searchr1.rollout.backends.behaviour`).
         finish_reason: ``"stop"`` (a stop string ended it), ``"eos"`` or ``"length"``.
         stop_string: the stop string that ended it, else None.
     """

@@ -9,8 +9,13 @@ How it maps the :class:`GenerationBackend` protocol onto vLLM:
 * prompts go in as ``TokensPrompt(prompt_token_ids=...)`` and each ``CompletionOutput.token_ids`` is
   returned unchanged (the stop string's tokens and a sampled EOS included), never re-tokenized;
 * stop strings use vLLM's ``stop`` with ``include_stop_str_in_output=True``; ``logprobs=0`` returns the
-  sampled token's log-prob; ``logprobs_mode="processed_logprobs"`` (default) makes it the log-prob under
-  the sampling distribution (after temperature / top-k / top-p), as the protocol asks;
+  sampled token's log-prob. The behaviour log-prob means what the trainer recomputes (and the HF backend
+  records): ``log_softmax(logits / T)`` over the full vocabulary, not renormalised over the top-k / top-p set.
+  vLLM gives it with ``logprobs_mode="raw_logprobs"`` (the default here) at temperature 1, whatever top-p/top-k,
+  and with ``"processed_logprobs"`` (verl's default) without top-p/top-k, whatever the temperature; ``searchr1
+  fit`` refuses training settings that neither mode records
+  (:func:`~searchr1.rollout.backends.behaviour.behaviour_logprob_problem`) instead of logging nucleus-renormalised
+  values that ``rollout/mismatch_kl`` and TIS/MIS would read as engine mismatch (evaluation uses no log-probs);
 * with ``SamplingParams.seed`` each request gets ``seed + index``, so identical prompts of a GRPO group
   still sample different continuations while the whole call stays reproducible;
 * ``sync_weights`` loads the trainer's in-memory tensors through the worker's ``reload_weights``
@@ -109,8 +114,10 @@ class VLLMBackend:
         sleep_level: 1 offloads weights to CPU and drops the KV cache; 2 drops both (then call
             ``sync_weights`` after ``wake_up``, before generating).
         enable_prefix_caching: reuse KV of shared prompt prefixes (reset on every ``sync_weights``).
-        logprobs_mode: which log-prob vLLM reports for the sampled token: ``"processed_logprobs"``
-            (under the sampling distribution, the protocol's meaning) or ``"raw_logprobs"`` (plain model).
+        logprobs_mode: which log-prob vLLM reports for the sampled token: ``"raw_logprobs"`` (the plain model's
+            full-vocabulary log-prob: the behaviour log-prob at temperature 1, any top-p/top-k) or
+            ``"processed_logprobs"`` (after temperature and top-k/top-p: the behaviour log-prob when top_p = 1 and
+            top_k = 0, any temperature). See :mod:`~searchr1.rollout.backends.behaviour`.
         in_process: run the engine core in this process (sets ``VLLM_ENABLE_V1_MULTIPROCESSING`` to 0, else 1):
             weights are synced without serialisation and no ``__main__`` guard / spawn is needed. With
             False, vLLM's engine runs in its own process and ``sync_weights`` goes through a safetensors
@@ -139,7 +146,7 @@ class VLLMBackend:
         enable_sleep_mode: bool = True,
         sleep_level: int = 1,
         enable_prefix_caching: bool = True,
-        logprobs_mode: Literal["processed_logprobs", "raw_logprobs"] = "processed_logprobs",
+        logprobs_mode: Literal["processed_logprobs", "raw_logprobs"] = "raw_logprobs",
         in_process: bool = True,
         cpu_kvcache_space_gib: int | None = None,
         cpu_omp_threads_bind: str | None = None,
@@ -163,6 +170,7 @@ class VLLMBackend:
             logger.debug("vLLM sleep mode is not available on %s; sleep()/wake_up() will be no-ops.", current_platform)
         self.sleep_level = sleep_level
         self.asleep = False
+        self.logprobs_mode = logprobs_mode
         engine_kwargs: dict[str, Any] = {
             "model": str(model),
             "dtype": dtype,
