@@ -25,7 +25,9 @@ query would otherwise echo it in a transport error).
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
+import re
 import threading
 import time
 from abc import abstractmethod
@@ -41,6 +43,21 @@ from searchr1.retrieval.search_cache import SearchCache, normalise_query
 from searchr1.retrieval.types import Passage, RetrievalError
 
 DEFAULT_CACHE_DIR = "~/.cache/searchr1/search"
+_KEY_PARAM = re.compile(r"([?&](?:api_key|key)=)[^&\s\"']+")
+
+
+class RedactKeys(logging.Filter):
+    """Blanks ``api_key=``/``key=`` URL parameters in a log record (httpx logs each request's URL at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _KEY_PARAM.sub(r"\1<api key>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+logging.getLogger("httpx").addFilter(RedactKeys())
 
 
 @dataclass(frozen=True)
@@ -267,7 +284,12 @@ class OnlineRetriever(CachedRetriever):
     def _send_with_retries(self, query: str, k: int) -> Any:
         """The parsed JSON of the engine's 2xx answer, after up to ``max_retries`` retries."""
         api_key = os.environ.get(self.api_key_env, "")
-        request = self.build_request(query, k, api_key)
+        try:
+            return self._attempts(self.build_request(query, k, api_key), api_key)
+        except RetrievalError as err:  # whatever a message quotes (URL, body, transport error), never the key
+            raise RetrievalError(self._redact(str(err), api_key)) from None
+
+    def _attempts(self, request: EngineRequest, api_key: str) -> Any:
         problem = ""
         for attempt in range(self.max_retries + 1):
             self._wait_for_slot()
@@ -279,11 +301,11 @@ class OnlineRetriever(CachedRetriever):
                     request.method, request.url, params=request.params, headers=request.headers, json=request.json
                 )
             except httpx.HTTPError as err:
-                problem = f"{type(err).__name__}: {self._redact(str(err), api_key)}"
+                problem = f"{type(err).__name__}: {err}"
             else:
                 if resp.status_code < 300:
-                    return self._json(resp, api_key)
-                problem = f"HTTP {resp.status_code}: {self._redact(self._message(resp), api_key)}"
+                    return self._json(resp)
+                problem = f"HTTP {resp.status_code}: {self._message(resp)}"
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise RetrievalError(f"{self.engine} at {self.base_url} refused the request: {problem}")
                 if resp.status_code == 429:
@@ -307,11 +329,11 @@ class OnlineRetriever(CachedRetriever):
         if start > now:
             time.sleep(start - now)
 
-    def _json(self, resp: httpx.Response, api_key: str) -> Any:
+    def _json(self, resp: httpx.Response) -> Any:
         try:
             return resp.json()
         except ValueError:
-            text = self._redact(resp.text[:200], api_key)
+            text = resp.text[:200]
             raise RetrievalError(f"{self.engine} at {self.base_url} sent a non-JSON answer: {text!r}") from None
 
     def _message(self, resp: httpx.Response) -> str:
