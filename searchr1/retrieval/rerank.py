@@ -42,7 +42,7 @@ class RerankRetriever(CachedRetriever):
         model: a ``CrossEncoder`` model name or local folder (a sequence-classification model with one label).
         depth: passages asked of ``retriever`` per query (at least ``topk``).
         batch_size: pairs per cross-encoder forward.
-        max_length: tokens per pair (query + passage).
+        max_length: tokens per pair (query + passage; None: the tokenizer's ``model_max_length``).
         device: ``cpu``, ``cuda``, ... (None: sentence-transformers picks).
         dedup, cache_size: see :class:`~searchr1.retrieval.base.CachedRetriever`.
     """
@@ -53,7 +53,7 @@ class RerankRetriever(CachedRetriever):
         model: str = DEFAULT_RERANKER,
         depth: int = 10,
         batch_size: int = 32,
-        max_length: int = 512,
+        max_length: int | None = None,
         device: str | None = None,
         dedup: bool = True,
         cache_size: int = 0,

@@ -4,7 +4,8 @@
 retriever (or the retriever a ``RerankRetriever`` wraps) is an online one
 (:class:`~searchr1.retrieval.online.OnlineRetriever`). Then, after every training step, it logs ``search/requests``,
 ``search/cost``, ``search/rate_limited``, ``search/disk_hits`` and ``search/scope_cost`` and appends the same numbers
-to ``<default_root_dir>/search_cost.jsonl`` (rank 0); ``RunSummary`` puts the final spend into ``summary.json``.
+to ``<default_root_dir>/search_cost.jsonl`` (rank 0, with the step's failed searches); ``RunSummary`` puts the
+final spend into ``summary.json``.
 
 The stop. The retriever refuses the request that would take the budget scope past ``max_cost`` by raising
 :class:`~searchr1.retrieval.search_cache.BudgetExhausted` mid-rollout, which ends the training step before its
@@ -59,7 +60,9 @@ class SearchCost(Callback):
         values = {f"search/{k}": float(getattr(spend, k)) for k in LOGGED}
         pl_module.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
         if self.log_file and trainer.global_rank == 0:
+            failures = trainer.callback_metrics.get("rollout/search_failures")  # next to the spend: 429s must not fail
             row = {"step": trainer.global_step, "batch": idx, **spend.as_dict()}
+            row["search_failures"] = None if failures is None else float(failures)
             path = Path(trainer.default_root_dir) / self.log_file
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as f:
