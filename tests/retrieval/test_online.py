@@ -203,3 +203,20 @@ def test_fetch_pages_reads_the_paragraph_around_the_snippet(fake, tmp_path):
         "say one two three four five six now"
     )
     assert trim("aaaa bbbb cccc", 11) == "aaaa bbbb"
+
+
+def test_server_answers_402_at_max_cost_and_the_client_stops(fake, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from searchr1.retrieval.client import HTTPRetriever
+    from searchr1.retrieval.pool import HTTPAnswer
+    from searchr1.retrieval.server import create_app
+
+    r = make(fake, "serper", tmp_path, price_per_query=1.0, max_cost=1.0)
+    client = TestClient(create_app(r))
+    assert client.post("/retrieve", json={"queries": ["capital of France"], "topk": 1}).status_code == 200
+    refused = client.post("/retrieve", json={"queries": ["who wrote hamlet"], "topk": 1})
+    assert refused.status_code == 402 and "search budget exhausted" in refused.json()["detail"]
+    assert fake.answered["serper"] == 1
+    with pytest.raises(BudgetExhausted, match="search budget exhausted"):  # 402 is not retried, and not a failed search
+        HTTPRetriever("http://127.0.0.1:9")._decode(HTTPAnswer(402, refused.content), "http://127.0.0.1:9")
