@@ -241,21 +241,20 @@ class OnlineRetriever(CachedRetriever):
                 self._spend.disk_hits += 1
             return cached
         row = self.disk.reserve(self.budget_scope, self.engine, key, k, self.price_per_query, self.max_cost)
-        billed = False
         try:
             body = self._send_with_retries(query, k)
-            billed = True
-        finally:
-            self.disk.settle(row, billed)
-        if billed:
-            with self._lock:
-                self._spend.requests += 1
-                self._spend.cost = self._spend.requests * self.price_per_query
-        passages = self._passages(body, query, k)
+        except BaseException:
+            self.disk.settle(row, billed=False)  # never answered: not billed, the reservation goes
+            raise
+        self.disk.settle(row, billed=True)
+        with self._lock:
+            self._spend.requests += 1
+            self._spend.cost = self._spend.requests * self.price_per_query
+        passages = self._passages(body, k)
         self.disk.put(self.cache_namespace, key, k, passages)
         return passages
 
-    def _passages(self, body: Any, query: str, k: int) -> list[Passage]:
+    def _passages(self, body: Any, k: int) -> list[Passage]:
         try:
             results = self.parse_results(body, k)[:k]
         except (ValueError, TypeError, KeyError, AttributeError) as err:
