@@ -28,8 +28,10 @@ class SearchR1CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         from searchr1.training.run_report import CurvePlots
+        from searchr1.training.search_cost import SearchCost
 
         parser.add_lightning_class_args(CurvePlots, "curves")  # PNG curves at the end of every fit (--curves.*)
+        parser.add_lightning_class_args(SearchCost, "search_cost")  # paid search: cost metrics, max_cost stop
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -96,6 +98,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
     import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
     from searchr1.data.datamodule import QADataModule
     from searchr1.quiet import quiet_known_noise
+    from searchr1.retrieval.search_cache import BudgetExhausted
     from searchr1.training.module import SearchR1Module
 
     quiet_known_noise()
@@ -117,3 +120,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
         if not run:
             raise
         sys.exit(f"searchr1: error: {err}")  # a configuration to fix, not a bug: one message, no traceback
+    except BudgetExhausted as err:  # max_cost reached: a checkpoint was saved (SearchCost), exit 1 with one message
+        from searchr1.training.search_cost import stop_message
+
+        sys.exit(stop_message(err))

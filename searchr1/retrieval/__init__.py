@@ -3,7 +3,9 @@
 ``BM25Retriever``/``DenseRetriever`` search in-process (from a built index folder, or a corpus indexed in
 memory for demos); ``HTTPRetriever`` talks to ``searchr1-retrieval serve`` (wire-compatible with
 Search-R1's ``retrieval_server.py``). All implement :class:`Retriever` and share de-duplication and
-metrics through :class:`CachedRetriever`. Heavy modules (torch/faiss, fastapi, httpx) load lazily.
+metrics through :class:`CachedRetriever`. ``SerpAPIRetriever``/``SerperRetriever``/``GoogleCSERetriever`` search the web
+within a budget (:mod:`~searchr1.retrieval.online`); ``RerankRetriever`` reranks any of them with a cross-encoder.
+Heavy modules (torch/faiss, fastapi, httpx) load lazily.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ _LAZY = {
     "build_index": "searchr1.retrieval.indexes",
     "load_retriever": "searchr1.retrieval.indexes",
     "open_indexes": "searchr1.retrieval.indexes",
+    "OnlineRetriever": "searchr1.retrieval.online",
+    "SearchSpend": "searchr1.retrieval.online",
+    "SerpAPIRetriever": "searchr1.retrieval.engines",
+    "SerperRetriever": "searchr1.retrieval.engines",
+    "GoogleCSERetriever": "searchr1.retrieval.engines",
+    "ONLINE_ENGINES": "searchr1.retrieval.engines",
+    "SearchCache": "searchr1.retrieval.search_cache",
+    "BudgetExhausted": "searchr1.retrieval.search_cache",
+    "RerankRetriever": "searchr1.retrieval.rerank",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

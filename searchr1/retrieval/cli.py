@@ -8,6 +8,8 @@ Examples::
         --faiss Flat --out indexes/wiki18-e5
     searchr1-retrieval serve --index indexes/wiki18-bm25 --host 127.0.0.1 --port 8000
     searchr1-retrieval serve --index indexes/wiki18-bm25 --index indexes/wiki18-e5   # hybrid (RRF) of both
+    SERPER_API_KEY=... searchr1-retrieval serve --engine serper --price-per-query 0.001 --max-cost 5
+    searchr1-retrieval serve --index indexes/wiki18-bm25 --rerank cross-encoder/ms-marco-MiniLM-L12-v2
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from collections.abc import Sequence
 
 from searchr1.retrieval.indexes import INDEX_KINDS, BuildOptions, OpenOptions, build_index, open_indexes
+from searchr1.retrieval.serve_options import add_online_arguments, retriever_from_args
 
 _BUILD = BuildOptions()  # the flags' defaults
 
@@ -77,10 +80,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve POST /retrieve (Search-R1 wire format) and GET /health")
     s.add_argument(
         "--index",
-        required=True,
         action="append",
         help="index folder from searchr1-index build; give it twice or more to serve their hybrid (RRF) fusion",
     )
+    add_online_arguments(s)  # --engine (a paid web search engine instead of --index), --rerank
     s.add_argument("--rrf-k", type=float, default=10.0, help="hybrid: reciprocal-rank-fusion constant")
     s.add_argument("--mmap", action="store_true", help="dense: memory-map faiss.index (IO_FLAG_MMAP)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
@@ -123,7 +126,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         ef_search=args.ef_search,
         mmap=args.mmap,
     )
-    retriever = open_indexes(args.index, args.rrf_k, options)
+    retriever = retriever_from_args(args, lambda: open_indexes(args.index, args.rrf_k, options))
     limits = ServerLimits(
         max_queries=args.max_queries,
         max_query_chars=args.max_query_chars,
@@ -131,9 +134,8 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         default_topk=args.topk,
     )
     app = create_app(retriever, limits, args.max_batch_queries, args.batch_window_ms, args.part_queries)
-    print(
-        f"serving {type(retriever).__name__} ({len(retriever)} passages) on http://{args.host}:{args.port}", flush=True
-    )
+    size = f" ({len(retriever)} passages)" if hasattr(retriever, "__len__") else ""
+    print(f"serving {type(retriever).__name__}{size} on http://{args.host}:{args.port}", flush=True)
     gc.collect()
     gc.freeze()  # the index, app and imports are permanent: later collections skip them (no full-heap pauses)
     # no X-Forwarded-For rewriting (the app never reads client addresses) and no "server" header: less work per

@@ -38,6 +38,7 @@ from searchr1.retrieval.base import CachedRetriever
 from searchr1.retrieval.corpus import loads
 from searchr1.retrieval.pool import HTTPAnswer
 from searchr1.retrieval.replicas import ReplicaSet
+from searchr1.retrieval.search_cache import BudgetExhausted
 from searchr1.retrieval.types import Passage, RetrievalError
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -227,6 +228,8 @@ class HTTPRetriever(CachedRetriever):
 
     def _decode(self, resp: HTTPAnswer, url: str) -> Any:
         """The parsed JSON of a non-retried answer; :class:`RetrievalError` for a 4xx or a non-JSON body."""
+        if resp.status == 402:  # the server's paid engine reached its max_cost: stop like an in-process one
+            raise BudgetExhausted(f"retrieval server {url}: {resp.text[:300]}")
         if resp.status >= 400:
             raise RetrievalError(f"retrieval server {url} refused the request: HTTP {resp.status}: {resp.text[:300]}")
         try:

@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.batcher import MicroBatcher
 from searchr1.retrieval.corpus import DocStore
+from searchr1.retrieval.search_cache import BudgetExhausted
 from searchr1.retrieval.types import Hits, Passage, Retriever
 
 
@@ -164,6 +165,8 @@ async def answer_retrieve(
         if docs is not None:
             return 200, encode_hits(results, docs, return_scores)  # type: ignore[arg-type]
         return 200, encode_results(results, return_scores)  # type: ignore[arg-type]
+    except BudgetExhausted as err:  # a paid engine's max_cost: 402, which clients raise as BudgetExhausted (no retry)
+        return 402, _json({"detail": str(err)})
     except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
         return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"})
 

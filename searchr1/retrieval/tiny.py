@@ -41,3 +41,40 @@ def make_tiny_encoder(
     )
     BertModel(config).save_pretrained(out)
     return out
+
+
+def make_tiny_cross_encoder(
+    out_dir: str | Path,
+    texts: Iterable[str],
+    vocab_size: int = 1000,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    max_positions: int = 256,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny randomly initialised cross-encoder (``BertForSequenceClassification``, one label, and a
+    WordPiece tokenizer trained on ``texts``) into ``out_dir``; ``sentence_transformers.CrossEncoder`` loads it.
+
+    Its scores are random but deterministic: enough to test batching, ordering and serving, not ranking quality.
+    """
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, show_progress=False)
+    BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_positions).save_pretrained(out)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=wordpiece.get_vocab_size(),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=max_positions,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(out)
+    return out

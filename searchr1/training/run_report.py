@@ -119,7 +119,16 @@ class RunSummary(Callback):
             "val_files": [s.path for s in getattr(trainer.datamodule, "val_sources_spec", [])],
             "corpus": self.corpus,
             "question": self.question,
+            "search_cost": _spend(pl_module),
         }
+
+
+def _spend(pl_module: LightningModule) -> dict[str, Any] | None:
+    """The paid search engine's spend (``searchr1.training.search_cost``), None for a free retriever."""
+    from searchr1.training.search_cost import module_spend
+
+    spend = module_spend(pl_module)
+    return None if spend is None else spend.as_dict()
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -137,6 +146,10 @@ def format_summary(s: dict[str, Any], path: Path) -> str:
     lines = ["", "searchr1: run summary", *rows]
     where = f"on {s['questions']} held-out questions; {s['steps']} RL steps; fit took {s['seconds']:.0f} s"
     lines.append(f"EM gain {_fmt(gain, 3)} {where}")
+    if s.get("search_cost"):
+        c = s["search_cost"]
+        paid = f"{c['requests']} paid {c['engine']} requests, scope total {c['scope_cost']:.4f}"
+        lines.append(f"search cost: {c['cost']:.4f} ({paid})")
     lines.append(f"summary:     {path}")
     for key, label in (("checkpoint", "checkpoint"), ("hf_export", "HF export"), ("tensorboard", "TensorBoard")):
         if s.get(key):
