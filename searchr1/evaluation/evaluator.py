@@ -23,6 +23,7 @@ from searchr1.evaluation.results import EvalReport, QuestionResult
 from searchr1.retrieval import Passage, Retriever
 from searchr1.retrieval.null import NoRetriever
 from searchr1.rewards import score_trajectory
+from searchr1.rewards.search_quality import assess, gold_titles
 from searchr1.rollout import GenerationBackend, RolloutConfig, RolloutEngine, Trajectory
 
 
@@ -32,11 +33,19 @@ def greedy_config(**overrides: Any) -> RolloutConfig:
 
 
 def question_result(
-    dataset: str, example: QAExample, traj: Trajectory, sample: int = 0, context: Sequence[Passage] = ()
+    dataset: str,
+    example: QAExample,
+    traj: Trajectory,
+    sample: int = 0,
+    context: Sequence[Passage] = (),
+    protocol: str = "search_r1",
 ) -> QuestionResult:
-    """Score one trajectory against the example's golden answers (``searchr1.rewards.score_trajectory``)."""
+    """Score one trajectory against the example's golden answers (``searchr1.rewards.score_trajectory``) and assess
+    its searches (``searchr1.rewards.search_quality.assess``; gold titles from the example's metadata)."""
     golds = list(example.golden_answers)
     score = score_trajectory(traj, golds)
+    titles = gold_titles(example.metadata)
+    quality = assess(traj, golds, score.em > 0, titles, protocol, [p.contents for p in context])
     return QuestionResult(
         dataset=dataset,
         id=example.id,
@@ -55,6 +64,7 @@ def question_result(
         context_doc_ids=[p.id for p in context],
         finish_reason=traj.finish_reason,
         response_tokens=len(traj.response_ids),
+        quality=quality,
     )
 
 
@@ -147,7 +157,8 @@ class Evaluator:
         results = []
         for row, traj in enumerate(batch.trajectories):
             i = traj.prompt_index
-            results.append(question_result(dataset, examples[i], traj, row % self.num_samples, contexts[i]))
+            sample, protocol = row % self.num_samples, self.config.protocol
+            results.append(question_result(dataset, examples[i], traj, sample, contexts[i], protocol))
         return results
 
     def run(self, datasets: Mapping[str, Sequence[QAExample]]) -> tuple[EvalReport, list[QuestionResult]]:
