@@ -23,6 +23,11 @@ _LAZY = {
     "build_index": "searchr1.retrieval.indexes",
     "load_retriever": "searchr1.retrieval.indexes",
     "open_indexes": "searchr1.retrieval.indexes",
+    "ReplayRetriever": "searchr1.retrieval.search_log",
+    "ReplayMissError": "searchr1.retrieval.search_log",
+    "SearchLog": "searchr1.retrieval.search_log",
+    "SearchRecorder": "searchr1.retrieval.search_log",
+    "read_search_log": "searchr1.retrieval.search_log",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -106,7 +106,7 @@ class EvalTally:
             self.add(example.data_source, values, device)
 
     def means(self, trainer, device: torch.device) -> dict[str, dict[str, Tensor]]:
-        """``{source: {field: mean}}`` (:data:`EVAL_FIELDS` but ``count``) over all ranks (every rank calls it: collectives).
+        """``{source: {field: mean}}`` (:data:`EVAL_FIELDS` but ``count``) over all ranks (every rank calls it).
 
         The sources are gathered first so that every rank reduces the same ones in the same order, also a rank
         that saw none of a source's examples.
