@@ -1,0 +1,131 @@
+"""What a run keeps of its rollouts for later reading: the search log, sampled trajectories and the HTML report.
+
+:class:`RunRecorder` (on in the embedded default) wraps the module's retriever in a
+:class:`~searchr1.retrieval.search_log.SearchRecorder` and, after every training step, appends
+
+* every search of the step's rollout to ``<default_root_dir>/search_log.parquet`` (rank ``r > 0``:
+  ``search_log.rank<r>.parquet``); :class:`~searchr1.retrieval.ReplayRetriever` answers from it;
+* ``samples_per_step`` trajectories (one per prompt group, spread over the batch; rank 0) to
+  ``<default_root_dir>/trajectories.jsonl``: decoded chunks with their kind (policy / observation / invalid, i.e.
+  the loss mask), queries, retrieved titles, answer, score and outcome class (:mod:`searchr1.rewards.search_quality`);
+
+and at the end of ``fit`` writes ``report.html`` (:mod:`searchr1.evaluation.html_report`) and prints its path.
+Validation rollouts go through the same retriever but are not logged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from searchr1.evaluation.html_report import TRAJECTORIES_FILE, write_run_report
+from searchr1.retrieval.search_log import SEARCH_LOG_FILE, SearchLog, SearchRecorder, search_records
+from searchr1.rewards import score_trajectory
+from searchr1.rewards.search_quality import assess, gold_titles
+from searchr1.training.steps import StepOutput
+
+
+def sample_rows(count: int, size: int) -> list[int]:
+    """``count`` row indices spread evenly over ``size`` rows (all rows when ``count >= size``)."""
+    if count >= size:
+        return list(range(size))
+    return [i * size // count for i in range(count)]
+
+
+def trajectory_row(traj: Any, example: Any, score: float, step: int, tid: str, tokenizer: Any, protocol: str) -> dict:
+    """The ``trajectories.jsonl`` row of one trajectory (see the module docstring)."""
+    em = score_trajectory(traj, example.golden_answers).em
+    quality = assess(traj, example.golden_answers, em > 0, gold_titles(example.metadata), protocol)
+    segments = [
+        [kind, tokenizer.decode(traj.response_ids[s:e], skip_special_tokens=False)] for s, e, kind in traj.chunks
+    ]
+    return {
+        "step": step,
+        "trajectory": tid,
+        "question": example.question,
+        "golden_answers": list(example.golden_answers),
+        "answer": traj.answer,
+        "score": float(score),
+        "em": em,
+        "outcome": quality.outcome,
+        "answer_in_retrieved": quality.answer_in_retrieved,
+        "queries": list(traj.queries),
+        "doc_ids": [list(d) for d in traj.doc_ids],
+        "finish_reason": traj.finish_reason,
+        "segments": segments,
+    }
+
+
+class RunRecorder(Callback):
+    """Search log, sampled trajectories and the HTML report of a training run (see the module docstring).
+
+    Args:
+        samples_per_step: trajectories written to ``trajectories.jsonl`` per training step (0: none).
+        search_log: write ``search_log.parquet``.
+        report: write ``report.html`` at the end of fit and print its path.
+    """
+
+    def __init__(self, samples_per_step: int = 4, search_log: bool = True, report: bool = True) -> None:
+        self.samples_per_step, self.search_log, self.report = samples_per_step, search_log, report
+        self.recorder: SearchRecorder | None = None
+        self._log: SearchLog | None = None
+        self.report_path: Path | None = None
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        root = Path(trainer.default_root_dir)
+        if trainer.global_rank == 0:
+            (root / TRAJECTORIES_FILE).unlink(missing_ok=True)  # this run's samples only
+        if not self.search_log or getattr(pl_module, "retriever", None) is None:
+            return
+        self.recorder = SearchRecorder(pl_module.retriever)
+        pl_module.retriever = self.recorder
+        for engine in getattr(pl_module, "_engines", {}).values():  # an engine built before fit searches here too
+            engine.retriever = self.recorder
+        rank = trainer.global_rank
+        self._log = SearchLog(root / (SEARCH_LOG_FILE if rank == 0 else f"search_log.rank{rank}.parquet"))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int):
+        if not isinstance(outputs, StepOutput):
+            return
+        step, rank = pl_module._rollout_steps - 1, trainer.global_rank
+        rollout = outputs.rollout
+        ids = [f"{step}/{row}" + (f"@{rank}" if rank else "") for row in range(len(rollout.trajectories))]
+        calls = self.recorder.take() if self.recorder is not None else {}
+        if self.recorder is not None and self._log is not None:
+            self._log.write(search_records(step, rollout.trajectories, ids, calls, self.recorder.server))
+        if rank != 0 or self.samples_per_step <= 0:
+            return
+        protocol = pl_module.rollout_config.protocol
+        rows = []
+        for i in sample_rows(self.samples_per_step, len(rollout.trajectories)):
+            traj = rollout.trajectories[i]
+            example = batch[traj.prompt_index]
+            score = float(outputs.scores[i])
+            row = trajectory_row(traj, example, score, step, ids[i], pl_module.tokenizer, protocol)
+            row["titles"] = [[p.title for p in calls[q].passages] if q in calls else [] for q in traj.queries]
+            rows.append(row)
+        path = Path(trainer.default_root_dir) / TRAJECTORIES_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def _close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._close()
+        if not self.report or trainer.global_rank != 0:
+            return
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "flush"):
+            experiment.flush()
+        self.report_path = write_run_report(trainer.default_root_dir)
+        print(f"report:      {self.report_path}   (searchr1 report {trainer.default_root_dir})", flush=True)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._close()
