@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from searchr1.retrieval.call_metrics import CallWindow, client_metrics
 from searchr1.retrieval.types import Passage, RetrievalError, Retriever
 
 SEARCH_LOG_FILE = "search_log.parquet"
@@ -47,6 +48,9 @@ class SearchCall:
 class SearchRecorder:
     """A :class:`Retriever` that forwards every search to ``retriever`` and remembers each query's answer.
 
+    It also times every call: :meth:`metrics` gives latency p50/p99, failures, qps and the wrapped retriever's
+    cache/de-duplication hit rate (:mod:`~searchr1.retrieval.call_metrics`).
+
     Args:
         retriever: the real search engine.
         server: what the log calls it (default: its ``url`` when it has one, else its class name).
@@ -56,6 +60,7 @@ class SearchRecorder:
         self.retriever = retriever
         self.server = server or str(getattr(retriever, "url", None) or type(retriever).__name__)
         self._calls: dict[str, SearchCall] = {}
+        self.window = CallWindow()
 
     def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
         start = time.perf_counter()
@@ -63,11 +68,18 @@ class SearchRecorder:
             results = self.retriever.search(queries, topk)
         except RetrievalError as err:
             seconds = time.perf_counter() - start
+            self.window.add(seconds, len(queries), failed=True)
             self._calls.update({q: SearchCall([], seconds, topk, str(err)) for q in queries})
             raise
         seconds = time.perf_counter() - start
+        self.window.add(seconds, len(queries))
         self._calls.update({q: SearchCall(list(ps), seconds, topk) for q, ps in zip(queries, results)})
         return results
+
+    def metrics(self) -> dict[str, float]:
+        """Per-call metrics: ``latency_p50_ms``, ``latency_p99_ms``, ``qps``, ``calls``, ``queries``, ``failures``,
+        ``cache_hit_rate`` (see :func:`~searchr1.retrieval.call_metrics.client_metrics`)."""
+        return client_metrics(self.window, self.retriever)
 
     def take(self) -> dict[str, SearchCall]:
         """The answers remembered since the last ``take`` (by query), forgotten here."""

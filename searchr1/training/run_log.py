@@ -10,7 +10,9 @@
   the loss mask), queries, retrieved titles, answer, score and outcome class (:mod:`searchr1.rewards.search_quality`);
 
 and at the end of ``fit`` writes ``report.html`` (:mod:`searchr1.evaluation.html_report`) and prints its path.
-Validation rollouts go through the same retriever but are not logged.
+Validation rollouts go through the same retriever but are not logged. Rank 0 also logs the client's per-call
+retrieval metrics each step (``retrieval/latency_p50_ms``, ``latency_p99_ms``, ``qps``, ``failures``,
+``cache_hit_rate``: :mod:`searchr1.retrieval.call_metrics`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class RunRecorder(Callback):
         calls = self.recorder.take() if self.recorder is not None else {}
         if self.recorder is not None and self._log is not None:
             self._log.write(search_records(step, rollout.trajectories, ids, calls, self.recorder.server))
+        if self.recorder is not None and rank == 0 and trainer.logger is not None:  # no collective: rank 0 only
+            metrics = {f"retrieval/{k}": v for k, v in self.recorder.metrics().items() if v == v}  # NaN dropped
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
         if rank != 0 or self.samples_per_step <= 0:
             return
         protocol = pl_module.rollout_config.protocol
