@@ -5,7 +5,7 @@
 
 * every search of the step's rollout to ``<default_root_dir>/search_log.parquet`` (rank ``r > 0``:
   ``search_log.rank<r>.parquet``); :class:`~searchr1.retrieval.ReplayRetriever` answers from it;
-* ``samples_per_step`` trajectories (one per prompt group, spread over the batch; rank 0) to
+* ``samples_per_step`` trajectories (as many outcome classes as the step has, spread over the batch; rank 0) to
   ``<default_root_dir>/trajectories.jsonl``: decoded chunks with their kind (policy / observation / invalid, i.e.
   the loss mask), queries, retrieved titles, answer, score and outcome class (:mod:`searchr1.rewards.search_quality`);
 
@@ -18,6 +18,7 @@ retrieval metrics each step (``retrieval/latency_p50_ms``, ``latency_p99_ms``, `
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,32 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from searchr1.evaluation.html_report import TRAJECTORIES_FILE, write_run_report
 from searchr1.retrieval.search_log import SEARCH_LOG_FILE, SearchLog, SearchRecorder, search_records
 from searchr1.rewards import score_trajectory
-from searchr1.rewards.search_quality import assess, gold_titles
+from searchr1.rewards.search_quality import OUTCOMES, assess, gold_titles
 from searchr1.training.steps import StepOutput
 
 
-def sample_rows(count: int, size: int) -> list[int]:
-    """``count`` row indices spread evenly over ``size`` rows (all rows when ``count >= size``)."""
-    if count >= size:
-        return list(range(size))
-    return [i * size // count for i in range(count)]
+def sample_rows(outcomes: Sequence[str], count: int) -> list[int]:
+    """``count`` rows (ascending) that cover as many outcome classes as they can: the classes take turns in
+    :data:`~searchr1.rewards.search_quality.OUTCOMES` order, each giving its rows spread evenly over the batch."""
+    by_class = [[i for i, o in enumerate(outcomes) if o == name] for name in OUTCOMES]
+    taken: list[list[int]] = [[] for _ in OUTCOMES]
+    left = min(count, len(outcomes))
+    while left:
+        for c, rows in enumerate(by_class):
+            if left and len(taken[c]) < len(rows):
+                taken[c].append(-1)
+                left -= 1
+    out = []
+    for rows, picks in zip(by_class, taken):
+        n = len(picks)
+        out += [rows[i * len(rows) // n] for i in range(n)]
+    return sorted(out)
+
+
+def trajectory_outcome(traj: Any, example: Any, protocol: str) -> str:
+    """The outcome class of one trajectory (:func:`~searchr1.rewards.search_quality.assess`)."""
+    em = score_trajectory(traj, example.golden_answers).em
+    return assess(traj, example.golden_answers, em > 0, gold_titles(example.metadata), protocol).outcome
 
 
 def trajectory_row(traj: Any, example: Any, score: float, step: int, tid: str, tokenizer: Any, protocol: str) -> dict:
@@ -103,13 +121,13 @@ class RunRecorder(Callback):
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
         if rank != 0 or self.samples_per_step <= 0:
             return
-        protocol = pl_module.rollout_config.protocol
+        protocol, tokenizer = pl_module.rollout_config.protocol, pl_module.tokenizer
+        examples = [batch[t.prompt_index] for t in rollout.trajectories]
+        outcomes = [trajectory_outcome(t, ex, protocol) for t, ex in zip(rollout.trajectories, examples)]
         rows = []
-        for i in sample_rows(self.samples_per_step, len(rollout.trajectories)):
-            traj = rollout.trajectories[i]
-            example = batch[traj.prompt_index]
-            score = float(outputs.scores[i])
-            row = trajectory_row(traj, example, score, step, ids[i], pl_module.tokenizer, protocol)
+        for i in sample_rows(outcomes, self.samples_per_step):
+            traj, score = rollout.trajectories[i], float(outputs.scores[i])
+            row = trajectory_row(traj, examples[i], score, step, ids[i], tokenizer, protocol)
             row["titles"] = [[p.title for p in calls[q].passages] if q in calls else [] for q in traj.queries]
             rows.append(row)
         path = Path(trainer.default_root_dir) / TRAJECTORIES_FILE
