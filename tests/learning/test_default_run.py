@@ -117,7 +117,9 @@ def _check_search_quality_and_report(at: Path, summary: dict, stdout: str, steps
     assert f"report:      {summary['root_dir']}/report.html" in stdout and report.is_file()
     dom = dump_dom(report)
     assert dom.count('<div class="traj"') == len(rows) and f'data-shown="{len(rows)}"' in dom
-    assert 'class="policy" data-mask="1"' in dom and 'class="observation" data-mask="0"' in dom
+    segments = [kind for row in rows for kind, _ in json.loads(row)["segments"]]
+    assert dom.count('class="policy" data-mask="1"') == segments.count("policy") > 0
+    assert dom.count('class="observation" data-mask="0"') == segments.count("observation")
     assert dom.count("<svg") >= 3  # reward/EM, searches, outcome shares
 
 
