@@ -239,6 +239,9 @@ def report_main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("run_dir", help="the run's default_root_dir (e.g. runs/learn_cpu)")
     p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
     args = p.parse_args(argv)
-    path = write_run_report(args.run_dir, args.out)
+    try:
+        path = write_run_report(args.run_dir, args.out)
+    except FileNotFoundError as err:  # a wrong folder: one line saying what to give, no traceback
+        raise SystemExit(f"searchr1 report: error: {err}") from None
     print(f"report: {path}")
     return path

@@ -65,8 +65,8 @@ def test_report_command_writes_the_page_and_names_a_bad_folder(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither trajectories.jsonl nor TensorBoard logs"):
         write_run_report(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        write_run_report(tmp_path / "missing")
+    with pytest.raises(SystemExit, match="searchr1 report: error: run folder .*missing does not exist"):
+        main(["report", str(tmp_path / "missing")])
 
 
 @pytest.mark.slow
