@@ -4,7 +4,8 @@
 :class:`~searchr1.retrieval.search_log.SearchRecorder` and, after every training step, appends
 
 * every search of the step's rollout to ``<default_root_dir>/search_log.parquet`` (rank ``r > 0``:
-  ``search_log.rank<r>.parquet``); :class:`~searchr1.retrieval.ReplayRetriever` answers from it;
+  ``search_log.rank<r>.parquet``; a resumed run a new ``search_log.resumed-<time>.parquet``);
+  :class:`~searchr1.retrieval.ReplayRetriever` answers from it;
 * ``samples_per_step`` trajectories (as many outcome classes as the step has, spread over the batch; rank 0) to
   ``<default_root_dir>/trajectories.jsonl``: decoded chunks with their kind (policy / observation / invalid, i.e.
   the loss mask), queries, retrieved titles, answer, score and outcome class (:mod:`searchr1.rewards.search_quality`);
@@ -18,6 +19,7 @@ retrieval metrics each step (``retrieval/latency_p50_ms``, ``latency_p99_ms``, `
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,13 @@ def sample_rows(outcomes: Sequence[str], count: int) -> list[int]:
         n = len(picks)
         out += [rows[i * len(rows) // n] for i in range(n)]
     return sorted(out)
+
+
+def search_log_name(rank: int, resumed: bool) -> str:
+    """``search_log.parquet``; ``search_log.rank<r>.parquet`` on rank ``r > 0``; a resumed run writes a new file
+    (``search_log.resumed-<time>.parquet``) instead of replacing the first part's."""
+    name = SEARCH_LOG_FILE if rank == 0 else f"search_log.rank{rank}.parquet"
+    return name.replace(".parquet", f".resumed-{time.strftime('%Y%m%d-%H%M%S')}.parquet") if resumed else name
 
 
 def trajectory_outcome(traj: Any, example: Any, protocol: str) -> str:
@@ -96,16 +105,16 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         root = Path(trainer.default_root_dir)
-        if trainer.global_rank == 0:
-            (root / TRAJECTORIES_FILE).unlink(missing_ok=True)  # this run's samples only
+        resumed = trainer.ckpt_path is not None
+        if trainer.global_rank == 0 and not resumed:
+            (root / TRAJECTORIES_FILE).unlink(missing_ok=True)  # a new run's samples only; a resumed run appends
         if not self.search_log or getattr(pl_module, "retriever", None) is None:
             return
         self.recorder = SearchRecorder(pl_module.retriever)
         pl_module.retriever = self.recorder
         for engine in getattr(pl_module, "_engines", {}).values():  # an engine built before fit searches here too
             engine.retriever = self.recorder
-        rank = trainer.global_rank
-        self._log = SearchLog(root / (SEARCH_LOG_FILE if rank == 0 else f"search_log.rank{rank}.parquet"))
+        self._log = SearchLog(root / search_log_name(trainer.global_rank, resumed))
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int):
         if not isinstance(outputs, StepOutput):

@@ -14,3 +14,11 @@ def test_sample_rows_cover_the_outcome_classes_first() -> None:
     assert sample_rows(outcomes, 50) == list(range(16))  # more asked than rows: all of them
     assert sample_rows(["correct"] * 8, 4) == [0, 2, 4, 6]
     assert sample_rows(outcomes, 0) == [] and sample_rows([], 4) == []
+
+
+def test_search_log_names_per_rank_and_for_a_resumed_run() -> None:
+    from searchr1.training.run_log import search_log_name
+
+    assert search_log_name(0, False) == "search_log.parquet"
+    assert search_log_name(2, False) == "search_log.rank2.parquet"
+    assert search_log_name(0, True).startswith("search_log.resumed-") and search_log_name(0, True).endswith(".parquet")
