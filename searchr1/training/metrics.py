@@ -24,8 +24,8 @@ def search_quality_metrics(
 ) -> dict[str, float]:
     """``search/<name>`` means of :func:`searchr1.rewards.search_quality.summarize` over the rollout.
 
-    Every name is always present (NaN where no trajectory has the value, e.g. ``searches_correct`` in a step without
-    a correct answer), so every rank logs the same keys (``sync_dist`` reduces them together).
+    Every name is present, NaN where no trajectory has the value (``searches_correct`` in a step without a correct
+    answer, ``gold_recall`` without gold titles); the module logs the finite ones of each rank without reduction.
 
     Args:
         rollout: the step's rollout (B trajectories).

@@ -359,8 +359,10 @@ class SearchR1Module(LightningModule):
         metas = [batch[int(i)].metadata for i in rollout.prompt_index.tolist()]
         kl_path, backend = self.algorithm.kl_path, self.engine(True).backend
         metrics = step_metrics(rollout, scores, token_rewards, stats, timings, golds, kl_path, backend)
-        metrics.update(search_quality_metrics(rollout, golds, metas, self.rollout_config.protocol))
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
+        # this rank's trajectories, no reduction: which search/* values exist depends on the data (NaN dropped)
+        search = search_quality_metrics(rollout, golds, metas, self.rollout_config.protocol)
+        self.log_dict({k: v for k, v in search.items() if v == v}, batch_size=len(rollout), sync_dist=False)
         bar = {
             "em": metrics["train/em"],
             "reward": metrics["train/reward"],
