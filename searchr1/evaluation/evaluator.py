@@ -185,18 +185,20 @@ class Evaluator:
         total = sum(len(v) for v in datasets.values())
         step = 0
         self._log = SearchLog(self.search_log) if self.search_log is not None else None
-        with tqdm(total=total, desc=f"eval {self.method.name}", unit="q", disable=not self.show_progress) as bar:
-            for name, examples in datasets.items():
-                done: list[QuestionResult] = []
-                for lo in range(0, len(examples), self.batch_size):
-                    seed = None if self.seed is None else self.seed + step
-                    done.extend(self.evaluate_batch(name, examples[lo : lo + self.batch_size], seed))
-                    step += 1
-                    bar.update(min(self.batch_size, len(examples) - lo))
-                    bar.set_postfix(dataset=name, em=f"{sum(r.em for r in done) / len(done):.3f}")
-                results.extend(done)
-        if self._log is not None:
-            self._log.close()
+        try:
+            with tqdm(total=total, desc=f"eval {self.method.name}", unit="q", disable=not self.show_progress) as bar:
+                for name, examples in datasets.items():
+                    done: list[QuestionResult] = []
+                    for lo in range(0, len(examples), self.batch_size):
+                        seed = None if self.seed is None else self.seed + step
+                        done.extend(self.evaluate_batch(name, examples[lo : lo + self.batch_size], seed))
+                        step += 1
+                        bar.update(min(self.batch_size, len(examples) - lo))
+                        bar.set_postfix(dataset=name, em=f"{sum(r.em for r in done) / len(done):.3f}")
+                    results.extend(done)
+        finally:  # the searches so far stay readable when a batch fails (a replay missing a query, say)
+            if self._log is not None:
+                self._log.close()
         report = EvalReport.from_results(self.method.name, self.model_name, results, self.settings)
         report.seconds = time.perf_counter() - start
         return report, results
