@@ -45,6 +45,10 @@ class SearchCall:
     error: str | None = None
 
 
+NOT_RECORDED = SearchCall([], 0.0, 0, "not recorded: the search did not go through the SearchRecorder")
+"""What :func:`search_records` logs for a query the recorder never saw (a replay of it raises this error)."""
+
+
 class SearchRecorder:
     """A :class:`Retriever` that forwards every search to ``retriever`` and remembers each query's answer.
 
@@ -135,9 +139,7 @@ def search_records(
     for traj, tid in zip(trajectories, trajectory_ids):
         turns = search_turns(traj.chunks)
         for k, query in enumerate(traj.queries):
-            call = calls.get(query)
-            if call is None:
-                raise KeyError(f"no recorded answer for query {query!r}: was the rollout run through the recorder?")
+            call = calls.get(query, NOT_RECORDED)
             ps = call.passages
             rows.append(
                 SearchRecord(
@@ -246,7 +248,8 @@ class ReplayRetriever:
     """Answers searches from a search log, exactly as logged (offline; no index, no server).
 
     A query logged with an error raises :class:`RetrievalError` with that message (the rollout shows it as a failed
-    search, as in the logged run). The first logged answer of a query wins.
+    search, as in the logged run). The first logged answer of a query wins, unless a later one has a larger
+    topk.
 
     Args:
         log_path: a ``search_log.parquet`` written by a run or an evaluation.
@@ -255,8 +258,10 @@ class ReplayRetriever:
     def __init__(self, log_path: str | Path) -> None:
         self.log_path = Path(log_path)
         self.answers: dict[str, SearchRecord] = {}
-        for record in read_search_log(self.log_path):
-            self.answers.setdefault(record.query, record)
+        for record in read_search_log(self.log_path):  # the first answer of a query wins, unless a later has more
+            known = self.answers.get(record.query)
+            if known is None or record.topk > known.topk:
+                self.answers[record.query] = record
 
     def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
         unseen = [q for q in queries if q not in self.answers]

@@ -101,3 +101,25 @@ def test_search_turns_count_policy_chunks_before_each_observation() -> None:
     chunks = [(0, 3, "policy"), (3, 5, "invalid"), (5, 8, "policy"), (8, 20, "observation"), (20, 22, "policy")]
     chunks += [(22, 30, "observation"), (30, 31, "policy")]
     assert search_turns(chunks) == [2, 3]
+
+
+def test_unrecorded_searches_are_logged_as_such_and_replay_prefers_the_larger_topk(tmp_path) -> None:
+    from searchr1.retrieval.search_log import NOT_RECORDED, SearchCall, search_records
+    from searchr1.rollout import Trajectory
+
+    traj = Trajectory(prompt_ids=[1], queries=["seen", "unseen"], chunks=[(0, 1, "policy"), (1, 2, "observation")])
+    calls = {"seen": SearchCall([Passage("a", "A", "x", 2.0)], 0.5, 1)}
+    rows = search_records(3, [traj], ["t0"], calls, "srv")
+    assert [(r.step, r.trajectory, r.turn, r.query, r.passage_ids) for r in rows] == [
+        (3, "t0", 1, "seen", ["a"]),
+        (3, "t0", 0, "unseen", []),  # no second observation chunk: the trajectory's turn count (0 here)
+    ]
+    assert rows[1].error == NOT_RECORDED.error
+    wider = search_records(4, [traj], ["t1"], {"seen": SearchCall([Passage("a", "A", "x", 2.0)] * 2, 0.1, 2)}, "s")
+    with SearchLog(tmp_path / "log.parquet") as log:
+        log.write(rows)
+        log.write(wider[:1])
+    replay = ReplayRetriever(tmp_path / "log.parquet")
+    assert len(replay.search(["seen"], 2)[0]) == 2  # the topk=2 answer, logged second
+    with pytest.raises(RetrievalError, match="not recorded"):
+        replay.search(["unseen"], 1)
