@@ -16,6 +16,8 @@ repeats every measurement on the 53 questions alone):
   searches each request on its own (``--max-batch-queries 1``, what Search-R1's server does);
 - ``dedup_speedup``: a GRPO-shaped batch (each query ``n=5`` times) with de-duplication ÷ without (target >= 4);
 - ``batched_vs_loop_ratio``: one batched call ÷ a one-query-at-a-time loop;
+- ``one_batch_cpu``: CPU milliseconds of one 512-query batch in-process and through the server, split into the
+  server's and the client's process (where the time goes, blind to other jobs' load);
 - ``dense_vs_raw_faiss_ratio`` (synthetic only): ``DenseRetriever`` Flat search (tiny random BERT) ÷
   the same encoder + a raw ``faiss.IndexFlatIP`` search, i.e. our wrapper's overhead, reading the passages
   included; ``dense_hits_vs_raw_faiss_ratio`` the same without reading passages (``search_hits``).
@@ -33,6 +35,7 @@ import asyncio
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -184,6 +187,31 @@ def cpu_seconds(fn: Callable[..., object], *args: object) -> float:
     return time.thread_time() - start
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(server_pid: int, inprocess: Callable[[], object], remote: Callable[[], object], calls: int) -> dict:
+    """CPU milliseconds per call: in-process, and through the server split into the server's process and this
+    (client) process. Blind to load from other jobs: where the time goes, not how long it takes."""
+    start = time.process_time()
+    for _ in range(calls):
+        inprocess()
+    own = (time.process_time() - start) / calls
+    start, server_start = time.process_time(), process_cpu_seconds(server_pid)
+    for _ in range(calls):
+        remote()
+    client = (time.process_time() - start) / calls
+    server = (process_cpu_seconds(server_pid) - server_start) / calls
+    return {"inprocess_cpu_ms": round(own * 1e3, 2), "server_cpu_ms": round(server * 1e3, 2),
+            "client_cpu_ms": round(client * 1e3, 2)}  # fmt: skip
+
+
 class PairTiming(NamedTuple):
     """Alternated timings of two sides ``a`` and ``b``.
 
@@ -265,6 +293,7 @@ def measure_server(index_dir: Path, plain: BM25Retriever, batch: list[str], args
     with ServerProcess(index_dir, extra_args=server_args) as server:
         remote = HTTPRetriever(server.url, dedup=False, timeout=120.0, **client_args)
         one = best_of_pair(lambda: plain.search(batch, k), lambda: remote.search(batch, k), reps)
+        split = cpu_split(server.proc.pid, lambda: plain.search(batch, k), lambda: remote.search(batch, k), reps)
         conc = measure_concurrent(server.url, plain, chunks, args)
         health = remote.health()
     with ServerProcess(index_dir, extra_args=["--max-batch-queries", "1", "--part-queries", "1"]) as unbatched:
@@ -280,6 +309,7 @@ def measure_server(index_dir: Path, plain: BM25Retriever, batch: list[str], args
         "concurrent_one_client_process_ratio": round(conc["one_process_ratio"], 3),
         "concurrent_requests_per_index_call": round(health["requests"] / max(health["batches"], 1), 2),
         "concurrent_unbatched_ratio": round(alone["ratio"], 3),
+        "one_batch_cpu": split,
     }
 
 

@@ -20,6 +20,7 @@ TOOL_COMMANDS = {
     "serve": "serve an index over HTTP, Search-R1's /retrieve (searchr1 serve --index DIR --port 8000)",
     "eval": "evaluate a policy on QA benchmarks: EM/F1, searches, per method (searchr1 eval --model M ...)",
     "infer": 'ask one question, watch the policy reason and search (searchr1 infer --model M "question")',
+    "report": "one HTML page of a training run: curves, trajectories, search quality (searchr1 report RUN_DIR)",
 }
 
 
@@ -32,6 +33,10 @@ def _tool(name: str) -> Callable[[list[str]], object]:
         if name == "index":
             return retrieval_cli.index_main
         return lambda args: retrieval_cli.serve_main(["serve", *args])
+    if name == "report":
+        from searchr1.evaluation.html_report import report_main
+
+        return report_main
     from searchr1.evaluation import cli as evaluation_cli
 
     return evaluation_cli.eval_main if name == "eval" else evaluation_cli.infer_main

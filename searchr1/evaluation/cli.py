@@ -36,6 +36,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--corpus", default=None, help="corpus .jsonl for in-memory BM25 (small corpora)")
     g.add_argument("--index-dir", default=None, help="index folder from searchr1-index build (BM25 or dense)")
     g.add_argument("--retriever-url", default=None, help="retrieval server, e.g. http://127.0.0.1:8000")
+    g.add_argument(
+        "--replay",
+        default=None,
+        metavar="LOG",
+        help="answer searches from an earlier run's search_log.parquet (offline; unseen queries are an error)",
+    )
 
 
 def _add_rollout_args(p: argparse.ArgumentParser) -> None:
@@ -85,7 +91,14 @@ def _load(args: argparse.Namespace):
     out = getattr(args, "out", None)
     export = str(Path(out) / "exported_policy") if out else tempfile.mkdtemp(prefix="searchr1-policy-")
     backend = build_backend_for(policy, args.backend, args.batch_size, export_dir=export)
-    retriever = build_retriever(args.corpus, args.index_dir, args.retriever_url, args.device)
+    if args.replay:
+        from searchr1.retrieval.search_log import ReplayRetriever
+
+        if args.corpus or args.index_dir or args.retriever_url:
+            raise ValueError("--replay answers every search from the log: drop --corpus, --index-dir, --retriever-url")
+        retriever = ReplayRetriever(args.replay)
+    else:
+        retriever = build_retriever(args.corpus, args.index_dir, args.retriever_url, args.device)
     use_chat = policy.use_chat_template and not args.no_chat_template
     return policy, backend, retriever, use_chat
 
@@ -119,15 +132,17 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def run_eval(argv: Sequence[str] | None = None) -> list:
     """``searchr1-eval`` as a function: evaluate each ``--method``, write ``<out>/<method>/scores.{md,csv,json}``,
-    ``<out>/<method>/trajectories.jsonl`` and ``<out>/comparison.md``; returns the ``EvalReport`` of each method."""
+    ``<out>/<method>/trajectories.jsonl``, ``<out>/<method>/search_log.parquet`` (methods that search; replay it with
+    ``--replay``) and ``<out>/comparison.md``; returns the ``EvalReport`` of each method."""
     from searchr1.evaluation.datasets import load_datasets, resolve_datasets
     from searchr1.evaluation.evaluator import Evaluator
     from searchr1.evaluation.results import comparison_markdown, write_report
+    from searchr1.retrieval.search_log import SEARCH_LOG_FILE
 
     args = eval_parser().parse_args(argv)
     args.out = args.out or str(default_out_dir(args.model))
     needs = [m for m in args.method if METHODS.get(m).searches or METHODS.get(m).uses_context]
-    if needs and not (args.corpus or args.index_dir or args.retriever_url):
+    if needs and not (args.corpus or args.index_dir or args.retriever_url or args.replay):
         raise ValueError(
             f"method(s) {', '.join(needs)} needs a retriever: pass --corpus FILE, --index-dir DIR or "
             "--retriever-url URL"
@@ -149,6 +164,7 @@ def run_eval(argv: Sequence[str] | None = None) -> list:
             use_chat_template=use_chat,
             model_name=args.model,
             show_progress=not args.no_progress,
+            search_log=Path(args.out) / method / SEARCH_LOG_FILE,
         )
         report, results = evaluator.run(datasets)
         paths = write_report(report, results, Path(args.out) / method)

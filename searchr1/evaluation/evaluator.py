@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -22,7 +23,9 @@ from searchr1.evaluation.prompts import EvalMethod, get_method
 from searchr1.evaluation.results import EvalReport, QuestionResult
 from searchr1.retrieval import Passage, Retriever
 from searchr1.retrieval.null import NoRetriever
+from searchr1.retrieval.search_log import SearchLog, SearchRecorder, search_records
 from searchr1.rewards import score_trajectory
+from searchr1.rewards.search_quality import assess, gold_titles
 from searchr1.rollout import GenerationBackend, RolloutConfig, RolloutEngine, Trajectory
 
 
@@ -32,11 +35,19 @@ def greedy_config(**overrides: Any) -> RolloutConfig:
 
 
 def question_result(
-    dataset: str, example: QAExample, traj: Trajectory, sample: int = 0, context: Sequence[Passage] = ()
+    dataset: str,
+    example: QAExample,
+    traj: Trajectory,
+    sample: int = 0,
+    context: Sequence[Passage] = (),
+    protocol: str = "search_r1",
 ) -> QuestionResult:
-    """Score one trajectory against the example's golden answers (``searchr1.rewards.score_trajectory``)."""
+    """Score one trajectory against the example's golden answers (``searchr1.rewards.score_trajectory``) and assess
+    its searches (``searchr1.rewards.search_quality.assess``; gold titles from the example's metadata)."""
     golds = list(example.golden_answers)
     score = score_trajectory(traj, golds)
+    titles = gold_titles(example.metadata)
+    quality = assess(traj, golds, score.em > 0, titles, protocol, [p.contents for p in context])
     return QuestionResult(
         dataset=dataset,
         id=example.id,
@@ -56,6 +67,7 @@ def question_result(
         finish_reason=traj.finish_reason,
         response_tokens=len(traj.response_ids),
         search_failures=traj.search_failures,
+        quality=quality,
     )
 
 
@@ -75,6 +87,8 @@ class Evaluator:
         use_chat_template: format prompts with the tokenizer's chat template (instruct models).
         model_name: what the report calls the model.
         show_progress: show a tqdm progress bar.
+        search_log: write every search of :meth:`run` to this Parquet file
+            (:mod:`searchr1.retrieval.search_log`; step = batch number, trajectory = ``<dataset>/<id>/<sample>``).
     """
 
     def __init__(
@@ -90,6 +104,7 @@ class Evaluator:
         use_chat_template: bool = True,
         model_name: str = "model",
         show_progress: bool = True,
+        search_log: str | Path | None = None,
     ) -> None:
         if batch_size <= 0 or num_samples <= 0:
             raise ValueError(f"batch_size and num_samples must be positive, got {batch_size} and {num_samples}")
@@ -104,7 +119,12 @@ class Evaluator:
         self.retriever = retriever
         self.tokenizer = tokenizer
         self.config = config
-        self.engine = RolloutEngine(backend, retriever if self.method.searches else NoRetriever(), tokenizer, config)
+        self.search_log = Path(search_log) if search_log is not None and self.method.searches else None
+        self.recorder = SearchRecorder(retriever) if self.search_log is not None else None  # type: ignore[arg-type]
+        engine_retriever = (self.recorder or retriever) if self.method.searches else NoRetriever()
+        self.engine = RolloutEngine(backend, engine_retriever, tokenizer, config)
+        self._log: SearchLog | None = None
+        self._batches = 0
         self.batch_size, self.num_samples, self.seed = batch_size, num_samples, seed
         self.use_chat_template, self.model_name, self.show_progress = use_chat_template, model_name, show_progress
 
@@ -148,7 +168,13 @@ class Evaluator:
         results = []
         for row, traj in enumerate(batch.trajectories):
             i = traj.prompt_index
-            results.append(question_result(dataset, examples[i], traj, row % self.num_samples, contexts[i]))
+            sample, protocol = row % self.num_samples, self.config.protocol
+            results.append(question_result(dataset, examples[i], traj, sample, contexts[i], protocol))
+        if self.recorder is not None and self._log is not None:
+            ids = [f"{r.dataset}/{r.id}/{r.sample}" for r in results]
+            calls = self.recorder.take()
+            self._log.write(search_records(self._batches, batch.trajectories, ids, calls, self.recorder.server))
+        self._batches += 1
         return results
 
     def run(self, datasets: Mapping[str, Sequence[QAExample]]) -> tuple[EvalReport, list[QuestionResult]]:
@@ -159,16 +185,21 @@ class Evaluator:
         results: list[QuestionResult] = []
         total = sum(len(v) for v in datasets.values())
         step = 0
-        with tqdm(total=total, desc=f"eval {self.method.name}", unit="q", disable=not self.show_progress) as bar:
-            for name, examples in datasets.items():
-                done: list[QuestionResult] = []
-                for lo in range(0, len(examples), self.batch_size):
-                    seed = None if self.seed is None else self.seed + step
-                    done.extend(self.evaluate_batch(name, examples[lo : lo + self.batch_size], seed))
-                    step += 1
-                    bar.update(min(self.batch_size, len(examples) - lo))
-                    bar.set_postfix(dataset=name, em=f"{sum(r.em for r in done) / len(done):.3f}")
-                results.extend(done)
+        self._log = SearchLog(self.search_log) if self.search_log is not None else None
+        try:
+            with tqdm(total=total, desc=f"eval {self.method.name}", unit="q", disable=not self.show_progress) as bar:
+                for name, examples in datasets.items():
+                    done: list[QuestionResult] = []
+                    for lo in range(0, len(examples), self.batch_size):
+                        seed = None if self.seed is None else self.seed + step
+                        done.extend(self.evaluate_batch(name, examples[lo : lo + self.batch_size], seed))
+                        step += 1
+                        bar.update(min(self.batch_size, len(examples) - lo))
+                        bar.set_postfix(dataset=name, em=f"{sum(r.em for r in done) / len(done):.3f}")
+                    results.extend(done)
+        finally:  # the searches so far stay readable when a batch fails (a replay missing a query, say)
+            if self._log is not None:
+                self._log.close()
         report = EvalReport.from_results(self.method.name, self.model_name, results, self.settings)
         report.seconds = time.perf_counter() - start
         return report, results

@@ -9,13 +9,29 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchr1.rewards.search_quality import SearchQuality, summarize
+
 SCORE_COLUMNS = ("em", "f1", "substring", "searches", "turns", "answered", "response_tokens", "search_failures")
 """Per-dataset means reported in every table (besides the counts)."""
+
+QUALITY_COLUMNS = (
+    "answer_in_retrieved",
+    "failure_never_searched",
+    "failure_not_retrieved",
+    "failure_misread",
+    "gold_recall",
+    "redundant_searches",
+    "think_words",
+    "repetition",
+)
+"""Search-quality means per dataset (``searchr1.rewards.search_quality.summarize``; None where no trajectory has
+the value, e.g. ``gold_recall`` on a set without gold titles). ``em`` and the three ``failure_*`` shares sum to 1."""
 
 AVERAGE = "average"
 
@@ -43,6 +59,7 @@ class QuestionResult:
         finish_reason: how the trajectory ended (see ``searchr1.rollout.Trajectory``).
         response_tokens: response length in tokens (observations included).
         search_failures: searches whose retriever call failed (shown to the policy as ``Search failed``).
+        quality: search behaviour and outcome class (``searchr1.rewards.search_quality.assess``).
     """
 
     dataset: str
@@ -63,6 +80,7 @@ class QuestionResult:
     finish_reason: str | None = None
     response_tokens: int = 0
     search_failures: int = 0
+    quality: SearchQuality | None = None
 
     @property
     def retrievals(self) -> int:
@@ -85,6 +103,8 @@ class DatasetScores:
         response_tokens: mean response length in tokens.
         search_failures: share of the executed searches whose retriever call failed (0 when none ran): a table
             of EM 0.000 with a dead retrieval server says so here.
+        answer_in_retrieved, failure_never_searched, failure_not_retrieved, failure_misread, gold_recall,
+            redundant_searches, think_words, repetition: :data:`QUALITY_COLUMNS` (None when not known).
     """
 
     name: str
@@ -98,6 +118,14 @@ class DatasetScores:
     answered: float
     response_tokens: float
     search_failures: float = 0.0
+    answer_in_retrieved: float | None = None
+    failure_never_searched: float | None = None
+    failure_not_retrieved: float | None = None
+    failure_misread: float | None = None
+    gold_recall: float | None = None
+    redundant_searches: float | None = None
+    think_words: float | None = None
+    repetition: float | None = None
 
     @classmethod
     def from_results(cls, name: str, results: Sequence[QuestionResult]) -> DatasetScores:
@@ -121,6 +149,7 @@ class DatasetScores:
             answered=mean([float(r.answer is not None) for r in results]),
             response_tokens=mean([r.response_tokens for r in results]),
             search_failures=sum(r.search_failures for r in results) / max(sum(r.num_searches for r in results), 1),
+            **quality_means(results),
         )
 
     @classmethod
@@ -129,7 +158,23 @@ class DatasetScores:
         if not rows:
             raise ValueError("no dataset rows to average")
         means = {c: sum(getattr(r, c) for r in rows) / len(rows) for c in SCORE_COLUMNS}
+        for c in QUALITY_COLUMNS:
+            known = [getattr(r, c) for r in rows if getattr(r, c) is not None]
+            means[c] = sum(known) / len(known) if known else None
         return cls(AVERAGE, sum(r.questions for r in rows), sum(r.samples for r in rows), **means)
+
+
+def quality_means(results: Sequence[QuestionResult]) -> dict[str, float | None]:
+    """:data:`QUALITY_COLUMNS` over ``results`` (all None when a result has no ``quality``)."""
+    qualities = [r.quality for r in results]
+    if not qualities or any(q is None for q in qualities):
+        return dict.fromkeys(QUALITY_COLUMNS)
+    means = summarize(qualities)
+    return {c: None if math.isnan(means[c]) else means[c] for c in QUALITY_COLUMNS}
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 @dataclass
@@ -167,8 +212,12 @@ class EvalReport:
         return [*self.datasets, self.average]
 
     def to_markdown(self) -> str:
-        """Per-dataset table: questions, EM, F1, substring match, searches, turns, answered share, search failures."""
-        head = "| dataset | questions | EM | F1 | substring | searches | turns | answered | search_failures |"
+        """Per-dataset table: questions, EM, F1, substring match, searches, turns, answered share, search failures,
+        and the search-quality shares."""
+        head = (
+            "| dataset | questions | EM | F1 | substring | searches | turns | answered | search_failures "
+            "| answer retrieved | never searched | not retrieved | misread | gold recall |"
+        )
         lines = [
             f"### {self.method} — {self.model}",
             "",
@@ -179,7 +228,9 @@ class EvalReport:
             name = f"**{r.name}**" if r.name == AVERAGE else r.name
             lines.append(
                 f"| {name} | {r.questions} | {r.em:.3f} | {r.f1:.3f} | {r.substring:.3f} | "
-                f"{r.searches:.2f} | {r.turns:.2f} | {r.answered:.3f} | {r.search_failures:.3f} |"
+                f"{r.searches:.2f} | {r.turns:.2f} | {r.answered:.3f} | {r.search_failures:.3f} | "
+                + " | ".join(_cell(getattr(r, c)) for c in QUALITY_COLUMNS[:5])
+                + " |"
             )
         return "\n".join(lines) + "\n"
 
@@ -187,10 +238,12 @@ class EvalReport:
         """One CSV line per dataset plus the average: method, dataset, counts and every score column."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["method", "dataset", "questions", "samples", *SCORE_COLUMNS])
+        writer.writerow(["method", "dataset", "questions", "samples", *SCORE_COLUMNS, *QUALITY_COLUMNS])
         for r in self.rows:
+            quality = ["" if getattr(r, c) is None else f"{getattr(r, c):.6f}" for c in QUALITY_COLUMNS]
             writer.writerow(
                 [self.method, r.name, r.questions, r.samples, *(f"{getattr(r, c):.6f}" for c in SCORE_COLUMNS)]
+                + quality
             )
         return buf.getvalue()
 
@@ -208,15 +261,15 @@ class EvalReport:
 
 def comparison_markdown(reports: Sequence[EvalReport], metric: str = "em") -> str:
     """The paper's layout: one row per method, one column per dataset plus the average (``metric`` values)."""
-    if metric not in SCORE_COLUMNS:
-        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(SCORE_COLUMNS)}")
+    if metric not in (*SCORE_COLUMNS, *QUALITY_COLUMNS):
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join((*SCORE_COLUMNS, *QUALITY_COLUMNS))}")
     names = list(dict.fromkeys(d.name for rep in reports for d in rep.datasets))
     head = "| method | " + " | ".join(names) + " | avg |"
     lines = [head, "|" + "---|" * (len(names) + 2)]
     for rep in reports:
         by_name = {d.name: getattr(d, metric) for d in rep.datasets}
-        cells = [f"{by_name[n]:.3f}" if n in by_name else "–" for n in names]
-        lines.append(f"| {rep.method} | " + " | ".join(cells) + f" | {getattr(rep.average, metric):.3f} |")
+        cells = [_cell(by_name[n]) if n in by_name else "–" for n in names]
+        lines.append(f"| {rep.method} | " + " | ".join(cells) + f" | {_cell(getattr(rep.average, metric))} |")
     return "\n".join(lines) + "\n"
 
 

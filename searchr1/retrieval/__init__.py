@@ -34,6 +34,11 @@ _LAZY = {
     "SearchCache": "searchr1.retrieval.search_cache",
     "BudgetExhausted": "searchr1.retrieval.search_cache",
     "RerankRetriever": "searchr1.retrieval.rerank",
+    "ReplayRetriever": "searchr1.retrieval.search_log",
+    "ReplayMissError": "searchr1.retrieval.search_log",
+    "SearchLog": "searchr1.retrieval.search_log",
+    "SearchRecorder": "searchr1.retrieval.search_log",
+    "read_search_log": "searchr1.retrieval.search_log",
 }
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -4,7 +4,8 @@
 ``{"result": [[{"document": {"id", "contents"}, "score": float}, ...] per query]}``; with
 ``return_scores: false`` the items are ``{"document": ...}`` without ``score`` (Search-R1 returns bare
 documents there and its own client always asks for scores). ``GET /health`` reports the index size and
-counters.
+counters; ``GET /metrics`` request latency (histogram, p50/p99), qps, failures and the cache hit rate in the
+Prometheus text format (:mod:`~searchr1.retrieval.call_metrics`).
 
 Departures from Search-R1: requests from many clients are micro-batched
 (:class:`~searchr1.retrieval.batcher.MicroBatcher`: an asyncio queue, a cap on queries per batch, a batch
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.batcher import MicroBatcher
+from searchr1.retrieval.call_metrics import CallWindow, server_registry
 from searchr1.retrieval.corpus import DocStore
 from searchr1.retrieval.search_cache import BudgetExhausted
 from searchr1.retrieval.types import Hits, Passage, Retriever
@@ -154,21 +157,29 @@ async def answer_retrieve(
     body: bytes, limits: ServerLimits, batcher: MicroBatcher, docs: DocStore | None
 ) -> tuple[int, bytes]:
     """``(status, JSON body)`` of the ``/retrieve`` answer to a request body."""
+    status, content, _ = await answer_counted(body, limits, batcher, docs)
+    return status, content
+
+
+async def answer_counted(
+    body: bytes, limits: ServerLimits, batcher: MicroBatcher, docs: DocStore | None
+) -> tuple[int, bytes, int]:
+    """:func:`answer_retrieve` plus the number of queries of the request (0 for a refused one)."""
     try:
         queries, topk, return_scores = parse_request(body, limits)
     except BadRequest as err:
-        return err.status, _json({"detail": err.message})
+        return err.status, _json({"detail": err.message}), 0
     if not queries:
-        return 200, b'{"result":[]}'
+        return 200, b'{"result":[]}', 0
     try:
         results = await search_streamed(batcher, queries, topk, Hits([], []) if docs is not None else [])
         if docs is not None:
-            return 200, encode_hits(results, docs, return_scores)  # type: ignore[arg-type]
-        return 200, encode_results(results, return_scores)  # type: ignore[arg-type]
+            return 200, encode_hits(results, docs, return_scores), len(queries)  # type: ignore[arg-type]
+        return 200, encode_results(results, return_scores), len(queries)  # type: ignore[arg-type]
     except BudgetExhausted as err:  # a paid engine's max_cost: 402, which clients raise as BudgetExhausted (no retry)
-        return 402, _json({"detail": str(err)})
+        return 402, _json({"detail": str(err)}), len(queries)
     except Exception as err:  # noqa: BLE001 - a backend failure is the server's fault, say so
-        return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"})
+        return 503, _json({"detail": f"search backend failed: {type(err).__name__}: {err}"}), len(queries)
 
 
 async def search_streamed(
@@ -278,13 +289,21 @@ def create_app(
     app = RetrievalApp(title="searchr1 retrieval", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.retriever = retriever
+    app.state.calls = CallWindow()
+    registry, observe = server_registry(app.state.calls, retriever, batcher)
 
     async def read_and_answer(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
+        start = time.perf_counter()
         try:
             body = await _receive_body(scope, receive, limits.max_body_bytes)
         except BadRequest as err:
+            observe(time.perf_counter() - start, 0, err.status)
             return err.status, _json({"detail": err.message})
-        return None if body is None else await answer_retrieve(body, limits, batcher, docs)
+        if body is None:
+            return None
+        status, content, queries = await answer_counted(body, limits, batcher, docs)
+        observe(time.perf_counter() - start, queries, status)
+        return status, content
 
     async def retrieve_asgi(scope: Scope, receive: Receive, send: Send) -> None:
         answer = await read_and_answer(scope, receive)
@@ -302,6 +321,13 @@ def create_app(
         answer = await read_and_answer(request.scope, request.receive)
         status, content = answer if answer is not None else (400, _json({"detail": "client disconnected"}))
         return Response(content, status_code=status, media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: request latency histogram and window p50/p99, qps, failures, cache hit rate."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from searchr1.rewards import score_trajectory
+from searchr1.rewards.search_quality import OUTCOMES, assess, gold_titles, summarize
 from searchr1.rollout import RolloutBatch
 
-EVAL_FIELDS = ("count", "em", "f1", "searches")
+EVAL_FIELDS = ("count", "em", "f1", "searches", "answer_in_retrieved", *(f"failure_{o}" for o in OUTCOMES[1:]))
+"""Per data source sums of an evaluation epoch: the count, then per-trajectory values (means after reduction)."""
+
+
+def search_quality_metrics(
+    rollout: RolloutBatch,
+    golden_answers: Sequence[Sequence[str]],
+    metadata: Sequence[Mapping] | None = None,
+    protocol: str = "search_r1",
+) -> dict[str, float]:
+    """``search/<name>`` means of :func:`searchr1.rewards.search_quality.summarize` over the rollout.
+
+    Every name is present, NaN where no trajectory has the value (``searches_correct`` in a step without a correct
+    answer, ``gold_recall`` without gold titles); the module logs the finite ones of each rank without reduction.
+
+    Args:
+        rollout: the step's rollout (B trajectories).
+        golden_answers: per trajectory (row order).
+        metadata: per trajectory, the example's metadata (gold titles); None: no gold recall.
+        protocol: the rollout's text protocol.
+    """
+    metas = metadata if metadata is not None else [{}] * len(rollout.trajectories)
+    qualities = []
+    for traj, golds, meta in zip(rollout.trajectories, golden_answers, metas):
+        em = score_trajectory(traj, golds).em
+        qualities.append(assess(traj, golds, em > 0, gold_titles(meta), protocol))
+    return {f"search/{k}": v for k, v in summarize(qualities).items()}
 
 
 def step_metrics(
@@ -51,12 +78,18 @@ def step_metrics(
 
 @dataclass
 class EvalTally:
-    """Per data source sums of ``count``, ``em``, ``f1`` and ``searches`` over an evaluation epoch (this rank)."""
+    """Per data source sums of :data:`EVAL_FIELDS` over an evaluation epoch (this rank).
+
+    Args:
+        protocol: the rollout's text protocol (where the observation blocks are).
+    """
 
     sums: dict[str, Tensor] = field(default_factory=dict)
+    protocol: str = "search_r1"
 
-    def add(self, source: str, em: float, f1: float, searches: int, device: torch.device) -> None:
-        row = torch.tensor([1.0, em, f1, float(searches)], device=device)
+    def add(self, source: str, values: Mapping[str, float], device: torch.device) -> None:
+        """Add one trajectory's ``values`` (every name of :data:`EVAL_FIELDS` but ``count``)."""
+        row = torch.tensor([1.0, *(float(values[name]) for name in EVAL_FIELDS[1:])], device=device)
         self.sums[source] = self.sums.get(source, torch.zeros(len(EVAL_FIELDS), device=device)) + row
 
     def add_rollout(self, rollout: RolloutBatch, batch: Sequence, device: torch.device) -> None:
@@ -66,10 +99,14 @@ class EvalTally:
             if example.metadata.get("is_padding"):
                 continue
             score = score_trajectory(traj, example.golden_answers)
-            self.add(example.data_source, score.em, score.f1, traj.num_searches, device)
+            quality = assess(traj, example.golden_answers, score.em > 0, gold_titles(example.metadata), self.protocol)
+            values = {"em": score.em, "f1": score.f1, "searches": traj.num_searches}
+            values["answer_in_retrieved"] = float(quality.answer_in_retrieved)
+            values.update({f"failure_{o}": float(quality.outcome == o) for o in OUTCOMES[1:]})
+            self.add(example.data_source, values, device)
 
     def means(self, trainer, device: torch.device) -> dict[str, dict[str, Tensor]]:
-        """``{source: {"em", "f1", "searches"}}`` means over all ranks (every rank calls it: collectives).
+        """``{source: {field: mean}}`` (:data:`EVAL_FIELDS` but ``count``) over all ranks (every rank calls it).
 
         The sources are gathered first so that every rank reduces the same ones in the same order, also a rank
         that saw none of a source's examples.

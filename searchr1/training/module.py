@@ -29,7 +29,7 @@ from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2``
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend, check_behaviour_logprobs
 from searchr1.training.forward import batched_logprobs, batched_values
-from searchr1.training.metrics import EvalTally, step_metrics
+from searchr1.training.metrics import EvalTally, search_quality_metrics, step_metrics
 from searchr1.training.optim import build_optimizers, warmup_steps
 from searchr1.training.scaling import (
     ScaleSetup,
@@ -128,7 +128,7 @@ class SearchR1Module(LightningModule):
         self._engines: dict[bool, RolloutEngine] = {}  # one backend, two sampling settings (train / evaluation)
         self._engine_weights: EngineWeights | None = None
         self._rollout_steps = 0
-        self._eval_tally = EvalTally()
+        self._eval_tally = EvalTally(protocol=rollout.protocol)
 
     # ----------------------------------------------------------------------------------------- setup
     @property
@@ -360,9 +360,13 @@ class SearchR1Module(LightningModule):
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:
         golds = [batch[int(i)].golden_answers for i in rollout.prompt_index.tolist()]
+        metas = [batch[int(i)].metadata for i in rollout.prompt_index.tolist()]
         kl_path, backend = self.algorithm.kl_path, self.engine(True).backend
         metrics = step_metrics(rollout, scores, token_rewards, stats, timings, golds, kl_path, backend)
         self.log_dict(metrics, batch_size=len(rollout), sync_dist=True, prog_bar=False)
+        # this rank's trajectories, no reduction: which search/* values exist depends on the data (NaN dropped)
+        search = search_quality_metrics(rollout, golds, metas, self.rollout_config.protocol)
+        self.log_dict({k: v for k, v in search.items() if v == v}, batch_size=len(rollout), sync_dist=False)
         bar = {
             "em": metrics["train/em"],
             "reward": metrics["train/reward"],
@@ -398,7 +402,7 @@ class SearchR1Module(LightningModule):
         self._log_eval("test")
 
     def _log_eval(self, prefix: str) -> None:
-        tally, self._eval_tally = self._eval_tally, EvalTally()
+        tally, self._eval_tally = self._eval_tally, EvalTally(protocol=self.rollout_config.protocol)
         means = tally.means(self.trainer, self.device)
         for source, values in means.items():
             for name, value in values.items():

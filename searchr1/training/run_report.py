@@ -17,17 +17,21 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from searchr1.training.metrics import EvalTally
+from searchr1.training.metrics import EVAL_FIELDS, EvalTally
 
 SUMMARY_FILE = "summary.json"
+SEARCH_QUALITY_KEYS = EVAL_FIELDS[4:]
+"""``answer_in_retrieved`` and the ``failure_*`` shares (of all held-out questions; with ``em`` they sum to 1)."""
 
 
 def held_out_scores(trainer: Trainer, module: LightningModule) -> dict[str, float]:
-    """Greedy EM and searches per question over the datamodule's validation sets (mean over sources).
+    """Greedy EM, searches per question and the search-quality shares over the datamodule's validation sets (mean
+    over sources).
 
-    Every rank must call it (the tallies are reduced over ranks). Returns ``{"em", "searches", "questions"}``.
+    Every rank must call it (the tallies are reduced over ranks). Returns ``{"em", "searches", "questions"}`` and
+    :data:`SEARCH_QUALITY_KEYS`.
     """
-    tally = EvalTally()
+    tally = EvalTally(protocol=getattr(getattr(module, "rollout_config", None), "protocol", "search_r1"))
     loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else []
     with torch.no_grad():
         for loader in loaders:
@@ -36,13 +40,11 @@ def held_out_scores(trainer: Trainer, module: LightningModule) -> dict[str, floa
     local = sum((v[0] for v in tally.sums.values()), torch.zeros((), device=module.device))
     questions = int(trainer.strategy.reduce(local, reduce_op="sum").item())
     means = tally.means(trainer, module.device)
+    names = ("em", "searches", *SEARCH_QUALITY_KEYS)
     if not means:
-        return {"em": float("nan"), "searches": float("nan"), "questions": 0}
-    return {
-        "em": float(torch.stack([v["em"] for v in means.values()]).mean()),
-        "searches": float(torch.stack([v["searches"] for v in means.values()]).mean()),
-        "questions": questions,
-    }
+        return {**dict.fromkeys(names, float("nan")), "questions": 0}
+    out: dict[str, float] = {n: float(torch.stack([v[n] for v in means.values()]).mean()) for n in names}
+    return {**out, "questions": questions}
 
 
 class RunSummary(Callback):
@@ -107,6 +109,8 @@ class RunSummary(Callback):
             "em_after": self.after["em"],
             "searches_before": before.get("searches"),
             "searches_after": self.after["searches"],
+            **{f"{k}_before": before.get(k) for k in SEARCH_QUALITY_KEYS},
+            **{f"{k}_after": self.after[k] for k in SEARCH_QUALITY_KEYS},
             "questions": self.after["questions"],
             "steps": self.steps,
             "seconds": round(time.perf_counter() - self._t0, 1),
@@ -142,6 +146,15 @@ def format_summary(s: dict[str, Any], path: Path) -> str:
         f"{'':<28}{'before RL':>12}{'after RL':>12}",
         f"{'held-out EM':<28}{_fmt(s['em_before'], 3):>12}{_fmt(s['em_after'], 3):>12}",
         f"{'searches per question':<28}{_fmt(s['searches_before'], 2):>12}{_fmt(s['searches_after'], 2):>12}",
+        *(
+            f"{label:<28}{_fmt(s.get(k + '_before'), 3):>12}{_fmt(s.get(k + '_after'), 3):>12}"
+            for k, label in (
+                ("answer_in_retrieved", "answer retrieved"),
+                ("failure_never_searched", "wrong: never searched"),
+                ("failure_not_retrieved", "wrong: not retrieved"),
+                ("failure_misread", "wrong: misread"),
+            )
+        ),
     ]
     lines = ["", "searchr1: run summary", *rows]
     where = f"on {s['questions']} held-out questions; {s['steps']} RL steps; fit took {s['seconds']:.0f} s"

@@ -35,6 +35,13 @@ def _check_run_folder(folder, methods, n) -> None:
         assert scores["datasets"][0]["turns"] == pytest.approx(sum(x["num_turns"] for x in lines) / n)
         assert scores["settings"]["rollout"]["do_sample"] is False  # greedy by default
         assert "| hotpotqa | 3 |" in (out / "scores.md").read_text()
+        log = out / "search_log.parquet"
+        if method == "search_r1":  # every executed search is a row of the search log
+            from searchr1.retrieval import read_search_log
+
+            assert len(read_search_log(log)) == sum(x["num_searches"] for x in lines)
+        else:
+            assert not log.exists()
 
 
 def test_searchr1_eval_tiny_model_all_methods(tmp_path, capsys) -> None:

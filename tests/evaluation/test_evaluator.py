@@ -61,7 +61,7 @@ def test_dead_retrieval_server_shows_in_the_search_failures_column(tokenizer, sa
     report, results = _evaluator(backend, tokenizer, dead).run({"nq": samples["nq"]})
     assert [(r.searches, r.search_failures) for r in report.rows] == [(1.0, 1.0), (1.0, 1.0)]  # every search failed
     assert all(r.search_failures == 1 and "Search failed: " in r.response_text for r in results)
-    assert "search_failures |" in report.to_markdown() and "| 1.000 |\n" in report.to_markdown()
+    assert "search_failures |" in report.to_markdown() and "| 2.00 | 1.000 | 1.000 | " in report.to_markdown()
 
 
 def test_policy_that_never_answers_scores_zero(tokenizer, bm25, samples) -> None:

@@ -102,3 +102,39 @@ def test_search_failures_column_by_hand(tmp_path) -> None:
     assert "| answered | search_failures |" in md
     assert "| nq | 2 | 0.000 | 0.000 | 0.000 | 2.00 | 1.00 | 1.000 | 0.750 |" in md
     assert float(list(csv.DictReader(paths["csv"].open()))[0]["search_failures"]) == 0.75
+
+
+def test_search_quality_columns_per_dataset(tmp_path) -> None:
+    from searchr1.rewards.search_quality import SearchQuality
+
+    def q(outcome: str, retrieved: bool, recall: float | None) -> SearchQuality:
+        return SearchQuality(outcome, retrieved, 1, recall, 0, 2.0, 3, 0.0, 5.0)
+
+    rows = [
+        _result("nq", "a", 1.0, quality=q("correct", True, 1.0)),
+        _result("nq", "b", 0.0, quality=q("misread", True, 0.5)),
+        _result("nq", "c", 0.0, quality=q("not_retrieved", False, 0.0)),
+        _result("nq", "d", 0.0, quality=q("never_searched", False, None)),
+        _result("hq", "e", 0.0, quality=q("never_searched", False, None)),
+    ]
+    report = EvalReport.from_results("search_r1", "m", rows)
+    nq, hq = report.datasets
+    # nq: answer retrieved in a, b -> 0.5; one of each outcome -> 0.25 each; recall over a, b, c: 1.5 / 3 = 0.5
+    assert (nq.answer_in_retrieved, nq.failure_never_searched, nq.failure_not_retrieved, nq.failure_misread) == (
+        0.5,
+        0.25,
+        0.25,
+        0.25,
+    )
+    assert nq.em + nq.failure_never_searched + nq.failure_not_retrieved + nq.failure_misread == 1.0
+    assert (nq.gold_recall, hq.gold_recall, hq.failure_never_searched) == (0.5, None, 1.0)
+    # the average: recall only from the set that has one; never searched (0.25 + 1.0) / 2
+    assert (report.average.gold_recall, report.average.failure_never_searched) == (0.5, 0.625)
+    md = report.to_markdown()
+    assert "| answer retrieved | never searched | not retrieved | misread | gold recall |" in md
+    assert "| hq | 1 | 0.000 |" in md and "| 0.000 | 1.000 | 0.000 | 0.000 | – |" in md
+    paths = write_report(report, rows, tmp_path)
+    assert json.loads(paths["json"].read_text())["datasets"][0]["failure_misread"] == 0.25
+    line = json.loads(paths["trajectories"].read_text().splitlines()[1])
+    assert line["quality"]["outcome"] == "misread"
+    assert list(csv.DictReader(paths["csv"].open()))[1]["gold_recall"] == ""

@@ -75,6 +75,7 @@ def test_default_fit_is_clean_and_reports(tmp_path):
     assert (at / summary["checkpoint"]).exists() and (at / summary["hf_export"] / "model.safetensors").exists()
     assert {Path(p).name for p in summary["curves"]} >= {"reward_em.png", "searches.png", "response_length.png"}
     assert all((at / p).stat().st_size > 1000 for p in summary["curves"])
+    _check_search_quality_and_report(at, summary, proc.stdout, steps=2)
 
     start = package_path("pkg:assets/synthetic_warm_start")
     tok = load_tokenizer(start)
@@ -95,6 +96,52 @@ def test_default_fit_learns_to_search(tmp_path):
     assert summary["questions"] == 150 and summary["steps"] == 15
     assert summary["em_after"] - summary["em_before"] >= 0.3, summary
     assert summary["searches_after"] >= 1.0 > summary["searches_before"], summary
+    _check_replay(tmp_path, summary)
+
+
+def _check_search_quality_and_report(at: Path, summary: dict, stdout: str, steps: int) -> None:
+    """summary.json's outcome shares (with EM they sum to 1), the search log, and report.html in a real browser."""
+    from searchr1.retrieval.search_log import read_search_log
+    from tests.evaluation.browser import dump_dom
+
+    for when in ("before", "after"):
+        shares = [summary[f"failure_{c}_{when}"] for c in ("never_searched", "not_retrieved", "misread")]
+        assert summary[f"em_{when}"] + sum(shares) == pytest.approx(1.0), summary
+        assert 0.0 <= summary[f"answer_in_retrieved_{when}"] <= 1.0
+    root = at / summary["root_dir"]
+    log = read_search_log(root / "search_log.parquet")
+    assert {r.step for r in log} <= set(range(steps)) and all(r.server == "BM25Retriever" for r in log)
+    rows = (root / "trajectories.jsonl").read_text().splitlines()
+    assert len(rows) == 4 * steps  # RunRecorder's samples_per_step
+    report = root / "report.html"
+    assert f"report:      {summary['root_dir']}/report.html" in stdout and report.is_file()
+    dom = dump_dom(report)
+    assert dom.count('<div class="traj"') == len(rows) and f'data-shown="{len(rows)}"' in dom
+    segments = [kind for row in rows for kind, _ in json.loads(row)["segments"]]
+    assert dom.count('class="policy" data-mask="1"') == segments.count("policy") > 0
+    assert dom.count('class="observation" data-mask="0"') == segments.count("observation")
+    assert dom.count("<svg") >= 3  # reward/EM, searches, outcome shares
+
+
+def _check_replay(at: Path, summary: dict) -> None:
+    """``searchr1 eval`` (greedy) of the trained policy, then again from its search log only: same trajectories."""
+    model, corpus = at / summary["hf_export"], summary["corpus"]
+    heldout = (Path(summary["val_files"][0])).read_text().splitlines()[:12]
+    (at / "q.jsonl").write_text("\n".join(heldout) + "\n")
+    common = ["eval", "--model", str(model), "--datasets", f"h={at / 'q.jsonl'}", "--device", "cpu", "--no-progress"]
+    common += ["--max-turns", "2", "--max-response-tokens", "32", "--max-obs-tokens", "64", "--topk", "1"]
+    common += ["--max-total-tokens", "448", "--max-prompt-tokens", "192"]
+    for args in (
+        ["--corpus", corpus, "--out", str(at / "e1")],
+        ["--replay", str(at / "e1" / "search_r1" / "search_log.parquet"), "--out", str(at / "e2")],
+    ):
+        proc = subprocess.run([SEARCHR1, *common, *args], cwd=at, env=ENV, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = ((at / e / "search_r1" / "trajectories.jsonl").read_text() for e in ("e1", "e2"))
+    assert sum(json.loads(line)["num_searches"] for line in first.splitlines()) >= 6  # the trained policy searches
+    assert first == second
+    scores = [json.loads((at / e / "search_r1" / "scores.json").read_text())["datasets"] for e in ("e1", "e2")]
+    assert scores[0] == scores[1]
 
 
 # The default on 2 DDP ranks (Lightning's launcher and torchrun): tests/scaling/test_multirank.py

@@ -17,6 +17,8 @@ def test_benchmark_prints_one_json_line() -> None:
         for key in (*keys, "concurrent_vs_inprocess_paired", "concurrent_unbatched_ratio", "dedup_speedup"):
             assert out[section][key] > 0
     assert out["hotpotqa"]["bm25_recall_at_5"] >= 0.65
+    split = out["synthetic"]["one_batch_cpu"]  # CPU per batch: in-process, and the server's and client's share
+    assert split["inprocess_cpu_ms"] > 0 and split["server_cpu_ms"] > 0 and split["client_cpu_ms"] > 0
     assert out["dense"]["dense_vs_raw_faiss_ratio"] > 0
 
 
