@@ -40,6 +40,7 @@ from searchr1.training.scaling import (
     strategy_kind,
 )
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
+from searchr1.training.step_count import global_step_from_rollout_steps, one_global_step, reopen_unfinished_epoch
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
@@ -294,6 +295,11 @@ class SearchR1Module(LightningModule):
 
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: list, batch_idx: int) -> StepOutput:
+        """One rollout step; it counts as one ``trainer.global_step`` (:mod:`searchr1.training.step_count`)."""
+        with one_global_step(self._trainer):
+            return self._rollout_step(batch)
+
+    def _rollout_step(self, batch: list) -> StepOutput:
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
@@ -407,9 +413,11 @@ class SearchR1Module(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
+        reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        global_step_from_rollout_steps(checkpoint, checkpoint.get("searchr1", {}).get("rollout_steps"))
         if self._engine_weights is not None:  # an engine built before the load holds other weights
             self._engine_weights.mark_stale()
         state = checkpoint.get("state_dict")
