@@ -25,6 +25,7 @@ from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
+from searchr1.rollout.run_settings import RunSettings, run_settings
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
@@ -412,8 +413,12 @@ class SearchR1Module(LightningModule):
     # -------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
-        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
+        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps, "run": self.run_settings().to_dict()}
         reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
+
+    def run_settings(self) -> RunSettings:
+        """Rollout and retriever settings that travel with the weights (checkpoints, HF exports) for eval/infer."""
+        return run_settings(self.rollout_config, self.retriever, self.hparams.use_chat_template)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
