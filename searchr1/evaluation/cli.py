@@ -107,9 +107,13 @@ def _report_run_settings(args: argparse.Namespace, policy, config, bm25: dict) -
     run = getattr(policy, "run", None)
     if run is None:
         return
-    fields = run.rollout_fields()
-    used = [f"{k}={getattr(config, k)}" for k in fields if getattr(args, k, None) is None]
-    used.append(f"chat_template={'on' if policy.use_chat_template else 'off'}")
+    defaults = _rollout_cls()()
+    shown = [
+        k for k in run.rollout_fields() if k in (*ROLLOUT_FLAGS, "protocol") or run.rollout[k] != getattr(defaults, k)
+    ]
+    used = [f"{k}={getattr(config, k)}" for k in shown if getattr(args, k, None) is None]
+    if not args.no_chat_template:
+        used.append(f"chat_template={'on' if policy.use_chat_template else 'off'}")
     if args.corpus and not args.index_dir:
         used += [f"bm25 {k}={v}" for k, v in bm25.items() if not (k == "stemmer" and args.stemmer is not None)]
     print(f"searchr1: settings from the run ({run.source}): {', '.join(used)}; flags override them", flush=True)
