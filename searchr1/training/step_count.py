@@ -76,11 +76,12 @@ def reopen_unfinished_epoch(trainer: Any | None, checkpoint: dict[str, Any]) -> 
     if not ended_early or epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
         return  # the epoch ran to its last batch: nothing to reopen
     epoch = checkpoint["loops"]["fit_loop"]["epoch_progress"]
-    for tracker in (epoch["total"], epoch["current"]):
-        if tracker["processed"] >= tracker["started"] and tracker["started"] > 0:  # closed by the early end
-            tracker["processed"] = tracker["completed"] = tracker["started"] - 1
-            tracker["ready"] = tracker["started"]
-    checkpoint["epoch"] = epoch["current"]["started"] - 1
+    closed = [t for t in (epoch["total"], epoch["current"]) if t["started"] > 0 and t["processed"] >= t["started"]]
+    for tracker in closed:  # closed by the early end: back to "started, not processed"
+        tracker["processed"] = tracker["completed"] = tracker["started"] - 1
+        tracker["ready"] = tracker["started"]
+    if closed:
+        checkpoint["epoch"] = epoch["current"]["started"] - 1
 
 
 def global_step_from_rollout_steps(checkpoint: dict[str, Any], rollout_steps: int | None) -> None:

@@ -14,10 +14,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch.loops.progress import _Progress, _ReadyCompletedTracker
+from lightning.pytorch.trainer.states import TrainerFn
 
 from searchr1.resources import PIPELINE_DEMO_CONFIG, default_config_path
 from searchr1.training.resume import NoLastCheckpoint, last_checkpoints, resolve_last
-from searchr1.training.step_count import MANUAL_STEPS_KEY, global_step_from_rollout_steps, one_global_step
+from searchr1.training.step_count import (
+    MANUAL_STEPS_KEY,
+    global_step_from_rollout_steps,
+    one_global_step,
+    reopen_unfinished_epoch,
+)
 
 SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
 
@@ -50,6 +56,35 @@ def test_old_checkpoints_resume_on_the_rollout_step_scale() -> None:
     global_step_from_rollout_steps(checkpoint, 15)
     assert checkpoint["global_step"] == 15 and counter["total"] == {"ready": 15, "completed": 15}
     assert counter["current"] == {"ready": 15, "completed": 15}
+
+
+def _stopped_trainer(batches_done: int, max_steps: int = 4) -> SimpleNamespace:
+    epoch_loop = SimpleNamespace(
+        global_step=4, batch_progress=SimpleNamespace(current=SimpleNamespace(completed=batches_done))
+    )
+    return SimpleNamespace(
+        state=SimpleNamespace(fn=TrainerFn.FITTING),
+        should_stop=False,
+        num_training_batches=6,
+        fit_loop=SimpleNamespace(max_steps=max_steps, epoch_loop=epoch_loop),
+    )
+
+
+def _closed_epoch() -> dict:
+    closed = {"ready": 1, "started": 1, "processed": 1, "completed": 1}
+    return {"epoch": 1, "loops": {"fit_loop": {"epoch_progress": {"total": dict(closed), "current": dict(closed)}}}}
+
+
+def test_an_epoch_cut_short_by_max_steps_is_saved_as_still_running() -> None:
+    checkpoint = _closed_epoch()
+    reopen_unfinished_epoch(_stopped_trainer(batches_done=4), checkpoint)
+    progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+    assert progress["current"] == progress["total"] == {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    assert checkpoint["epoch"] == 0
+    for trainer in (_stopped_trainer(batches_done=6), _stopped_trainer(batches_done=4, max_steps=-1)):
+        untouched = _closed_epoch()  # all 6 batches ran, or no max_steps (nor a stop) ended the epoch
+        reopen_unfinished_epoch(trainer, untouched)
+        assert untouched == _closed_epoch()
 
 
 def _touch(path: Path, mtime: float) -> Path:
