@@ -39,6 +39,21 @@ class SearchR1CLI(LightningCLI):
         if self.subcommand:  # a run (fit/validate/test) starts: refuse setups that cannot work, before any loading
             check_setup(setup_from_config(config))
 
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: the newest ``last.ckpt`` under the run's folders (:mod:`searchr1.training.resume`)."""
+        from searchr1.training.resume import NoLastCheckpoint, resolve_last
+
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        try:
+            config["ckpt_path"] = str(resolve_last(self.trainer))
+        except NoLastCheckpoint as err:
+            raise SetupError(str(err)) from None
+        print(f"searchr1: --ckpt_path last -> {config['ckpt_path']}", flush=True)
+
+    before_validate = before_test = before_fit
+
 
 def setup_from_config(config: object) -> ScaleSetup:
     """The startup-check view of a parsed config (``trainer``/``model``/``data`` namespaces)."""

@@ -221,7 +221,7 @@ def run_rl(
         f"--data.train_files=[{prep.files.train}]",
         f"--data.val_files=[{prep.files.heldout}]",
         f"--data.seed={seed}",
-        f"--trainer.limit_train_batches={steps}",  # rollout steps (max_steps counts optimizer updates)
+        f"--trainer.limit_train_batches={steps}",  # rollout steps
         f"--trainer.default_root_dir={out_dir}",
         f"--trainer.logger.init_args.save_dir={out_dir}",
         *rollout_args(protocol),

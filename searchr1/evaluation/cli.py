@@ -9,6 +9,10 @@ Examples::
     searchr1-eval --model Qwen/Qwen2.5-3B-Instruct --datasets nq=data/nq.jsonl bamboogle=data/bamboogle.jsonl \\
         --retriever-url http://127.0.0.1:8000 --max-samples 200 --do-sample --temperature 0.7 --seed 1
     searchr1-infer "Who directed Ed Wood?" --model runs/x/checkpoints/last.ckpt --corpus corpus.jsonl
+
+A model trained here (a ``.ckpt`` or an exported ``hf/...`` folder) carries its run's rollout settings (turns, token
+limits, ``topk``, protocol, chat template) and BM25 build settings (stemmer, stopwords): they are the defaults,
+printed at the start; flags override them. Decoding is greedy unless ``--do-sample``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from searchr1.evaluation.prompts import METHODS
+
+ROLLOUT_FLAGS = ("max_turns", "max_response_tokens", "max_obs_tokens", "max_total_tokens", "max_prompt_tokens", "topk")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -42,14 +48,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="LOG",
         help="answer searches from an earlier run's search_log.parquet (offline; unseen queries are an error)",
     )
+    g.add_argument(
+        "--stemmer",
+        default=None,
+        help="BM25 stemmer when indexing --corpus here (none, porter, ...); default: the run's, else porter",
+    )
 
 
 def _add_rollout_args(p: argparse.ArgumentParser) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(_rollout_cls())}
     g = p.add_argument_group("rollout and sampling (greedy unless --do-sample)")
-    for name in ("max_turns", "max_response_tokens", "max_obs_tokens", "max_total_tokens", "max_prompt_tokens", "topk"):
+    for name in ROLLOUT_FLAGS:
         g.add_argument(
-            "--" + name.replace("_", "-"), type=int, default=defaults[name], help=f"(default {defaults[name]})"
+            "--" + name.replace("_", "-"), type=int, default=None, help=f"(default: the run's, else {defaults[name]})"
         )
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0)
@@ -78,10 +89,40 @@ def _rollout_cls():
 
 
 def _rollout_config(args: argparse.Namespace, policy):
-    names = [f.name for f in dataclasses.fields(_rollout_cls()) if getattr(args, f.name, None) is not None]
-    kwargs = {n: getattr(args, n) for n in names}
-    kwargs.setdefault("protocol", policy.protocol)
+    """Flags given, else the run's settings (``policy.run``), else the ``RolloutConfig`` defaults."""
+    run = getattr(policy, "run", None)
+    kwargs = {"protocol": policy.protocol, **(run.rollout_fields() if run is not None else {})}
+    given = [f.name for f in dataclasses.fields(_rollout_cls()) if getattr(args, f.name, None) is not None]
+    kwargs.update({n: getattr(args, n) for n in given})
     return _rollout_cls()(**kwargs)
+
+
+def _bm25_settings(args: argparse.Namespace, policy) -> dict:
+    """BM25 build settings for ``--corpus``: the run's (when it searched BM25), ``--stemmer`` overriding."""
+    from searchr1.rollout.run_settings import BM25_BUILD_SETTINGS
+
+    spec = (policy.run.retriever if getattr(policy, "run", None) is not None else None) or {}
+    settings = {k: spec[k] for k in BM25_BUILD_SETTINGS if k in spec} if spec.get("kind") == "bm25" else {}
+    if args.stemmer is not None:
+        settings["stemmer"] = args.stemmer
+    return settings
+
+
+def _report_run_settings(args: argparse.Namespace, policy, config, bm25: dict) -> None:
+    """Print which settings came from the run (those no flag overrode)."""
+    run = getattr(policy, "run", None)
+    if run is None:
+        return
+    defaults = _rollout_cls()()
+    shown = [
+        k for k in run.rollout_fields() if k in (*ROLLOUT_FLAGS, "protocol") or run.rollout[k] != getattr(defaults, k)
+    ]
+    used = [f"{k}={getattr(config, k)}" for k in shown if getattr(args, k, None) is None]
+    if not args.no_chat_template:
+        used.append(f"chat_template={'on' if policy.use_chat_template else 'off'}")
+    if args.corpus and not args.index_dir:
+        used += [f"bm25 {k}={v}" for k, v in bm25.items() if not (k == "stemmer" and args.stemmer is not None)]
+    print(f"searchr1: settings from the run ({run.source}): {', '.join(used)}; flags override them", flush=True)
 
 
 def _load(args: argparse.Namespace):
@@ -91,6 +132,7 @@ def _load(args: argparse.Namespace):
     out = getattr(args, "out", None)
     export = str(Path(out) / "exported_policy") if out else tempfile.mkdtemp(prefix="searchr1-policy-")
     backend = build_backend_for(policy, args.backend, args.batch_size, export_dir=export)
+    bm25 = _bm25_settings(args, policy)
     if args.replay:
         from searchr1.retrieval.search_log import ReplayRetriever
 
@@ -98,8 +140,9 @@ def _load(args: argparse.Namespace):
             raise ValueError("--replay answers every search from the log: drop --corpus, --index-dir, --retriever-url")
         retriever = ReplayRetriever(args.replay)
     else:
-        retriever = build_retriever(args.corpus, args.index_dir, args.retriever_url, args.device)
+        retriever = build_retriever(args.corpus, args.index_dir, args.retriever_url, args.device, bm25=bm25)
     use_chat = policy.use_chat_template and not args.no_chat_template
+    _report_run_settings(args, policy, _rollout_config(args, policy), bm25)
     return policy, backend, retriever, use_chat
 
 

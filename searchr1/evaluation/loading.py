@@ -3,7 +3,9 @@
 A ``.ckpt`` written by ``SearchR1Module`` is read with ``torch.load(weights_only=True)`` (its hyperparameters
 are plain types): the model is built from ``hyper_parameters["model_name_or_path"]`` and the ``state_dict``
 entries under ``policy.`` are loaded into it (strictly: a missing or unexpected key is an error). Anything
-else is a Hugging Face model name or folder (or ``tiny:<preset>``) loaded with ``from_pretrained``.
+else is a Hugging Face model name or folder (or ``tiny:<preset>``) loaded with ``from_pretrained``. Either way the
+run's rollout and retriever settings come along when the model carries them (:class:`RunSettings`: in the
+checkpoint, or ``searchr1_run.json`` in an exported folder).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from searchr1.retrieval import Retriever
 from searchr1.rollout import GenerationBackend, get_backend_class
+from searchr1.rollout.run_settings import RunSettings
 
 POLICY_PREFIX = "policy."
 
@@ -31,6 +34,7 @@ class LoadedPolicy:
         base_model: the ``from_pretrained`` path the weights were built on.
         source: what was given (model path or checkpoint file).
         protocol: the rollout protocol the checkpoint was trained with (``search_r1`` for plain model paths).
+        run: the training run's rollout and retriever settings, when the model carries them (else None).
     """
 
     model: Any
@@ -39,6 +43,7 @@ class LoadedPolicy:
     base_model: str
     source: str
     protocol: str = "search_r1"
+    run: RunSettings | None = None
 
 
 def is_checkpoint(path: str) -> bool:
@@ -48,9 +53,16 @@ def is_checkpoint(path: str) -> bool:
 
 def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The hyperparameters and the policy weights (``policy.`` prefix removed) of a ``SearchR1Module`` checkpoint."""
+    return _split_checkpoint(_load_checkpoint(path), path)
+
+
+def _load_checkpoint(path: str) -> dict[str, Any]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _split_checkpoint(ckpt: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     hparams = ckpt.get("hyper_parameters") or {}
     if "model_name_or_path" not in hparams:
         raise ValueError(
@@ -80,8 +92,12 @@ def load_policy(
     state = None
     base = model
     if is_checkpoint(model):
-        hparams, state = read_checkpoint(model)
+        ckpt = _load_checkpoint(model)
+        hparams, state = _split_checkpoint(ckpt, model)
+        run = RunSettings.from_checkpoint(ckpt, source=model)
         base = hparams["model_name_or_path"]
+    else:
+        run = RunSettings.read(model) if Path(model).is_dir() else None
     dtype = dtype or hparams.get("dtype")
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
@@ -96,8 +112,9 @@ def load_policy(
     lm.config.use_cache = True  # training turns the cache off; generation wants it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
-    protocol = (hparams.get("rollout") or {}).get("protocol", "search_r1")
-    return LoadedPolicy(lm.to(device).eval(), tok, bool(hparams.get("use_chat_template", True)), base, model, protocol)
+    protocol = (run.rollout if run is not None else {}).get("protocol", "search_r1")
+    use_chat = run.use_chat_template if run is not None else bool(hparams.get("use_chat_template", True))
+    return LoadedPolicy(lm.to(device).eval(), tok, use_chat, base, model, protocol, run)
 
 
 def build_backend_for(
@@ -130,11 +147,19 @@ def export_policy(policy: LoadedPolicy, out_dir: str | Path) -> Path:
 
 
 def build_retriever(
-    corpus: str | None = None, index_dir: str | None = None, url: str | None = None, device: str | None = None
+    corpus: str | None = None,
+    index_dir: str | None = None,
+    url: str | None = None,
+    device: str | None = None,
+    bm25: dict[str, Any] | None = None,
 ) -> Retriever | None:
     """The search engine: a retrieval server (``url``), an index folder (BM25 or dense, by its manifest), or
     BM25 over a corpus file indexed in memory. None when nothing is given.
+
+    ``bm25``: build settings (``k1``, ``b``, ``stopwords``, ``stemmer``) of a BM25 index built here from ``corpus``
+    (a saved index keeps its own).
     """
+    bm25 = bm25 or {}
     given = [x for x in (corpus, index_dir, url) if x]
     if len(given) > 1 and not (corpus and index_dir and not url):
         raise ValueError("give one of --corpus, --index-dir or --retriever-url (--corpus with --index-dir builds it)")
@@ -147,12 +172,12 @@ def build_retriever(
         from searchr1.retrieval.indexes import load_retriever
 
         if corpus and not (Path(index_dir) / "manifest.json").exists():
-            return BM25Retriever(index_dir=index_dir, corpus=corpus, show_progress=True)
+            return BM25Retriever(index_dir=index_dir, corpus=corpus, show_progress=True, **bm25)
         return load_retriever(index_dir, device=device)
     if corpus:
         from searchr1.retrieval import BM25Retriever
 
         if not Path(corpus).is_file():
             raise FileNotFoundError(f"corpus {corpus} does not exist")
-        return BM25Retriever(corpus=corpus)
+        return BM25Retriever(corpus=corpus, **bm25)
     return None

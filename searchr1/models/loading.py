@@ -82,6 +82,7 @@ def save_hf_folder(
     folder: str | Path,
     state_dict: dict[str, torch.Tensor] | None = None,
     safe_serialization: bool = True,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write ``model`` + ``tokenizer`` as a Hugging Face folder (loadable with ``from_pretrained``), atomically.
 
@@ -95,6 +96,7 @@ def save_hf_folder(
         state_dict: the weights to write, e.g. the full state dict gathered from FSDP2 shards on rank 0 (call this
             on rank 0 only then); None: the model's own ``state_dict()``.
         safe_serialization: ``.safetensors`` (no pickle) rather than ``.bin``.
+        extra_files: more text files to write into the folder (name -> content), e.g. the run's settings.
     """
 
     def write(tmp: Path) -> None:
@@ -104,5 +106,7 @@ def save_hf_folder(
         config = json.loads(config_file.read_text())
         config["architectures"] = [plain_class_name(model)]
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     return write_dir_atomically(folder, write)

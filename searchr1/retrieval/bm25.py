@@ -263,6 +263,11 @@ class BM25Retriever(StoreRetriever):
         self._term_max: np.ndarray | None = None  # (V,) max score per term, read or computed on first pruning
         self._index_dir = Path(folder) / BM25_SUBDIR
 
+    @property
+    def saved_index(self) -> Path | None:
+        """The index folder this retriever reads, or None when it indexed a corpus in memory (a temp folder)."""
+        return None if self._tmp is not None else self._index_dir.parent
+
     @classmethod
     def build(
         cls,

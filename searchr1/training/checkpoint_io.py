@@ -15,7 +15,8 @@ Sharded (FSDP2) checkpoints do not go through this plugin: ``FSDP2Strategy`` mak
 ``ExportPretrained`` writes ``policy.save_pretrained`` + the tokenizer (loadable with ``from_pretrained``) at the
 end of fit and every ``every_n_steps`` rollout steps, into a temp folder renamed into place
 (:func:`searchr1.models.save_hf_folder`); under FSDP2 every rank takes part in gathering the full weights and
-rank 0 writes them.
+rank 0 writes them. The folder also holds ``searchr1_run.json``, the run's rollout and retriever settings
+(:mod:`searchr1.rollout.run_settings`), which ``searchr1 eval`` / ``searchr1 infer`` use as their defaults.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from searchr1.atomic import atomic_torch_save, remove_stale_temps
 from searchr1.models import save_hf_folder
+from searchr1.rollout.run_settings import RUN_SETTINGS_FILE
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -78,8 +80,10 @@ class ExportPretrained(Callback):
         state = full_state_dict(pl_module.policy)
         target = None
         if trainer.global_rank == 0:
+            run = pl_module.run_settings() if hasattr(pl_module, "run_settings") else None
+            extra = {RUN_SETTINGS_FILE: run.to_json()} if run is not None else None
             target = save_hf_folder(
-                pl_module.policy, pl_module.tokenizer, self._root(trainer) / name, state, self.safe_serialization
+                pl_module.policy, pl_module.tokenizer, self._root(trainer) / name, state, self.safe_serialization, extra
             )
         trainer.strategy.barrier("searchr1-export")
         return target

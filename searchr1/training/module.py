@@ -25,6 +25,7 @@ from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
+from searchr1.rollout.run_settings import RunSettings, run_settings
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend, check_behaviour_logprobs
@@ -41,6 +42,7 @@ from searchr1.training.scaling import (
 )
 from searchr1.training.search_health import check_retriever
 from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
+from searchr1.training.step_count import global_step_from_rollout_steps, one_global_step, reopen_unfinished_epoch
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
@@ -297,6 +299,11 @@ class SearchR1Module(LightningModule):
 
     # ------------------------------------------------------------------------------------ training
     def training_step(self, batch: list, batch_idx: int) -> StepOutput:
+        """One rollout step; it counts as one ``trainer.global_step`` (:mod:`searchr1.training.step_count`)."""
+        with one_global_step(self._trainer):
+            return self._rollout_step(batch)
+
+    def _rollout_step(self, batch: list) -> StepOutput:
         timings: dict[str, float] = {}
         with _timer(timings, "rollout"):
             rollout = self.rollout(batch, train=True)
@@ -420,10 +427,16 @@ class SearchR1Module(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
-        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
+        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps, "run": self.run_settings().to_dict()}
+        reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
+
+    def run_settings(self) -> RunSettings:
+        """Rollout and retriever settings that travel with the weights (checkpoints, HF exports) for eval/infer."""
+        return run_settings(self.rollout_config, self.retriever, self.hparams.use_chat_template)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        global_step_from_rollout_steps(checkpoint, checkpoint.get("searchr1", {}).get("rollout_steps"))
         if self._engine_weights is not None:  # an engine built before the load holds other weights
             self._engine_weights.mark_stale()
         state = checkpoint.get("state_dict")
