@@ -37,6 +37,12 @@ class SearchR1CLI(LightningCLI):
         if self.subcommand:  # a run (fit/validate/test) starts: refuse setups that cannot work, before any loading
             check_setup(setup_from_config(config))
 
+    def instantiate_trainer(self, **kwargs):
+        from searchr1.training.console import adapt_trainer_config
+
+        adapt_trainer_config(self._get(self.config_init, "trainer"))  # plain step lines when piped; Ctrl-C report
+        return super().instantiate_trainer(**kwargs)
+
 
 def setup_from_config(config: object) -> ScaleSetup:
     """The startup-check view of a parsed config (``trainer``/``model``/``data`` namespaces)."""
@@ -63,6 +69,9 @@ def setup_from_config(config: object) -> ScaleSetup:
         batch_size=getattr(data, "batch_size", None),
         n_samples=getattr(algorithm, "n_samples", 1),
         mini_batch_size=getattr(algorithm, "mini_batch_size", None),
+        policy_lr=getattr(model, "policy_lr", None),
+        critic_lr=getattr(model, "critic_lr", None),
+        gpus_visible=torch.cuda.device_count(),
     )
 
 
@@ -96,6 +105,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
     import searchr1.training.strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
     from searchr1.data.datamodule import QADataModule
     from searchr1.quiet import quiet_known_noise
+    from searchr1.training.console import ShortErrorParser
     from searchr1.training.module import SearchR1Module
 
     quiet_known_noise()
@@ -112,6 +122,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
             run=run,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
+            parser_class=ShortErrorParser,
         )
     except SetupError as err:
         if not run:

@@ -83,11 +83,24 @@ def _load(args: argparse.Namespace):
 
     policy = load_policy(args.model, args.tokenizer, args.dtype, args.device)
     out = getattr(args, "out", None)
-    export = str(Path(out) / "exported_policy") if out else tempfile.mkdtemp(prefix="searchr1-policy-")
+    export = str(Path(out) / "exported_policy") if out else _temp_export_dir(args.backend, args.model)
     backend = build_backend_for(policy, args.backend, args.batch_size, export_dir=export)
     retriever = build_retriever(args.corpus, args.index_dir, args.retriever_url, args.device)
     use_chat = policy.use_chat_template and not args.no_chat_template
     return policy, backend, retriever, use_chat
+
+
+def _temp_export_dir(backend: str, model: str) -> str | None:
+    """A temp folder for the checkpoint export a folder-loading backend (vLLM) needs, removed at exit; None when
+    nothing will be exported (the folder used to be made, and left empty, on every ``infer``)."""
+    if backend == "hf" or not model.endswith(".ckpt"):
+        return None
+    import atexit
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="searchr1-policy-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def default_out_dir(model: str) -> Path:

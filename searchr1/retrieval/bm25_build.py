@@ -211,7 +211,11 @@ class _Progress:
         rate = self.passages / max(time.perf_counter() - self.start, 1e-9)
         self.bar.set_postfix_str(f"{self.passages:,} passages, {rate:,.0f} passages/s", refresh=False)
 
-    def close(self) -> None:
+    def close(self, done: bool = True) -> None:
+        """End the bar's line; ``done``: with the final passage count (the last byte-position update came before the
+        last chunk was counted)."""
+        if done:
+            self(self.bar.total or self.bar.n)
         self.bar.close()
 
 
@@ -371,9 +375,13 @@ def build_bm25_folder(
     store = DocStoreWriter(out)
     runs_dir = out / RUNS_DIR
     check_source(runs_dir, corpus)
-    lens = tokenize_into_runs(
-        iter_corpus(corpus, hasher, progress), store, tokenize, runs_dir, limits, chunk_size, progress
-    )
+    try:
+        lens = tokenize_into_runs(
+            iter_corpus(corpus, hasher, progress), store, tokenize, runs_dir, limits, chunk_size, progress
+        )
+    except BaseException:
+        progress.close(done=False)  # ends the bar's line: an error message starts on a line of its own
+        raise
     progress.close()
     store.finish()
     if len(store) == 0:

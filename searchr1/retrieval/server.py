@@ -53,6 +53,8 @@ class ServerLimits:
         max_topk: largest ``topk`` (more: 422).
         default_topk: ``topk`` when the request gives 0, null or omits it (Search-R1: a falsy topk is the default).
         max_body_bytes: request body size (more: 413).
+        max_results: passages in one answer, queries x topk (more: 413 saying how many queries a part may hold):
+            bounds the answer's size and the server's memory (16,384 queries x topk 100 would be a 1.2 GB answer).
     """
 
     max_queries: int = 16_384
@@ -60,6 +62,7 @@ class ServerLimits:
     max_topk: int = 100
     default_topk: int = 3
     max_body_bytes: int = 32 * 1024 * 1024
+    max_results: int = 65_536
 
 
 class BadRequest(Exception):
@@ -118,6 +121,13 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
     if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= limits.max_topk:
         raise BadRequest(
             422, f"'topk' must be an integer from 1 to {limits.max_topk} (or 0/null for the default), got {topk!r}"
+        )
+    if len(queries) * topk > limits.max_results:
+        per_part = max(1, limits.max_results // topk)
+        raise BadRequest(
+            413,
+            f"{len(queries)} queries x topk {topk} = {len(queries) * topk} passages in one answer; the limit is "
+            f"{limits.max_results}: split the request into parts of at most {per_part} queries (or ask a smaller topk)",
         )
     return_scores = payload.get("return_scores", False)
     if not isinstance(return_scores, bool):
