@@ -70,10 +70,10 @@ class StepLines(Callback):
         if trainer.global_rank != 0:
             return
         metrics = _floats(trainer.progress_bar_metrics)
-        max_steps = trainer.max_steps if trainer.max_steps > 0 else trainer.num_training_batches
-        max_steps = int(max_steps) if max_steps != float("inf") else None
+        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1  # batches (rollout steps), resumed too
+        total = trainer.num_training_batches * (trainer.max_epochs or 0)  # (global_step counts optimizer steps)
         seconds = time.perf_counter() - self._t0
-        print(format_step(trainer.global_step, max_steps, metrics, seconds), flush=True)
+        print(format_step(step, int(total) if 0 < total < float("inf") else None, metrics, seconds), flush=True)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking:
