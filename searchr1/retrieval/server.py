@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.batcher import MicroBatcher
 from searchr1.retrieval.corpus import DocStore
+from searchr1.retrieval.memory import TRIM_AFTER_BYTES, release_free_memory
 from searchr1.retrieval.types import Hits, Passage, Retriever
 
 
@@ -301,6 +302,9 @@ def create_app(
         headers = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+        if len(content) >= TRIM_AFTER_BYTES:  # RSS back near its baseline once the answer's buffers are freed
+            del answer, content
+            asyncio.get_running_loop().call_later(0.05, release_free_memory)
 
     app.retrieve_handler = retrieve_asgi
 
