@@ -11,6 +11,7 @@ real message buried in its ``Errors:`` list; :func:`user_message` digs it out. C
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -33,9 +34,16 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    import argparse
+class ShortArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one :func:`format_error` line (exit 2), not a usage dump."""
 
+    def error(self, message: str):  # type: ignore[override]
+        if debug_enabled():
+            super().error(message)
+        fail(f"{message} (`{self.prog} --help` lists the options)")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError]
     types += [PermissionError, FileExistsError, json.JSONDecodeError, argparse.ArgumentError]
     for module, name in (

@@ -65,6 +65,8 @@ TOOL_CASES = {
     "serve-query-chars": (["serve", "--index", "idx", "--max-query-chars", "-5"], "--max-query-chars -5 must be"),
     "serve-max-queries": (["serve", "--index", "idx", "--max-queries", "0"], "--max-queries 0 must be"),
     "serve-missing-index": (["serve", "--index", "nowhere"], "nowhere"),
+    "eval-bad-choice": (["eval", "--model", "m", "--method", "nope"], "argument --method: invalid choice: 'nope'"),
+    "index-bad-retriever": ([*BUILD, "good.jsonl", "--retriever", "bm26"], "searchr1 index build --help"),
     "eval-no-datasets": (
         ["eval", "--model", "tiny:micro", "--corpus", "good.jsonl"],
         "--datasets is 'all' (the default)",

@@ -36,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 def _main(argv: Sequence[str] | None) -> list[Path]:
+    from searchr1.errors import ShortArgumentParser
     from searchr1.evaluation.plots import plot_run
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ShortArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="run folder holding TensorBoard event files (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the PNGs (default: RUN_DIR)")
     args = parser.parse_args(argv)

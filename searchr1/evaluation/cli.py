@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from searchr1.errors import ShortArgumentParser
 from searchr1.evaluation.prompts import METHODS
 
 
@@ -114,7 +115,7 @@ def default_out_dir(model: str) -> Path:
 
 def eval_parser() -> argparse.ArgumentParser:
     """Arguments of ``searchr1-eval``."""
-    p = argparse.ArgumentParser(
+    p = ShortArgumentParser(
         prog="searchr1-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_model_args(p)
@@ -176,9 +177,7 @@ def run_eval(argv: Sequence[str] | None = None) -> list:
 
 def infer_parser() -> argparse.ArgumentParser:
     """Arguments of ``searchr1-infer``."""
-    p = argparse.ArgumentParser(
-        prog="searchr1-infer", description="Ask a question; watch the policy reason and search."
-    )
+    p = ShortArgumentParser(prog="searchr1-infer", description="Ask a question; watch the policy reason and search.")
     p.add_argument("question", help="the question")
     p.add_argument("--method", default="search_r1", choices=METHODS.names())
     p.add_argument("--no-color", action="store_true", help="plain text output")

@@ -23,14 +23,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchr1.errors import UserError
+from searchr1.errors import ShortArgumentParser, UserError
 from searchr1.retrieval.indexes import INDEX_KINDS, BuildOptions, OpenOptions, build_index, open_indexes
 
 _BUILD = BuildOptions()  # the flags' defaults
 
 
 def _index_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchr1 index", description="Build retrieval indexes.")
+    parser = ShortArgumentParser(prog="searchr1 index", description="Build retrieval indexes.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="index a wiki-18 style corpus (.jsonl / .jsonl.gz)")
     b.add_argument("--corpus", required=True, help="JSONL corpus, lines {'id': str, 'contents': '\"Title\"\\ntext'}")
@@ -87,7 +87,7 @@ def index_main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchr1", description="Serve an index over HTTP.")
+    parser = ShortArgumentParser(prog="searchr1", description="Serve an index over HTTP.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve POST /retrieve (Search-R1 wire format) and GET /health")
     s.add_argument(

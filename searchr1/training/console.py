@@ -35,7 +35,7 @@ class ShortErrorParser(LightningArgumentParser):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        fail(_short(message), hint=f"(`{prog} --help` lists the options and their types)")
+        fail(f"{_short(message)} (`{prog} --help` lists the options)")  # one line: the option and where to look
 
 
 def _short(message: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,25 @@ def test_fit_with_stdout_piped_prints_one_line_per_step(tmp_path):
     assert [re.fullmatch(pattern, s).group(1) for s in steps] == ["1", "2"], proc.stdout[-3000:]
     assert proc.stdout.rstrip().splitlines()[-1] == steps[-1]  # nothing after the last step (no bar dump)
     assert "\r" not in proc.stdout and "━" not in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ctrl_c_names_the_last_checkpoint(tmp_path):
+    """A real SIGINT to a piped ``searchr1 fit`` once a checkpoint exists: stderr names it and how to resume."""
+    cmd = [str(Path(sys.executable).with_name("searchr1")), "fit", "-c", default_config_path(PIPELINE_DEMO_CONFIG)]
+    cmd += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", "--trainer.limit_train_batches=50"]
+    cmd += ["--trainer.limit_val_batches=0", "--data.batch_size=2", "--model.algorithm.mini_batch_size=null"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:  # one line per step (stdout is a pipe)
+            if line.startswith("step ") and list(tmp_path.rglob("*.ckpt")):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    found = re.search(r"the last checkpoint is (\S+\.ckpt)", err)
+    assert found and Path(found.group(1)).is_file(), err[-3000:]
+    assert f"--ckpt_path {found.group(1)}" in err
