@@ -1,7 +1,7 @@
 """User errors: a mistake the user can fix ends in a few lines saying what and how, not in a traceback.
 
 Every console command runs through :func:`run_command`. An exception of a *user* kind (a bad option or value, a bad
-data line, a missing file, a setup that cannot run on this machine: :data:`USER_ERRORS`) is printed as at most
+data line, a missing file, a setup that cannot run on this machine: see :func:`user_message`) is printed as at most
 :data:`MAX_LINES` lines on stderr starting ``searchr1: error:`` and exits with status 2; anything else is a bug and
 keeps its traceback. ``SEARCHR1_DEBUG=1`` re-raises user errors too, with their traceback.
 
@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 DEBUG_ENV = "SEARCHR1_DEBUG"
 MAX_LINES = 5
@@ -37,7 +37,7 @@ def debug_enabled() -> bool:
 class ShortArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors are one :func:`format_error` line (exit 2), not a usage dump."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         if debug_enabled():
             super().error(message)
         fail(f"{message} (`{self.prog} --help` lists the options)")
@@ -100,7 +100,7 @@ def format_error(message: str, hint: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fail(message: str, hint: str | None = None, code: int = EXIT_USER_ERROR) -> None:
+def fail(message: str, hint: str | None = None, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print :func:`format_error` on stderr and exit with ``code``."""
     sys.stdout.flush()
     sys.stderr.write(format_error(message, hint))

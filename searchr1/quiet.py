@@ -22,6 +22,8 @@ UPSTREAM_WARNINGS: tuple[tuple[str, str], ...] = (
     # val/ and test/ metrics are all-reduced by hand (EvalTally.means) and logged once, rank_zero_only: Lightning's
     # advice to add sync_dist=True (printed once per metric under DDP/FSDP2) does not apply to them
     (r"It is recommended to use `self\.log\('(val|test)/.*sync_dist=True", r""),
+    # FSDP2's last.ckpt is a distributed-checkpoint folder rewritten at every save: overwriting it is the intent
+    (r"Detected an existing checkpoint in .*last\.ckpt, overwriting since self\.overwrite=True", r"torch\."),
 )
 """Upstream warnings filtered by message and module."""
 

@@ -81,7 +81,8 @@ class StepLines(Callback):
         metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("val")}
         if metrics:
             shown = "  ".join(f"{k} {v:.3g}" for k, v in sorted(metrics.items()))
-            print(f"validation at step {trainer.global_step}  {shown}", flush=True)
+            done = trainer.fit_loop.epoch_loop.batch_progress.total.completed if trainer.state.fn == "fit" else 0
+            print(f"validation{f' after step {done}' if done else ''}  {shown}", flush=True)
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
