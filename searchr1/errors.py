@@ -82,6 +82,12 @@ def user_message(exc: BaseException) -> str | None:
     """The message to show for ``exc`` when it is a user error (see module docstring), else None (a bug)."""
     if isinstance(exc, _user_error_types()):
         return _describe(exc)
+    if isinstance(exc, OSError) and "huggingface.co" in str(exc):  # a name that is no folder here, and no hub
+        first = str(exc).strip().splitlines()[0]
+        return (
+            f"{first}\na model name that is no local folder is looked up on the Hugging Face hub: give an existing "
+            "folder (with config.json), a hub name cached here, or tiny:micro for an offline tiny model"
+        )
     if isinstance(exc, ValueError):
         return _union_errors(str(exc))  # a constructor's error, wrapped by jsonargparse while building the config
     return None

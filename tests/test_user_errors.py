@@ -65,6 +65,10 @@ TOOL_CASES = {
     "serve-query-chars": (["serve", "--index", "idx", "--max-query-chars", "-5"], "--max-query-chars -5 must be"),
     "serve-max-queries": (["serve", "--index", "idx", "--max-queries", "0"], "--max-queries 0 must be"),
     "serve-missing-index": (["serve", "--index", "nowhere"], "nowhere"),
+    "infer-missing-model": (
+        ["infer", "--model", "runs/x/hf/last", "--corpus", "good.jsonl", "--device", "cpu", "Who?"],
+        "model folder not found: 'runs/x/hf/last'",
+    ),
     "eval-bad-choice": (["eval", "--model", "m", "--method", "nope"], "argument --method: invalid choice: 'nope'"),
     "index-bad-retriever": ([*BUILD, "good.jsonl", "--retriever", "bm26"], "searchr1 index build --help"),
     "eval-no-datasets": (
