@@ -35,7 +35,16 @@ class SearchR1CLI(LightningCLI):
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         _resolve_package_paths(config)
         if self.subcommand:  # a run (fit/validate/test) starts: refuse setups that cannot work, before any loading
-            check_setup(setup_from_config(config))
+            from searchr1.errors import config_errors
+
+            with config_errors():  # e.g. an unknown estimator name (the registry lists the valid ones)
+                check_setup(setup_from_config(config))
+
+    def instantiate_classes(self) -> None:
+        from searchr1.errors import config_errors
+
+        with config_errors():  # a constructor refusing a value: one message naming it, no traceback
+            super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
         from searchr1.training.console import adapt_trainer_config

@@ -12,10 +12,11 @@ real message buried in its ``Errors:`` list; :func:`user_message` digs it out. C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 DEBUG_ENV = "SEARCHR1_DEBUG"
@@ -43,6 +44,19 @@ class ShortArgumentParser(argparse.ArgumentParser):
         fail(f"{message} (`{self.prog} --help` lists the options)")
 
 
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """Around building the objects of a parsed config: a ``ValueError``/``TypeError`` a constructor raises is a
+    wrong config, not a bug (constructor arguments are the configuration), so it becomes a :class:`UserError`
+    with the real message (dug out of jsonargparse's Union report)."""
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        if isinstance(err, _user_error_types()) or debug_enabled():  # already says what to fix (SetupError...)
+            raise
+        raise UserError(_union_errors(str(err)) or str(err)) from err
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError]
     types += [PermissionError, FileExistsError, json.JSONDecodeError, argparse.ArgumentError]
@@ -50,7 +64,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("searchr1.training.scaling", "SetupError"),
         ("searchr1.data.qa", "DataError"),
         ("searchr1.retrieval.corpus", "CorpusFormatError"),
+        ("searchr1.retrieval.manifest", "IndexMismatchError"),
         ("jsonargparse", "ArgumentError"),
+        ("lightning.fabric.utilities.exceptions", "MisconfigurationException"),  # Lightning's word for a bad value
     ):
         loaded = sys.modules.get(module)  # only what the command imported can have raised it
         if loaded is not None and hasattr(loaded, name):

@@ -125,6 +125,8 @@ FIT_CASES = {
     "bad-corpus-line": (["--model.retriever.init_args.corpus=bad.jsonl"], "bad.jsonl:3: not valid JSON"),
     "missing-corpus": (["--model.retriever.init_args.corpus=nope.jsonl"], "nope.jsonl"),
     "missing-data": (["--data.train_files=[nope.jsonl]"], "QA data file not found: nope.jsonl"),
+    "unknown-estimator": (["--model.algorithm.estimator=nope"], "valid names: gae, grpo"),
+    "trainer-value": (["--trainer.max_epochs=-5"], "max_epochs"),
     "gpu-config-on-cpu": (["--trainer.accelerator=gpu"], "no CUDA GPU is visible"),
 }
 

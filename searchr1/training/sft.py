@@ -20,7 +20,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from searchr1.data.qa import QAExample
-from searchr1.errors import UserError
+from searchr1.errors import UserError, config_errors
 from searchr1.models import load_causal_lm, load_tokenizer, save_hf_folder
 from searchr1.protocols import get_protocol
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
@@ -205,6 +205,10 @@ def main(args: list[str] | None = None, run: bool = True):
     from searchr1.training.console import ShortErrorParser, adapt_trainer_config
 
     class SFTCLI(LightningCLI):
+        def instantiate_classes(self) -> None:
+            with config_errors():  # a constructor refusing a value: one message naming it, no traceback
+                super().instantiate_classes()
+
         def instantiate_trainer(self, **kwargs):
             adapt_trainer_config(self._get(self.config_init, "trainer"))  # plain lines when piped; Ctrl-C report
             return super().instantiate_trainer(**kwargs)
