@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from searchr1.training.sft import main as sft_main
+from searchr1.__main__ import _sft
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sft_help_shows_our_usage(capsys):
+def test_sft_help_shows_our_usage(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["searchr1", "sft", "--help"])  # as the command runs it
     with pytest.raises(SystemExit) as info:
-        sft_main(["--help"])
+        _sft(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: searchr1 sft") and "configs/sft_synthetic.yaml" in out
