@@ -87,3 +87,15 @@ def test_ctrl_c_names_the_last_checkpoint(tmp_path):
     found = re.search(r"the last checkpoint is (\S+\.ckpt)", err)
     assert found and Path(found.group(1)).is_file(), err[-3000:]
     assert f"--ckpt_path {found.group(1)}" in err
+
+
+def test_print_config_with_comments(capsys):
+    """``--print_config=comments`` (README) prints every option with its documentation (needs ruamel.yaml)."""
+    from searchr1.cli import cli_main
+
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--config", default_config_path(), "--print_config=comments"], run=False)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "policy_lr: 0.0001" in out
+    assert "# policy learning rate (Search-R1: 1e-6)" in out  # the constructor's Args: line, as a comment
