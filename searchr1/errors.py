@@ -87,10 +87,9 @@ def _union_errors(message: str) -> str | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):  # str() keeps the position the message alone lacks
         return f"not valid JSON: {exc}"
-    if isinstance(exc, FileNotFoundError | NotADirectoryError | PermissionError) and exc.filename and not exc.args[1:2]:
-        return str(exc)
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # an errno error: name the file and the fix
+        fix = "check its permissions" if isinstance(exc, PermissionError) else "check the path"
+        return f"{exc.strerror}: {exc.filename} ({fix})"
     return str(exc) or type(exc).__name__
 
 
