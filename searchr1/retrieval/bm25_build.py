@@ -11,7 +11,8 @@ positions. A term's postings come run after run, so docs stay ascending; the sco
 
 What stays in RAM whatever the corpus size: the vocabulary (term → id, plus the surface-word cache of
 :class:`~searchr1.retrieval.bm25.DocTokenizer`), 20 bytes per passage (its length, store offset and the id hash
-of the duplicate-id check) and the budgeted buffers. The vocabulary is the part the budget does not bound (wiki-18 has millions of terms).
+of the duplicate-id check) and the budgeted buffers. The vocabulary is the part the budget does not bound (wiki-18
+has millions of terms).
 
 Resumable after a kill: the manifest is written first with ``complete=false``; a run folder is written under a
 temporary name and renamed when whole. A rerun with the same settings replays the finished runs' vocabulary
