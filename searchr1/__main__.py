@@ -2,6 +2,7 @@
 
 ``searchr1 fit|validate|test`` go to the LightningCLI (``searchr1.cli``); ``searchr1 sft|index|serve|eval|infer``
 to the tools, whose ``searchr1-*`` console scripts stay as aliases. ``searchr1 --help`` lists them all.
+A user error (bad option, file or data line) ends in a few lines starting ``searchr1: error:`` (``searchr1.errors``).
 """
 
 from __future__ import annotations
@@ -76,20 +77,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage())
         return
+    from searchr1.errors import run_command
     from searchr1.quiet import quiet_known_noise
 
     quiet_known_noise()
     if args[0] in TOOL_COMMANDS:
         # the tool parses ``args[1:]``; sys.argv stays the full command, so Lightning's launcher (several ranks)
         # re-runs ``searchr1 <tool> ...`` for the other ranks
-        _tool(args[0])(args[1:])
+        run_command(_tool(args[0]), args[1:])
         return
     if args[0] not in TRAIN_COMMANDS and not args[0].startswith("-"):
         valid = ", ".join([*TRAIN_COMMANDS, *TOOL_COMMANDS])
         sys.exit(f"searchr1: error: unknown command {args[0]!r}; valid: {valid} (searchr1 --help)")
     from searchr1.cli import cli_main
 
-    cli_main(args)
+    run_command(cli_main, args)
 
 
 if __name__ == "__main__":

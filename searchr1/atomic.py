@@ -3,7 +3,9 @@
 A file is written to a hidden temp file next to its target, fsync-ed and ``os.replace``-d over it (atomic on
 POSIX within one filesystem); a folder is built as a hidden temp folder next to its target and renamed into place.
 The temp always sits next to the target, never in the system temp folder: that may be another filesystem, where a
-"rename" is a copy a kill can cut short.
+"rename" is a copy a kill can cut short. ``tempfile`` creates its files 0600 and folders 0700 (private whatever the
+umask); the finished file or folder gets the permissions a plain ``open``/``mkdir`` would (0644/0755 under umask
+022), so an eval service or a teammate can read a checkpoint or an export.
 
 Temp names carry the writer's process id (``.<target>.<pid>-<random>.tmp``, ``.<target>.old-<pid>``) so that
 :func:`remove_stale_temps` can tell what a killed writer left behind (its process is gone) from what a live one is
@@ -37,6 +39,25 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask: from ``/proc/self/status`` where Linux has it, else by setting it and putting it back
+    (not atomic with respect to other threads creating files, hence only the fallback)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, is_dir: bool) -> None:
+    """Give a ``tempfile`` file or folder the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` so that ``path`` is never seen half-written (temp file + fsync + ``os.replace``)."""
     path = Path(path)
@@ -47,6 +68,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        _as_if_created(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,6 +101,7 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
+        _as_if_created(tmp, is_dir=True)
         write(tmp)
         replace_dir(tmp, target)
     except BaseException:

@@ -37,7 +37,22 @@ class SearchR1CLI(LightningCLI):
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         _resolve_package_paths(config)
         if self.subcommand:  # a run (fit/validate/test) starts: refuse setups that cannot work, before any loading
-            check_setup(setup_from_config(config))
+            from searchr1.errors import config_errors
+
+            with config_errors():  # e.g. an unknown estimator name (the registry lists the valid ones)
+                check_setup(setup_from_config(config))
+
+    def instantiate_classes(self) -> None:
+        from searchr1.errors import config_errors
+
+        with config_errors():  # a constructor refusing a value: one message naming it, no traceback
+            super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs):
+        from searchr1.training.console import adapt_trainer_config
+
+        adapt_trainer_config(self._get(self.config_init, "trainer"))  # plain step lines when piped; Ctrl-C report
+        return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
         """``--ckpt_path last``: the newest ``last.ckpt`` under the run's folders (:mod:`searchr1.training.resume`)."""
@@ -80,6 +95,9 @@ def setup_from_config(config: object) -> ScaleSetup:
         batch_size=getattr(data, "batch_size", None),
         n_samples=getattr(algorithm, "n_samples", 1),
         mini_batch_size=getattr(algorithm, "mini_batch_size", None),
+        policy_lr=getattr(model, "policy_lr", None),
+        critic_lr=getattr(model, "critic_lr", None),
+        gpus_visible=torch.cuda.device_count(),
     )
 
 
@@ -114,6 +132,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
     from searchr1.data.datamodule import QADataModule
     from searchr1.quiet import quiet_known_noise
     from searchr1.retrieval.search_cache import BudgetExhausted
+    from searchr1.training.console import ShortErrorParser
     from searchr1.training.module import SearchR1Module
 
     quiet_known_noise()
@@ -130,6 +149,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SearchR1CLI:
             run=run,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
+            parser_class=ShortErrorParser,
         )
     except SetupError as err:
         if not run:

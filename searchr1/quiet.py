@@ -19,6 +19,11 @@ UPSTREAM_WARNINGS: tuple[tuple[str, str], ...] = (
     (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", r"lightning\."),
     # an SFT run (searchr1 sft) has no validation set: intended
     (r"Total length of `list` across ranks is zero", r"lightning\.pytorch\.utilities\.data"),
+    # val/ and test/ metrics are all-reduced by hand (EvalTally.means) and logged once, rank_zero_only: Lightning's
+    # advice to add sync_dist=True (printed once per metric under DDP/FSDP2) does not apply to them
+    (r"It is recommended to use `self\.log\('(val|test)/.*sync_dist=True", r""),
+    # FSDP2's last.ckpt is a distributed-checkpoint folder rewritten at every save: overwriting it is the intent
+    (r"Detected an existing checkpoint in .*last\.ckpt, overwriting since self\.overwrite=True", r"torch\."),
 )
 """Upstream warnings filtered by message and module."""
 

@@ -21,6 +21,7 @@ BASE = {
     "searchr1._lazy",
     "searchr1.atomic",
     "searchr1.distributed",
+    "searchr1.errors",
     "searchr1.quiet",
     "searchr1.registry",
     "searchr1.resources",

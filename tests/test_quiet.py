@@ -32,3 +32,15 @@ def test_the_litlogger_tip_is_dropped_and_other_info_kept(caplog):
         logger.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
         logger.info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+
+
+def test_distributed_run_noise_is_hidden_precisely():
+    """The FSDP2 demo's warnings: sync_dist advice for hand-reduced val/test metrics, and the rewrite of last.ckpt."""
+    advice = "It is recommended to use `self.log('{}', ..., sync_dist=True)` when logging on epoch level"
+    assert not _shown(advice.format("val/em"), "lightning.pytorch.trainer.connectors.logger_connector.result")
+    assert not _shown(advice.format("test/nq/f1"), "lightning.pytorch.trainer.connectors.logger_connector.result")
+    assert _shown(advice.format("train/reward"), "lightning.pytorch.trainer.connectors.logger_connector.result")
+    overwrite = "Detected an existing checkpoint in {}, overwriting since self.overwrite=True. Past version 2.5"
+    saver = "torch.distributed.checkpoint.state_dict_saver"
+    assert not _shown(overwrite.format("runs/x/checkpoints/last.ckpt"), saver)
+    assert _shown(overwrite.format("runs/x/checkpoints/epoch=0-step=4.ckpt"), saver)

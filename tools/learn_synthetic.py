@@ -11,6 +11,7 @@ and ``<out>/summary.md``; curves of the first seed's runs: ``--plots DIR``.
     python tools/learn_synthetic.py --out runs/learn_synthetic --seeds 0 1 2 --plots docs/img
     python tools/learn_synthetic.py --out /tmp/ls --seeds 0 --variants grpo   # one run, ~3 minutes on 2 cores
     python tools/learn_synthetic.py --out runs/learn_tool_call --seeds 0 --variants grpo --protocol tool_call
+    python tools/learn_synthetic.py --prepare-sft   # only the inputs of configs/sft_synthetic.yaml (~5 min, 2 cores)
 """
 
 from __future__ import annotations
@@ -412,6 +413,16 @@ def warm_start(out: Path, seed: int, plan: Plan) -> WarmStart:
     return WarmStart(prep, reader, start, {"read": t1 - t0, "sft": time.perf_counter() - t1}, trials)
 
 
+def prepare_sft(out: Path, seed: int, plan: Plan) -> tuple[Path, Path]:
+    """The inputs of ``configs/sft_synthetic.yaml`` (stage 2 run on its own): stage 1's model and the imperfect
+    teacher's data at ``plan.guess_fraction``; returns ``(model folder, data file)``."""
+    prep = prepare(out, seed, plan.sft_worlds, protocol=plan.protocol)
+    reader = _stage(prep.init_dir, prep.read_data, out / "read", plan.read_steps, plan.read_lr, seed)
+    data = guess_data(prep, plan.guess_fraction)
+    print(f"stage 1 model: {reader}\nstage 2 data:  {data}\nnext: searchr1 sft fit -c configs/sft_synthetic.yaml")
+    return reader, data
+
+
 def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     """The whole pipeline for one seed: the best-constant baseline, then one result row per evaluated model
     (``seconds``: the stage's or RL run's wall time, its evaluation excluded for the SFT stages)."""
@@ -500,6 +511,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sft-worlds", type=int, default=Plan.sft_worlds, help="SFT data over this many worlds")
     parser.add_argument("--protocol", default="search_r1", choices=list(ROLLOUTS), help="text protocol of the run")
     parser.add_argument("--plots", default=None, help="write the first seed's RL curves (PNG) under this folder")
+    parser.add_argument(
+        "--prepare-sft",
+        action="store_true",
+        help="only write what `searchr1 sft fit -c configs/sft_synthetic.yaml` reads: stage 1's model (read/) and "
+        "stage 2's data (sft_data.jsonl) of each seed, then stop",
+    )
     args = parser.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
@@ -517,6 +534,10 @@ def main(argv: list[str] | None = None) -> None:
         args.protocol,
         calibrate=not args.no_calibrate,
     )
+    if args.prepare_sft:
+        for seed in args.seeds:
+            prepare_sft(out / f"seed{seed}", seed, plan)
+        return
     rows: list[dict] = []
     for seed in args.seeds:
         rows += run_seed(out / f"seed{seed}", seed, plan)

@@ -251,7 +251,11 @@ def _jsonl_rows(source: DataSource) -> Iterator[tuple[dict[str, Any], str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise _fail(where, f"invalid JSON ({e.msg})", "write one JSON object per line") from None
+                raise _fail(
+                    where,
+                    f"invalid JSON ({e.msg.removesuffix(' at')} at column {e.colno})",
+                    "write one JSON object per line",
+                ) from None
             yield row, where
 
 

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from searchr1.errors import ShortArgumentParser
 from searchr1.evaluation.prompts import METHODS
 
 ROLLOUT_FLAGS = ("max_turns", "max_response_tokens", "max_obs_tokens", "max_total_tokens", "max_prompt_tokens", "topk")
@@ -130,7 +131,7 @@ def _load(args: argparse.Namespace):
 
     policy = load_policy(args.model, args.tokenizer, args.dtype, args.device)
     out = getattr(args, "out", None)
-    export = str(Path(out) / "exported_policy") if out else tempfile.mkdtemp(prefix="searchr1-policy-")
+    export = str(Path(out) / "exported_policy") if out else _temp_export_dir(args.backend, args.model)
     backend = build_backend_for(policy, args.backend, args.batch_size, export_dir=export)
     bm25 = _bm25_settings(args, policy)
     if args.replay:
@@ -146,6 +147,19 @@ def _load(args: argparse.Namespace):
     return policy, backend, retriever, use_chat
 
 
+def _temp_export_dir(backend: str, model: str) -> str | None:
+    """A temp folder for the checkpoint export a folder-loading backend (vLLM) needs, removed at exit; None when
+    nothing will be exported (the folder used to be made, and left empty, on every ``infer``)."""
+    if backend == "hf" or not model.endswith(".ckpt"):
+        return None
+    import atexit
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="searchr1-policy-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def default_out_dir(model: str) -> Path:
     """``<run>/eval`` next to a checkpoint's ``checkpoints/`` folder, else ``runs/eval/<model name>``."""
     path = Path(model)
@@ -157,7 +171,7 @@ def default_out_dir(model: str) -> Path:
 
 def eval_parser() -> argparse.ArgumentParser:
     """Arguments of ``searchr1-eval``."""
-    p = argparse.ArgumentParser(
+    p = ShortArgumentParser(
         prog="searchr1-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_model_args(p)
@@ -222,9 +236,7 @@ def run_eval(argv: Sequence[str] | None = None) -> list:
 
 def infer_parser() -> argparse.ArgumentParser:
     """Arguments of ``searchr1-infer``."""
-    p = argparse.ArgumentParser(
-        prog="searchr1-infer", description="Ask a question; watch the policy reason and search."
-    )
+    p = ShortArgumentParser(prog="searchr1-infer", description="Ask a question; watch the policy reason and search.")
     p.add_argument("question", help="the question")
     p.add_argument("--method", default="search_r1", choices=METHODS.names())
     p.add_argument("--no-color", action="store_true", help="plain text output")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from searchr1.data import EVAL_SPLITS, QAExample, read_examples
+from searchr1.errors import UserError
 
 STANDARD_DATASETS: tuple[str, ...] = tuple(EVAL_SPLITS)
 """The 7 evaluation sets of the paper, in its column order."""
@@ -87,7 +88,7 @@ def resolve_datasets(specs: Sequence[str], data_dir: str | Path | None = None) -
             name, _, path = spec.partition("=")
             name, path = name.strip(), path.strip()
             if not name or not path:
-                raise ValueError(f"dataset spec {spec!r} must look like name=path (e.g. nq=data/test/nq.jsonl)")
+                raise UserError(f"dataset spec {spec!r} must look like name=path (e.g. nq=data/test/nq.jsonl)")
             if not Path(path).exists() and not path.startswith("hf://"):
                 raise FileNotFoundError(f"dataset {name!r}: file {path} does not exist")
             out.append(EvalDataset(name, path))
@@ -95,11 +96,16 @@ def resolve_datasets(specs: Sequence[str], data_dir: str | Path | None = None) -
         names = list(STANDARD_DATASETS) if spec == "all" else [spec]
         for name in names:
             if name not in STANDARD_DATASETS:
-                raise ValueError(
+                raise UserError(
                     f"unknown dataset {name!r}: give name=path, 'all', or one of {', '.join(STANDARD_DATASETS)}"
                 )
+            if data_dir is None and spec == "all":
+                raise UserError(
+                    "--datasets is 'all' (the default): the 7 standard sets, read from --data-dir (the folder "
+                    "written by tools/prepare_data.py); pass --data-dir, or give your files as --datasets name=path"
+                )
             if data_dir is None:
-                raise ValueError(
+                raise UserError(
                     f"dataset {name!r} is a standard name; pass --data-dir (the folder written by "
                     "tools/prepare_data.py) or give it as name=path"
                 )
@@ -107,7 +113,7 @@ def resolve_datasets(specs: Sequence[str], data_dir: str | Path | None = None) -
     seen: set[str] = set()
     for ds in out:
         if ds.name in seen:
-            raise ValueError(f"dataset {ds.name!r} is given twice; names must be unique")
+            raise UserError(f"dataset {ds.name!r} is given twice; names must be unique")
         seen.add(ds.name)
     return out
 

@@ -10,8 +10,9 @@ terms are read in pieces, scored with the Lucene formulas (:func:`bm25_weights`)
 positions. A term's postings come run after run, so docs stay ascending; the scores equal a one-shot build's.
 
 What stays in RAM whatever the corpus size: the vocabulary (term → id, plus the surface-word cache of
-:class:`~searchr1.retrieval.bm25.DocTokenizer`), 12 bytes per passage (its length and store offset) and the
-budgeted buffers. The vocabulary is the part the budget does not bound (wiki-18 has millions of terms).
+:class:`~searchr1.retrieval.bm25.DocTokenizer`), 20 bytes per passage (its length, store offset and the id hash
+of the duplicate-id check) and the budgeted buffers. The vocabulary is the part the budget does not bound (wiki-18
+has millions of terms).
 
 Resumable after a kill: the manifest is written first with ``complete=false``; a run folder is written under a
 temporary name and renamed when whole. A rerun with the same settings replays the finished runs' vocabulary
@@ -211,7 +212,11 @@ class _Progress:
         rate = self.passages / max(time.perf_counter() - self.start, 1e-9)
         self.bar.set_postfix_str(f"{self.passages:,} passages, {rate:,.0f} passages/s", refresh=False)
 
-    def close(self) -> None:
+    def close(self, done: bool = True) -> None:
+        """End the bar's line; ``done``: with the final passage count (the last byte-position update came before the
+        last chunk was counted)."""
+        if done:
+            self(self.bar.total or self.bar.n)
         self.bar.close()
 
 
@@ -371,9 +376,13 @@ def build_bm25_folder(
     store = DocStoreWriter(out)
     runs_dir = out / RUNS_DIR
     check_source(runs_dir, corpus)
-    lens = tokenize_into_runs(
-        iter_corpus(corpus, hasher, progress), store, tokenize, runs_dir, limits, chunk_size, progress
-    )
+    try:
+        lens = tokenize_into_runs(
+            iter_corpus(corpus, hasher, progress), store, tokenize, runs_dir, limits, chunk_size, progress
+        )
+    except BaseException:
+        progress.close(done=False)  # ends the bar's line: an error message starts on a line of its own
+        raise
     progress.close()
     store.finish()
     if len(store) == 0:

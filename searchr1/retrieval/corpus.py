@@ -62,11 +62,17 @@ def open_corpus(path: str | Path) -> BinaryIO:
     return open(path, "rb")
 
 
+def _json_problem(err: ValueError) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg.removesuffix(' at')} at column {err.colno}"  # json's msg alone is cut ("... at")
+    return str(err)
+
+
 def _parse_line(raw: bytes, where: str) -> CorpusRecord:
     try:
         obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorpusFormatError(f"{where}: not valid JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+        raise CorpusFormatError(f"{where}: not valid JSON ({_json_problem(err)})") from None
     if not isinstance(obj, dict):
         raise CorpusFormatError(f"{where}: expected a JSON object with 'id' and 'contents', got {type(obj).__name__}")
     if "id" not in obj or "contents" not in obj:
@@ -93,8 +99,10 @@ def iter_corpus(
             :func:`corpus_size`).
 
     Raises:
-        CorpusFormatError: on the first bad line, naming ``file:line``.
+        CorpusFormatError: on the first bad line, naming ``file:line``; after the last line, on a passage id used
+            twice (both lines named).
     """
+    id_hashes = array.array("q")  # 8 bytes a passage: duplicates are looked for once, at the end
     with open_corpus(path) as fh:
         raw_fh = getattr(fh, "fileobj", fh)  # a GzipFile's compressed stream
         for lineno, raw in enumerate(fh, start=1):
@@ -104,9 +112,39 @@ def iter_corpus(
                 on_progress(raw_fh.tell())
             if not raw.strip():
                 continue
-            yield _parse_line(raw, f"{path}:{lineno}")
+            record = _parse_line(raw, f"{path}:{lineno}")
+            id_hashes.append(hash(record.id))
+            yield record
         if on_progress is not None:
             on_progress(corpus_size(path))
+    check_unique_ids(path, id_hashes)
+
+
+def check_unique_ids(path: str | Path, id_hashes: array.array) -> None:
+    """Raise :class:`CorpusFormatError` naming both lines of the first passage id that occurs twice in ``path``.
+
+    ``id_hashes`` are the ``hash()`` of every id in file order; a repeated hash is confirmed by re-reading the
+    file (two ids may share a hash), so the common case costs one sort and no second pass.
+    """
+    hashes = np.frombuffer(id_hashes, dtype=np.int64)
+    ordered = np.sort(hashes)
+    repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not repeated:
+        return
+    first: dict[str, int] = {}
+    with open_corpus(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            pid = str(json.loads(raw)["id"])
+            if hash(pid) not in repeated:
+                continue
+            if pid in first:
+                raise CorpusFormatError(
+                    f"{path}:{lineno}: passage id {pid!r} is already used at line {first[pid]}; every passage needs "
+                    "its own id (the retriever returns passages by id): renumber or drop the duplicate"
+                )
+            first[pid] = lineno
 
 
 def corpus_size(path: str | Path) -> int:

@@ -41,6 +41,7 @@ from searchr1.retrieval.base import StoreRetriever
 from searchr1.retrieval.batcher import MicroBatcher
 from searchr1.retrieval.call_metrics import CallWindow, server_registry
 from searchr1.retrieval.corpus import DocStore
+from searchr1.retrieval.memory import TRIM_AFTER_BYTES, release_free_memory
 from searchr1.retrieval.search_cache import BudgetExhausted
 from searchr1.retrieval.types import Hits, Passage, Retriever
 
@@ -57,6 +58,8 @@ class ServerLimits:
         max_topk: largest ``topk`` (more: 422).
         default_topk: ``topk`` when the request gives 0, null or omits it (Search-R1: a falsy topk is the default).
         max_body_bytes: request body size (more: 413).
+        max_results: passages in one answer, queries x topk (more: 413 saying how many queries a part may hold):
+            bounds the answer's size and the server's memory (16,384 queries x topk 100 would be a 1.2 GB answer).
     """
 
     max_queries: int = 16_384
@@ -64,6 +67,7 @@ class ServerLimits:
     max_topk: int = 100
     default_topk: int = 3
     max_body_bytes: int = 32 * 1024 * 1024
+    max_results: int = 65_536
 
 
 class BadRequest(Exception):
@@ -122,6 +126,13 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
     if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= limits.max_topk:
         raise BadRequest(
             422, f"'topk' must be an integer from 1 to {limits.max_topk} (or 0/null for the default), got {topk!r}"
+        )
+    if len(queries) * topk > limits.max_results:
+        per_part = max(1, limits.max_results // topk)
+        raise BadRequest(
+            413,
+            f"{len(queries)} queries x topk {topk} = {len(queries) * topk} passages in one answer; the limit is "
+            f"{limits.max_results}: split the request into parts of at most {per_part} queries (or ask a smaller topk)",
         )
     return_scores = payload.get("return_scores", False)
     if not isinstance(return_scores, bool):
@@ -313,6 +324,9 @@ def create_app(
         headers = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+        if len(content) >= TRIM_AFTER_BYTES:  # RSS back near its baseline once the answer's buffers are freed
+            del answer, content
+            asyncio.get_running_loop().call_later(0.05, release_free_memory)
 
     app.retrieve_handler = retrieve_asgi
 

@@ -84,12 +84,17 @@ class ScaleSetup:
     dtype: str | None = None
     """The module's parameter dtype option (None/float32: fp32 master weights)."""
     policy_lr: float | None = None
-    """Policy learning rate (for the pure low-precision warning)."""
+    """Policy learning rate (must be > 0; also for the pure low-precision warning)."""
+    critic_lr: float | None = None
+    """Critic learning rate (must be > 0 when a critic is trained)."""
+    gpus_visible: int | None = None
+    """CUDA devices this process sees (None: not checked)."""
 
 
 def setup_problems(s: ScaleSetup) -> list[str]:
     """Every problem of ``s`` as a sentence saying what to change (empty when the setup can run)."""
-    problems = []
+    bad_values = _value_problems(s)
+    problems = list(bad_values)
     if s.strategy == "fsdp":
         problems.append(
             "trainer.strategy=fsdp is Lightning's FSDP1 FSDPStrategy, which searchr1 does not support (flat "
@@ -120,7 +125,7 @@ def setup_problems(s: ScaleSetup) -> list[str]:
             f"model.critic_name_or_path is set but estimator {s.estimator!r} uses no critic: remove it, or set "
             "--model.algorithm.estimator=gae (PPO)"
         )
-    if s.mini_batch_size is not None and s.batch_size is not None:
+    if s.mini_batch_size is not None and s.batch_size is not None and not bad_values:
         per_rank = s.batch_size * s.n_samples
         if s.mini_batch_size > per_rank or per_rank % s.mini_batch_size:
             problems.append(
@@ -128,6 +133,26 @@ def setup_problems(s: ScaleSetup) -> list[str]:
                 f"per-rank rollout batch data.batch_size x n_samples = {s.batch_size} x {s.n_samples} = {per_rank} "
                 f"(every rank makes the same number of equal updates): use a divisor of {per_rank}, or null"
             )
+    return problems
+
+
+def _value_problems(s: ScaleSetup) -> list[str]:
+    """Values that cannot be right whatever the rest (checked first: later checks would misreport them)."""
+    problems = []
+    if s.accelerator == "gpu" and s.gpus_visible == 0:
+        problems.append(
+            "this config runs on GPUs (trainer.accelerator=gpu) but no CUDA GPU is visible here: run it on a GPU "
+            "machine, or try the CPU configs (searchr1 fit with no --config, or -c configs/tiny_cpu.yaml)"
+        )
+    for name, value in (("data.batch_size", s.batch_size), ("model.algorithm.n_samples", s.n_samples)):
+        if value is not None and value < 1:
+            problems.append(f"{name}={value} must be a positive count: use 1 or more")
+    if s.mini_batch_size is not None and s.mini_batch_size < 1:
+        problems.append(f"model.algorithm.mini_batch_size={s.mini_batch_size} must be positive (or null: one update)")
+    lrs = [("model.policy_lr", s.policy_lr)] + ([("model.critic_lr", s.critic_lr)] if s.needs_critic else [])
+    for name, lr in lrs:
+        if lr is not None and not lr > 0:
+            problems.append(f"{name}={lr:g} must be a positive learning rate (Search-R1 uses 1e-6 for the policy)")
     return problems
 
 

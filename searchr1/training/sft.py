@@ -20,6 +20,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch.utils.data import DataLoader
 
 from searchr1.data.qa import QAExample
+from searchr1.errors import UserError, config_errors
 from searchr1.models import load_causal_lm, load_tokenizer, save_hf_folder
 from searchr1.protocols import get_protocol
 from searchr1.rollout import RolloutBatch, RolloutEngine, Trajectory
@@ -96,6 +97,12 @@ class SFTDataModule(LightningDataModule):
         self.val_set: list[Trajectory] = []
 
     def setup(self, stage: str | None = None) -> None:
+        for path in (self.train_file, self.val_file):
+            if path and not Path(path).is_file():
+                raise UserError(
+                    f"trajectory file {path} does not exist: build it with build_sft_trajectories (the inputs of "
+                    "configs/sft_synthetic.yaml: python tools/learn_synthetic.py --prepare-sft)"
+                )
         self.train_set = load_trajectories(self.train_file)
         if not self.train_set:
             raise ValueError(f"{self.train_file} holds no trajectories; build them with build_sft_trajectories")
@@ -176,8 +183,14 @@ class SFTModule(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_end(self) -> None:
-        if self.hparams.output_dir and self.trainer.is_global_zero:
-            self.save_pretrained(self.hparams.output_dir)
+        if not self.trainer.is_global_zero:
+            return
+        loss = self.trainer.callback_metrics.get("sft/loss")
+        shown = f"final training loss {float(loss):.4f}" if loss is not None else "no training step ran"
+        print(f"searchr1 sft: {self.trainer.global_step} steps, {shown}", flush=True)
+        if self.hparams.output_dir:
+            out = self.save_pretrained(self.hparams.output_dir)
+            print(f"searchr1 sft: model saved to {out} (RL from it: --model.model_name_or_path={out})", flush=True)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         """Save policy and tokenizer as a Hugging Face folder (the RL ``model_name_or_path``), atomically."""
@@ -186,11 +199,30 @@ class SFTModule(LightningModule):
 
 
 def main(args: list[str] | None = None, run: bool = True):
-    """``searchr1-sft fit -c configs/sft_synthetic.yaml``: LightningCLI over ``SFTModule`` and ``SFTDataModule``."""
+    """``searchr1 sft fit -c configs/sft_synthetic.yaml``: LightningCLI over ``SFTModule`` and ``SFTDataModule``."""
     from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
-        SFTModule, SFTDataModule, args=args, run=run, save_config_kwargs={"overwrite": True}, seed_everything_default=0
+    from searchr1.training.console import ShortErrorParser, adapt_trainer_config
+
+    class SFTCLI(LightningCLI):
+        def instantiate_classes(self) -> None:
+            with config_errors():  # a constructor refusing a value: one message naming it, no traceback
+                super().instantiate_classes()
+
+        def instantiate_trainer(self, **kwargs):
+            adapt_trainer_config(self._get(self.config_init, "trainer"))  # plain lines when piped; Ctrl-C report
+            return super().instantiate_trainer(**kwargs)
+
+    description = "Supervised warm start on saved trajectories (searchr1 sft fit -c configs/sft_synthetic.yaml)."
+    return SFTCLI(
+        SFTModule,
+        SFTDataModule,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        parser_class=ShortErrorParser,
+        parser_kwargs={"prog": "searchr1 sft", "description": description},
     )
 
 

@@ -71,3 +71,19 @@ def test_missing_logs_are_explained(tmp_path) -> None:
         read_scalars(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plot_run(tmp_path / "nope")
+
+
+def test_the_tool_never_merges_unrelated_runs_of_one_root(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(TOOL.parent))
+    from plot_run import main as plot_main
+
+    _log(tmp_path / "tensorboard" / "version_0", range(0, 4))
+    _log(tmp_path / "tensorboard" / "version_1", range(2, 6), offset=100.0)  # a resume: continues at step 2
+    plot_main([str(tmp_path)])
+    assert "several runs" not in capsys.readouterr().out  # one run: both folders plotted together
+    _log(tmp_path / "tensorboard" / "version_2", range(0, 3), offset=200.0)  # a new run: starts at step 0 again
+    written = plot_main([str(tmp_path)])
+    out = capsys.readouterr().out
+    newest = tmp_path / "tensorboard" / "version_2"
+    assert f"plotting the newest, {newest}" in out and "version_0" in out and "version_1" in out
+    assert {p.name for p in written} >= {"reward_em.png"}

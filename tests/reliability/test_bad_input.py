@@ -101,6 +101,6 @@ def test_searchr1_command_prints_the_error_last(tmp_path):
     cmd = [str(Path(sys.executable).with_name("searchr1")), "fit", *BASE, f"--trainer.default_root_dir={tmp_path}"]
     proc = subprocess.run([*cmd, f"--data.train_files=[{tmp_path}/nope.jsonl]"], capture_output=True, text=True)
     assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("FileNotFoundError: QA data file not found") and f"{tmp_path}/nope.jsonl" in last, last
+    last = proc.stderr.strip().splitlines()[-2]  # then the SEARCHR1_DEBUG hint (tests/test_user_errors.py)
+    assert last.startswith("searchr1: error: QA data file not found") and f"{tmp_path}/nope.jsonl" in last, last
     record_figure("bad_input/cases", 1)

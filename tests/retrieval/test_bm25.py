@@ -167,10 +167,13 @@ def test_sub_batches_and_threads_equal_one_product(
 
 @pytest.fixture(scope="module")
 def tripled_index(tmp_path_factory: pytest.TempPathFactory, flashrag_corpus: Path) -> Path:
-    """The FlashRAG sample three times over (3000 passages, every score tied three ways)."""
+    """The FlashRAG sample three times over (3000 passages, every score tied three ways; ids made unique per copy,
+    as a corpus must have them)."""
     folder = tmp_path_factory.mktemp("tripled")
     corpus = folder / "corpus.jsonl"
-    corpus.write_text(flashrag_corpus.read_text() * 3)
+    rows = [json.loads(line) for line in flashrag_corpus.read_text().splitlines() if line.strip()]
+    copies = [{**row, "id": f"{row['id']}-{c}"} for c in range(3) for row in rows]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in copies))
     BM25Retriever.build(str(corpus), str(folder / "index"), show_progress=False)
     return folder / "index"
 

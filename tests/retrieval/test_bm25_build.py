@@ -78,8 +78,9 @@ def test_killed_build_resumes_to_the_same_index(
     tmp_path: Path, flashrag_corpus: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     corpus = tmp_path / "corpus.jsonl"
-    lines = flashrag_corpus.read_text().splitlines(keepends=True)
-    corpus.write_text("".join(lines * 2))  # 2000 passages: ~100 runs of ~1300 pairs
+    rows = [json.loads(line) for line in flashrag_corpus.read_text().splitlines() if line.strip()]
+    copies = [{**row, "id": f"{row['id']}-{c}"} for c in range(2) for row in rows]  # ids unique, as required
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in copies))  # 2000 passages: ~100 runs of ~1300 pairs
     out, ref = tmp_path / "killed", tmp_path / "ref"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.run([sys.executable, "-c", _CHILD, str(corpus), str(out)], env=env, timeout=120)
