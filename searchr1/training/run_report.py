@@ -119,7 +119,14 @@ class RunSummary(Callback):
             "val_files": [s.path for s in getattr(trainer.datamodule, "val_sources_spec", [])],
             "corpus": self.corpus,
             "question": self.question,
+            **_async_part(pl_module),
         }
+
+
+def _async_part(pl_module: LightningModule) -> dict[str, Any]:
+    """``{"async": {...}}`` for a run trained on rollout servers (max_staleness, staleness seen, dropped groups)."""
+    summary = getattr(pl_module, "async_summary", lambda: None)()
+    return {"async": summary} if summary is not None else {}
 
 
 def _fmt(value: float | None, digits: int) -> str:
