@@ -19,6 +19,7 @@ Departure from AReaL/verl: no sample is ever discarded for being stale (TRL's as
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from searchr1.retrieval import RetrievalError
 from searchr1.rollout.engine import RolloutEngine
 from searchr1.rollout.remote import RemoteServers
 from searchr1.rollout.types import RolloutBatch, Trajectory
@@ -44,6 +46,8 @@ class Group:
         trajectories: the ``n`` samples.
         admit_version: the policy version the servers held when the group started.
         finished: trajectories done so far.
+        pending: the query of each trajectory (by index) whose search is running.
+        lock: held while a trajectory of the group changes (a snapshot sees whole turns).
     """
 
     batch: int
@@ -52,6 +56,8 @@ class Group:
     trajectories: list[Trajectory]
     admit_version: int
     finished: int = 0
+    pending: dict[int, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def done(self) -> bool:
@@ -64,6 +70,8 @@ class DriverStats:
 
     admitted_groups: int = 0
     trained_groups: int = 0
+    restored_groups: int = 0
+    """Groups continued from a checkpoint's snapshot (counted in ``admitted_groups`` too)."""
     trainer_wait_seconds: float = 0.0
     token_staleness: dict[int, int] = field(default_factory=dict)
     """Policy tokens trained, by staleness (training version minus sampling version)."""
@@ -85,6 +93,8 @@ class AsyncRolloutDriver:
         workers: trajectory threads (each waits on a server or a search most of the time).
         first_batch: the batch the trainer trains next (a resumed run starts later).
         check: called while the trainer waits (e.g. raises when a server process died).
+        restore: a :meth:`snapshot` from a checkpoint: its groups (finished or in flight, with their pending
+            searches) continue where they were instead of being sampled again.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class AsyncRolloutDriver:
         workers: int = 256,
         first_batch: int = 0,
         check: Callable[[], None] | None = None,
+        restore: dict | None = None,
     ) -> None:
         if max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
@@ -112,6 +123,8 @@ class AsyncRolloutDriver:
         self._error: BaseException | None = None
         self._closed = False
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="trajectory")
+        if restore is not None:
+            self._restore(restore)
         self._admitter = threading.Thread(target=self._admit_loop, name="admission", daemon=True)
         self._admitter.start()
 
@@ -205,13 +218,62 @@ class AsyncRolloutDriver:
             with self._cond:
                 self._groups[batch] = groups
                 self.stats.admitted_groups += len(groups)
-            for group in groups:
-                for j, traj in enumerate(group.trajectories):
-                    seed = (self.seed + 1_000_003 * batch + 7919 * (group.position * self.n + j)) % SEED_MOD
-                    try:
-                        self._pool.submit(self._run_trajectory, group, traj, seed)
-                    except RuntimeError:  # closed meanwhile: the pool takes no more work
-                        return
+            if not self._launch(groups):
+                return
+
+    def _launch(self, groups: list[Group]) -> bool:
+        """Run every unfinished trajectory of ``groups`` (from its current state); False once closed."""
+        for group in groups:
+            for j, traj in enumerate(group.trajectories):
+                if traj.done:
+                    continue
+                seed = (self.seed + 1_000_003 * group.batch + 7919 * (group.position * self.n + j)) % SEED_MOD
+                try:
+                    self._pool.submit(self._run_trajectory, group, j, seed)
+                except RuntimeError:  # closed meanwhile: the pool takes no more work
+                    return False
+        return True
+
+    # ------------------------------------------------------------------ checkpoint
+    def snapshot(self) -> dict:
+        """The admitted, untrained groups (plain types: trajectories, pending searches, versions) and the next
+        batch to admit, for a checkpoint; a trajectory is captured between two of its turns or searches."""
+        with self._cond:
+            batches = {k: list(groups) for k, groups in self._groups.items()}
+            next_batch = self._next_batch
+        groups = []
+        for batch, items in sorted(batches.items()):
+            for g in items:
+                with g.lock:
+                    trajs = [dataclasses.asdict(t) for t in g.trajectories]
+                    groups.append({"batch": batch, "position": g.position, "admit_version": g.admit_version,
+                                   "trajectories": trajs, "pending": dict(g.pending)})  # fmt: skip
+        return {"next_batch": next_batch, "groups": groups}
+
+    def _restore(self, state: dict) -> None:
+        """Put a snapshot's groups back (examples re-read from ``prompts``) and continue their trajectories."""
+        restored: dict[int, list[Group]] = {}
+        examples: dict[int, list[tuple[Any, str]]] = {}
+        for item in state["groups"]:
+            batch, position = int(item["batch"]), int(item["position"])
+            if batch not in examples:
+                examples[batch], restored[batch] = self.prompts(batch), []
+            trajs = [_trajectory_from_dict(t) for t in item["trajectories"]]
+            for t in trajs:  # captured between its last turn and the decode of its text
+                if t.done and not t.response_text:
+                    t.response_text = self.engine.tokenizer.decode(t.response_ids, skip_special_tokens=False)
+            pending = {int(k): str(v) for k, v in item["pending"].items()}
+            finished = sum(t.done for t in trajs)
+            example = examples[batch][position][0]
+            group = Group(batch, position, example, trajs, int(item["admit_version"]), finished, pending)
+            restored[batch].append(group)
+        self._groups.update(restored)
+        # not the snapshot's next_batch: a batch counted there may not have had its groups yet
+        self._next_batch = max([self._next_batch, *(k + 1 for k in restored)])
+        self.stats.admitted_groups += sum(len(g) for g in restored.values())
+        self.stats.restored_groups += sum(len(g) for g in restored.values())
+        for groups in restored.values():
+            self._launch(groups)
 
     def _start_batch(self, batch: int, version: int) -> list[Group]:
         items = self.prompts(batch)
@@ -222,20 +284,27 @@ class AsyncRolloutDriver:
             for i, (example, _) in enumerate(items)
         ]
 
-    def _run_trajectory(self, group: Group, traj: Trajectory, seed: int) -> None:
-        """All turns of one trajectory: a completion per turn on a server, its search on this thread."""
+    def _run_trajectory(self, group: Group, index: int, seed: int) -> None:
+        """The remaining turns of one trajectory: a completion per turn on a server, its searches on this thread
+        (a search that was pending in a restored snapshot runs first)."""
         engine, cfg = self.engine, self.engine.config
+        traj = group.trajectories[index]
         try:
-            turn = 0
+            if index in group.pending:
+                self._search(group, index, group.pending[index])
             while not traj.done and not self._closed:
                 room = min(cfg.max_response_tokens, cfg.max_total_tokens - traj.total_tokens)
-                params = engine._sampling_params(room, seed, turn)
+                params = engine._sampling_params(room, seed, traj.num_turns)
                 params.seed = None if params.seed is None else params.seed % SEED_MOD
                 out = self.servers.complete(traj.prompt_ids + traj.response_ids, params)
-                action = engine._take_turn(traj, out, final=traj.num_turns >= cfg.max_turns)
-                if action is not None and action.kind == "search":
-                    engine._execute_searches([(traj, action.content)])
-                turn += 1
+                with group.lock:
+                    action = engine._take_turn(traj, out, final=traj.num_turns >= cfg.max_turns)
+                    if action is not None and action.kind == "search":
+                        group.pending[index] = action.content
+                if index in group.pending:
+                    self._search(group, index, group.pending[index])
+            if self._closed:
+                return
             traj.response_text = engine.tokenizer.decode(traj.response_ids, skip_special_tokens=False)
         except BaseException as err:
             with self._cond:
@@ -246,6 +315,27 @@ class AsyncRolloutDriver:
             group.finished += 1
             if group.done:
                 self._cond.notify_all()
+
+    def _search(self, group: Group, index: int, query: str) -> None:
+        """Run one trajectory's search (outside the group lock) and append its observation (inside)."""
+        engine = self.engine
+        results, error = None, None
+        try:
+            results = engine.retriever.search([query], engine.config.topk)
+            if len(results) != 1:
+                raise RuntimeError(f"retriever returned {len(results)} result lists for 1 query")
+        except RetrievalError as err:
+            error = err
+        with group.lock:
+            engine._apply_searches([(group.trajectories[index], query)], results, error)
+            del group.pending[index]
+
+
+def _trajectory_from_dict(data: dict) -> Trajectory:
+    """A :class:`Trajectory` from ``dataclasses.asdict`` output (chunks back to tuples)."""
+    data = dict(data)
+    data["chunks"] = [tuple(c) for c in data["chunks"]]
+    return Trajectory(**data)
 
 
 def groups_to_batch(groups: list[Group], pad_token_id: int) -> RolloutBatch:

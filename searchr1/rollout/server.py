@@ -300,11 +300,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="most rows decoded together")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--version", type=int, default=0, help="policy version of the starting weights")
+    parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16, float16); default fp32")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     path = resolve_model_path(args.model)
-    backend = HFBackend(load_causal_lm(path).eval(), load_tokenizer(path), batch_size=args.batch_size)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = load_causal_lm(path, dtype).to(args.device).eval()
+    backend = HFBackend(model, load_tokenizer(path), batch_size=args.batch_size)
     http, _, url = serve(backend, args.host, args.port, args.version)
     print(READY_LINE + url, flush=True)
     try:

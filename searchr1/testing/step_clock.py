@@ -36,3 +36,21 @@ class StepClock(Callback):
         record = {"step_ends": self.ends, "async": summary, "retrieval_latencies": list(latencies)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(record))
+
+
+class TrainedPrompts(Callback):
+    """Appends ``{"step", "questions"}`` to a JSONL file after every training step (flushed at once, so a run killed
+    with SIGKILL leaves every step it finished): which prompts each rollout step trained.
+
+    Args:
+        path: the JSONL file (appended to, so a resumed run adds its steps).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = getattr(pl_module, "_rollout_steps", batch_idx + 1) - 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "questions": [getattr(ex, "question", str(ex)) for ex in batch]}) + "\n")

@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
+from searchr1.distributed import Lockstep
 from searchr1.rollout import RolloutBatch, RolloutEngine
 from searchr1.rollout.async_driver import AsyncRolloutDriver, Group, groups_to_batch
-from searchr1.rollout.remote import RemoteServers, ServerProcesses
+from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
+from searchr1.training.sharding import full_state_dict
 
 
 @dataclass
@@ -45,6 +47,9 @@ class AsyncRolloutConfig:
     """Where pushed weights are written for the servers to load (default ``/dev/shm``: shared memory)."""
     log_dir: str | None = None
     """Folder of the local servers' logs (default: the trainer's ``default_root_dir``)."""
+    trainer_threads: int | None = None
+    """torch threads of a CPU trainer process; None: the cores left after the local servers' threads (at least 1),
+    so trainer and servers do not oversubscribe the cores (OpenMP barriers spin badly when they do)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.servers, int) and self.servers < 1:
@@ -66,44 +71,46 @@ class _Tally:
 
 
 class AsyncTrainerRollout:
-    """Servers + driver + weight pushes for one training run (single trainer rank).
+    """Servers + driver + weight pushes for one training run, on every trainer rank.
+
+    Several ranks share the servers: each rank drives its own share of the prompts (its data-parallel batch), all
+    ranks join the weight gather (FSDP2) and rank 0 writes and pushes; the ranks agree on success before any of them
+    admits the new version (``lockstep``), so a failure stops every rank with the same message.
 
     Args:
         cfg: the async settings.
         engine: the training rollout engine (its settings, protocol and retriever drive the trajectories).
-        prompts: ``prompts(k)`` → ``(example, prompt string)`` pairs of batch ``k``.
+        servers: the client of the rollout servers (the same URLs on every rank).
+        processes: the local server processes this rank started (rank 0), else None.
+        prompts: ``prompts(k)`` → this rank's ``(example, prompt string)`` pairs of batch ``k``.
         n: samples per prompt.
         total_batches: batches the run trains (admission stops there), None if unknown.
         first_batch: the batch trained next (the rollout step; later than 0 after a resume).
         policy: the policy whose weights the servers start from (pushed as version ``first_batch``).
-        model_path: a folder with the policy's architecture and tokenizer (the servers load it, then the push).
-        seed: base sampling seed.
-        log_dir: default folder of the server logs.
+        seed: base sampling seed of this rank.
+        rank: this trainer rank (0 pushes the weights).
+        lockstep: the rank agreement with several ranks, else None.
+        restore: the driver's snapshot from the checkpoint being resumed, or None.
     """
 
     def __init__(
         self,
         cfg: AsyncRolloutConfig,
         engine: RolloutEngine,
+        servers: RemoteServers,
+        processes: ServerProcesses | None,
         prompts,
         n: int,
         total_batches: int | None,
         first_batch: int,
         policy: torch.nn.Module,
-        model_path: str,
         seed: int,
-        log_dir: str,
+        rank: int = 0,
+        lockstep: Lockstep | None = None,
+        restore: dict | None = None,
     ) -> None:
-        self.cfg, self.engine = cfg, engine
-        self.processes: ServerProcesses | None = None
-        if isinstance(cfg.servers, int):
-            self.processes = ServerProcesses(
-                cfg.servers, model_path, cfg.log_dir or log_dir, cfg.server_threads, cfg.server_batch_size
-            )
-            urls = self.processes.urls
-        else:
-            urls = list(cfg.servers)
-        self.servers = RemoteServers(urls, cfg.request_timeout)
+        self.cfg, self.engine, self.servers, self.processes = cfg, engine, servers, processes
+        self.rank, self.lockstep = rank, lockstep
         base = Path(cfg.weights_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
         self._weights_dir = Path(tempfile.mkdtemp(prefix=f"searchr1-weights-{os.getpid()}-", dir=base))
         self.tally = _Tally()
@@ -111,16 +118,25 @@ class AsyncTrainerRollout:
         self.tally.server_start = self.tally.server_last = self.servers.counters()
         check = self.processes.check_alive if self.processes is not None else None
         self.driver = AsyncRolloutDriver(
-            engine, self.servers, prompts, n, total_batches, cfg.max_staleness, seed, cfg.workers, first_batch, check
-        )
+            engine, servers, prompts, n, total_batches, cfg.max_staleness, seed, cfg.workers, first_batch, check,
+            restore,
+        )  # fmt: skip
         self.driver.set_version(first_batch)
 
     def take(self, step: int, examples: list | None = None) -> RolloutBatch:
         """The finished groups of batch ``step`` as a training batch (waits for them); ``examples``: the trainer's
         own batch, checked to be the one the groups were sampled for."""
-        groups = self.driver.take(step)
-        if examples is not None:
-            check_same_examples(groups, examples)
+        groups, message = [], None
+        try:
+            groups = self.driver.take(step)
+            if examples is not None:
+                check_same_examples(groups, examples)
+        except RuntimeError as err:  # a server error, or the streams out of step
+            message = f"{type(err).__name__}: {err}"
+            if self.lockstep is None:
+                raise
+        if self.lockstep is not None:
+            self.lockstep.raise_together(message, RuntimeError)
         self.tally.buffer_depth.append(self.driver.finished_waiting())
         self.driver.record_trained(groups, step)
         batch = groups_to_batch(groups, self.engine.pad_token_id)
@@ -129,14 +145,25 @@ class AsyncTrainerRollout:
         return batch
 
     def push(self, policy: torch.nn.Module, version: int) -> float:
-        """Write the policy's weights to shared memory and have every server load them as ``version``."""
+        """Write the policy's weights to shared memory and have every server load them as ``version`` (every rank
+        calls it: the gather is a collective under FSDP2; rank 0 writes and pushes)."""
         start = time.perf_counter()
-        state = {k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()}
-        path = self._weights_dir / f"policy-{version % 2}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        self.servers.push_weights(str(path), version)
+        state = full_state_dict(policy)
+        message = None
+        if self.rank == 0:
+            path = self._weights_dir / f"policy-{version % 2}.pt"
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            try:
+                self.servers.push_weights(str(path), version)
+            except RolloutServerError as err:
+                message = str(err)
+        if self.lockstep is not None:  # every rank admits the new version only once the servers hold it
+            self.lockstep.raise_together(message, RolloutServerError)
+        elif message is not None:
+            raise RolloutServerError(message)
+        self.servers.version = version
         if hasattr(self, "driver"):
             self.driver.set_version(version)
         seconds = time.perf_counter() - start
@@ -175,6 +202,7 @@ class AsyncTrainerRollout:
             "dropped_groups": stats.admitted_groups - stats.trained_groups,
             "trained_groups": stats.trained_groups,
             "admitted_groups": stats.admitted_groups,
+            "restored_groups": stats.restored_groups,
             "staleness_tokens": {str(k): v for k, v in sorted(stats.token_staleness.items())},
             "staleness_groups": {str(k): v for k, v in sorted(stats.group_staleness.items())},
             "trainer_idle_share": round(stats.trainer_wait_seconds / max(wall, 1e-9), 4),
@@ -212,15 +240,11 @@ def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]
 
 
 def start_async_rollout(module: Any) -> AsyncTrainerRollout:
-    """Build the async side of ``module`` (a ``SearchR1Module`` inside ``fit``): servers, prompt stream, driver."""
+    """Build the async side of ``module`` (a ``SearchR1Module`` inside ``fit``; every rank calls it): rank 0 starts
+    the local servers and shares their URLs, each rank gets its prompt stream and driver."""
     from searchr1.protocols import get_protocol
 
-    trainer = module.trainer
-    if trainer.world_size > 1:
-        raise NotImplementedError(
-            "async_rollout with several trainer ranks is not supported yet; train on one rank (devices: 1) "
-            "or drop model.async_rollout"
-        )
+    trainer, cfg = module.trainer, module.async_config
     stream = getattr(getattr(trainer, "datamodule", None), "train_stream", None)
     if stream is None:
         raise ValueError("async_rollout needs the QADataModule's resumable train stream (data: QADataModule)")
@@ -232,21 +256,45 @@ def start_async_rollout(module: Any) -> AsyncTrainerRollout:
 
     def prompts(k: int) -> list[tuple[Any, str]]:
         epoch, step = divmod(origin + k - first, stream.batches_per_epoch)
-        examples = stream.batch_at(epoch, step)
+        examples = stream.batch_at(epoch, step)  # this rank's share of the global batch
         return [(ex, protocol.build_prompt(ex.question, module.tokenizer, use_chat)) for ex in examples]
 
+    processes, urls = None, cfg.servers
+    if isinstance(cfg.servers, int):
+        _share_cores(cfg, trainer)
+        if trainer.global_rank == 0:
+            log_dir = cfg.log_dir or str(trainer.default_root_dir)
+            processes = ServerProcesses(
+                cfg.servers, module.hparams.model_name_or_path, log_dir, cfg.server_threads, cfg.server_batch_size
+            )
+        urls = trainer.strategy.broadcast(processes.urls if processes is not None else None, src=0)
     return AsyncTrainerRollout(
-        module.async_config,
+        cfg,
         engine,
+        RemoteServers(list(urls), cfg.request_timeout),
+        processes,
         prompts,
         module.algorithm.n_samples,
         total_batches(trainer),
         first,
         module.policy,
-        module.hparams.model_name_or_path,
-        module.hparams.seed,
-        str(trainer.default_root_dir),
+        module.hparams.seed + 104_729 * trainer.global_rank,
+        trainer.global_rank,
+        module.lockstep,
+        module._async_restore,
     )
+
+
+def _share_cores(cfg: AsyncRolloutConfig, trainer: Any) -> None:
+    """On CPU, leave the local servers their threads: the trainer ranks of this machine take the other cores."""
+    if type(trainer.accelerator).__name__ != "CPUAccelerator":
+        return
+    threads = cfg.trainer_threads
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        server_threads = cfg.server_threads or 1
+        threads = max(1, (cores - cfg.servers * server_threads) // max(trainer.num_devices, 1))
+    torch.set_num_threads(threads)
 
 
 def total_batches(trainer: Any) -> int | None:

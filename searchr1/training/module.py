@@ -124,6 +124,7 @@ class SearchR1Module(LightningModule):
             )
         self.async_config = async_rollout
         self._async: AsyncTrainerRollout | None = None
+        self._async_restore: dict | None = None  # the driver's snapshot from a checkpoint being resumed
         if callable(reward):  # a user callable is code, not a checkpointable setting: record its name only
             self.hparams["reward"] = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
         self.automatic_optimization = False
@@ -444,9 +445,12 @@ class SearchR1Module(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
+        if self._async is not None:  # groups sampled ahead (finished or in flight) continue after a resume
+            checkpoint["searchr1"]["async"] = self._async.driver.snapshot()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        self._async_restore = checkpoint.get("searchr1", {}).get("async")
         if self._engine_weights is not None:  # an engine built before the load holds other weights
             self._engine_weights.mark_stale()
         state = checkpoint.get("state_dict")

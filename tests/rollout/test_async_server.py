@@ -129,3 +129,42 @@ def test_a_dead_server_fails_the_take_with_its_name(server, tiny_model, bm25):
             driver.take(0)
     finally:
         driver.close()
+
+
+def test_a_snapshot_resumes_the_groups_in_flight_and_trains_each_once(
+    server, tiny_model, tiny_model_dir, bm25, tmp_path
+):
+    """Step 0 trained, then a checkpoint-time snapshot (batches 1 and 2 finished or in flight, searches pending);
+    a new driver restored from it continues them, and batches 0..4 are each trained exactly once."""
+    _, client, _ = server
+    total, batch = 5, 3
+    first = _driver(server, tiny_model, bm25, 2, total, batch)
+    try:
+        seen = [g.example for g in first.take(0)]
+        client.push_weights(_weights_file(tiny_model_dir, tmp_path / "w.pt", 0.01), 1)
+        first.set_version(1)
+        snapshot = first.snapshot()
+    finally:
+        first.close()
+    assert {g["batch"] for g in snapshot["groups"]} <= {1, 2, 3} and snapshot["groups"]
+    saved = {(g["batch"], g["position"]): g["trajectories"] for g in snapshot["groups"]}
+    second = _driver(server, tiny_model, bm25, 2, total, batch)
+    second.close()  # only its settings are reused: the restored driver is built below
+    restored = AsyncRolloutDriver(second.engine, client, second.prompts, n=2, total_batches=total, max_staleness=2,
+                                  seed=1, first_batch=1, restore=snapshot)  # fmt: skip
+    try:
+        for step in range(1, total):
+            groups = restored.take(step)
+            for g in groups:
+                before = saved.get((g.batch, g.position))
+                for traj, old in zip(g.trajectories, before or []):
+                    # what was sampled before the snapshot is kept, token for token (never re-sampled)
+                    assert traj.response_ids[: len(old["response_ids"])] == old["response_ids"]
+                    assert traj.versions[: len(old["versions"])] == old["versions"]
+            seen += [g.example for g in groups]
+            client.push_weights(_weights_file(tiny_model_dir, tmp_path / "w.pt", 0.01 * (step + 1)), step + 1)
+            restored.set_version(step + 1)
+    finally:
+        assert restored.close() == 0
+    assert sorted(seen) == [(k, i) for k in range(total) for i in range(batch)]
+    assert restored.stats.restored_groups == len(snapshot["groups"])
