@@ -165,6 +165,7 @@ class ServerProcesses:
         threads: torch threads per server (0: torch's default).
         batch_size: most rows each server decodes together.
         startup_timeout: seconds to wait for a server's ready line.
+        extra_args: more ``searchr1.rollout.server`` options (e.g. ``["--device", "cuda", "--dtype", "bfloat16"]``).
     """
 
     def __init__(
@@ -175,13 +176,14 @@ class ServerProcesses:
         threads: int = 0,
         batch_size: int = 64,
         startup_timeout: float = 120.0,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.urls: list[str] = []
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
-        args = ["--model", model, "--threads", str(threads), "--batch-size", str(batch_size)]
+        args = ["--model", model, "--threads", str(threads), "--batch-size", str(batch_size), *(extra_args or [])]
         atexit.register(self.close)  # a crashed trainer still stops its servers
         try:
             for i in range(count):
