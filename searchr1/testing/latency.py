@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from searchr1.retrieval import Retriever
+from searchr1.retrieval import Passage, Retriever
 
 
 class DelayedRetriever:
@@ -59,7 +59,7 @@ class StragglerRetriever:
             self.latencies.append(latency)
         return latency
 
-    def search(self, queries: Sequence[str], topk: int = 3):
+    def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
         start = time.perf_counter()
         wait = max((self.draw() for _ in queries), default=0.0)
         results = self.retriever.search(queries, topk)

@@ -10,7 +10,9 @@ turns ``π_prox / π_behav`` into per-token importance weights — AReaL's decou
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -113,6 +115,7 @@ class AsyncTrainerRollout:
         self.rank, self.lockstep = rank, lockstep
         base = Path(cfg.weights_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
         self._weights_dir = Path(tempfile.mkdtemp(prefix=f"searchr1-weights-{os.getpid()}-", dir=base))
+        atexit.register(shutil.rmtree, self._weights_dir, ignore_errors=True)  # also after a crash
         self.tally = _Tally()
         self.push(policy, first_batch)
         self.tally.server_start = self.tally.server_last = self.servers.counters()
@@ -218,10 +221,7 @@ class AsyncTrainerRollout:
         dropped = self.driver.close() if hasattr(self, "driver") else 0
         if self.processes is not None:
             self.processes.close()
-        if self._weights_dir.exists():
-            for path in self._weights_dir.glob("*"):
-                path.unlink(missing_ok=True)
-            self._weights_dir.rmdir()
+        shutil.rmtree(self._weights_dir, ignore_errors=True)
         return dropped
 
 
