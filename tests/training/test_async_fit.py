@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # same kernels in every run
 BATCH, SAMPLES = 4, 4
 
 
