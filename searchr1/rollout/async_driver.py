@@ -23,7 +23,6 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +121,8 @@ class AsyncRolloutDriver:
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._closed = False
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="trajectory")
+        # daemon threads, at most ``workers`` running: a crashed trainer exits without draining queued trajectories
+        self._slots = threading.Semaphore(workers)
         if restore is not None:
             self._restore(restore)
         self._admitter = threading.Thread(target=self._admit_loop, name="admission", daemon=True)
@@ -177,7 +177,6 @@ class AsyncRolloutDriver:
             self._closed = True
             self._cond.notify_all()
             dropped = sum(len(groups) for groups in self._groups.values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
         return dropped
 
     def record_trained(self, groups: list[Group], version: int) -> None:
@@ -227,12 +226,16 @@ class AsyncRolloutDriver:
             for j, traj in enumerate(group.trajectories):
                 if traj.done:
                     continue
-                seed = (self.seed + 1_000_003 * group.batch + 7919 * (group.position * self.n + j)) % SEED_MOD
-                try:
-                    self._pool.submit(self._run_trajectory, group, j, seed)
-                except RuntimeError:  # closed meanwhile: the pool takes no more work
+                if self._closed:
                     return False
+                seed = (self.seed + 1_000_003 * group.batch + 7919 * (group.position * self.n + j)) % SEED_MOD
+                threading.Thread(target=self._run_slot, args=(group, j, seed), name="trajectory", daemon=True).start()
         return True
+
+    def _run_slot(self, group: Group, index: int, seed: int) -> None:
+        with self._slots:
+            if not self._closed:
+                self._run_trajectory(group, index, seed)
 
     # ------------------------------------------------------------------ checkpoint
     def snapshot(self) -> dict:
