@@ -136,7 +136,9 @@ def main() -> None:
         callbacks.append(
             ModelCheckpoint(dirpath=out / "ckpt", filename="{step}", every_n_train_steps=args.ckpt_every, save_top_k=-1)
         )
-    strategy = FSDP2Strategy(timeout_seconds=20) if args.strategy == "fsdp2" else args.strategy
+    # async: a rank may wait on its rollouts (or rank 0's weight push) longer than 20 s before the next collective
+    timeout = 20 if args.async_staleness is None else 600
+    strategy = FSDP2Strategy(timeout_seconds=timeout) if args.strategy == "fsdp2" else args.strategy
     trainer = Trainer(
         accelerator=args.accelerator,
         devices=args.devices,
