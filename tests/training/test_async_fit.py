@@ -120,6 +120,8 @@ trainer:
       init_args: {{dirpath: {run}/ckpt, save_last: true, every_n_train_steps: 1, save_top_k: -1}}
     - class_path: searchr1.testing.step_clock.TrainedPrompts
       init_args: {{path: {run}/trained.jsonl}}
+    - class_path: searchr1.training.run_report.RunSummary
+      init_args: {{evaluate_before: false}}
 """)  # fmt: skip
     args = [*_args(tmp_path, "learn_cpu_async.yaml", steps), "-c", str(extra)]
     proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
