@@ -11,7 +11,7 @@ the first steps excluded). Prints ONE JSON line: ``async_speedup`` (median async
 ``max_staleness``, ``max_staleness_seen``, ``dropped_groups``, ``trainer_idle_share``, ``server_idle_share``, the
 per-round figures and the measured latency distribution.
 
-Usage: python benchmarks/async_rollout.py [--steps 10] [--warmup 2] [--rounds 2]
+Usage: python benchmarks/async_rollout.py [--steps 10] [--warmup 2] [--rounds 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def run(config: str, tmp: Path, name: str, args: argparse.Namespace) -> dict:
     extra = override(tmp, name, args.steps, args.median, args.sigma)
     cmd = [SEARCHR1, "fit", "-c", str(ROOT / config), "-c", str(extra), "--curves.enabled=false"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if args.threads:  # the same torch thread count for both trainers (on a loaded machine 2 threads spin badly)
+        env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--median", type=float, default=0.05, help="median per-query latency (s)")
     parser.add_argument("--sigma", type=float, default=1.3, help="log-normal shape of the latency")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of both runs (0: torch's default)")
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:
         raise SystemExit("need 1 <= --warmup < --steps")
@@ -120,6 +123,7 @@ def main() -> None:
                 "warmup": args.warmup,
                 "rounds": args.rounds,
                 "cpu_count": os.cpu_count(),
+                "omp_threads": args.threads or None,
                 "load_average_1m": os.getloadavg()[0],
             }
         )
