@@ -7,7 +7,10 @@ tokenizer trained on the fly (vocabulary 2048, so ~0.36B parameters), offline. T
    HotpotQA sample), sampled, ``--rollout-prompts`` prompts x 2 turns; reports generated tokens/s;
 2. training: ``searchr1 fit``'s module and data module under ``Trainer(strategy=FSDP2Strategy(), devices=1,
    precision="bf16-mixed")`` for ``--steps`` PPO steps (policy + critic + reference); reports seconds per step,
-   peak GPU memory, and that the fp32 master weights moved.
+   peak GPU memory, and that the fp32 master weights moved;
+3. async: a rollout server process on the GPU (``searchr1.rollout.server --device cuda --dtype bfloat16``) driven by
+   the asynchronous driver for 3 batches with ``max_staleness`` 1 and a weight push after each; reports its
+   tokens/s, the push time, the staleness seen and the dropped groups (must be 0).
 
 Prints one JSON line. ``tools/gpu_check.sh`` runs it (< 8 minutes on one H100/H200); ``--smoke`` runs the same
 code on CPU with a tiny model (what CI checks, so the script does not rot).
@@ -129,6 +132,54 @@ def ppo_steps(model_dir: str, accelerator: str, steps: int, root: Path, prompts:
     return out
 
 
+def async_check(model_dir: str, device: str, prompts: int, response_tokens: int, root: Path) -> dict:
+    """Three batches on a rollout server process with a weight push after each (docs/async.md)."""
+    from searchr1.data.qa import read_examples
+    from searchr1.models import load_causal_lm, load_tokenizer
+    from searchr1.protocols import build_prompt
+    from searchr1.resources import package_path
+    from searchr1.retrieval import BM25Retriever
+    from searchr1.rollout import RolloutEngine
+    from searchr1.rollout.async_driver import AsyncRolloutDriver
+    from searchr1.rollout.backends.hf import HFBackend
+    from searchr1.rollout.remote import RemoteServers, ServerProcesses
+
+    tokenizer, policy = load_tokenizer(model_dir), load_causal_lm(model_dir)
+    retriever = BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))
+    engine = RolloutEngine(HFBackend(policy, tokenizer), retriever, tokenizer, rollout_config(response_tokens))
+    questions = read_examples(package_path("pkg:assets/hotpotqa_dev_sample/questions.jsonl"))
+    dtype = ["--device", device] + (["--dtype", "bfloat16"] if device == "cuda" else [])
+    procs = ServerProcesses(1, model_dir, root, threads=1, batch_size=256, extra_args=dtype)
+    servers = RemoteServers(procs.urls)
+
+    def batch(k: int) -> list:
+        chosen = questions[k * prompts : (k + 1) * prompts]
+        return [(q, build_prompt(q.question, tokenizer, True)) for q in chosen]
+
+    driver = AsyncRolloutDriver(engine, servers, batch, n=2, total_batches=3, max_staleness=1, seed=0)
+    pushes, start = [], time.perf_counter()
+    try:
+        for step in range(3):
+            driver.record_trained(driver.take(step), step)
+            with torch.no_grad():
+                for p in policy.parameters():
+                    p.add_(1e-3)
+            torch.save(policy.state_dict(), root / "policy.pt")
+            pushes.append(servers.push_weights(str(root / "policy.pt"), step + 1))
+            driver.set_version(step + 1)
+        wall = time.perf_counter() - start
+        tokens = servers.counters()[0]["searchr1_rollout_tokens_total"]
+    finally:
+        dropped = driver.close()
+        procs.close()
+    return {
+        "async_server_tokens_per_s": round(tokens / wall, 1),
+        "async_push_seconds": round(max(pushes), 3),
+        "async_max_staleness_seen": max(driver.stats.token_staleness, default=0),
+        "async_dropped_groups": dropped,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU (checks the script itself)")
@@ -148,6 +199,7 @@ def main() -> None:
         rollout_prompts = 4 if args.smoke else args.rollout_prompts
         result.update(rollout_tokens_per_s(model_dir, device, rollout_prompts, response_tokens))
         result.update(ppo_steps(model_dir, accelerator, args.steps, Path(tmp) / "run", prompts, response_tokens))
+        result.update(async_check(model_dir, device, rollout_prompts, response_tokens, Path(tmp)))
     print(json.dumps(result), flush=True)
 
 

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"protocols"},  # the tiny tokenizer is trained on the protocol texts
     "retrieval": set(),
     "data": {"protocols"},
-    "rollout": {"protocols", "retrieval"},
+    "rollout": {"protocols", "retrieval", "models"},  # the rollout server loads its copy of the policy
     "evaluation": {"protocols", "rewards", "retrieval", "rollout", "models", "data"},
     "testing": {"protocols", "retrieval", "rollout"},
     "training": {"algorithms", "protocols", "rewards", "models", "retrieval", "data", "rollout", "evaluation"},

@@ -205,7 +205,7 @@ class RolloutEngine:
         budget = self.config.max_total_tokens - traj.total_tokens
         ids, logprobs = out.token_ids[:budget], out.logprobs[:budget]
         cut = len(ids) < len(out.token_ids)
-        traj.append(ids, "policy", logprobs)
+        traj.append(ids, "policy", logprobs, None if out.versions is None else out.versions[:budget])
         traj.num_turns += 1
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         traj.policy_texts.append(text)

@@ -42,6 +42,8 @@ class Trajectory:
         invalid_actions: turns without a valid action (invalid-action text appended).
         group_id: GRPO group (= prompt index; the n samples of a prompt share it).
         prompt_index: index of the prompt in the ``generate`` call.
+        versions: policy version that sampled each response token (-1 where ``loss_mask`` is 0); empty when the
+            backend does not report versions (in-process generation: all tokens by the current weights).
     """
 
     prompt_ids: list[int]
@@ -61,8 +63,15 @@ class Trajectory:
     invalid_actions: int = 0
     group_id: int = 0
     prompt_index: int = 0
+    versions: list[int] = field(default_factory=list)
 
-    def append(self, ids: Sequence[int], kind: str, logprobs: Sequence[float] | None = None) -> None:
+    def append(
+        self,
+        ids: Sequence[int],
+        kind: str,
+        logprobs: Sequence[float] | None = None,
+        versions: Sequence[int] | None = None,
+    ) -> None:
         """Append one chunk with its mask and log-probs (the only way tokens enter a trajectory).
 
         Args:
@@ -70,6 +79,8 @@ class Trajectory:
             kind: ``"policy"`` (sampled; mask 1, needs ``logprobs``) or ``"observation"``/``"invalid"``
                 (inserted text; mask 0, log-probs 0.0).
             logprobs: one sampling log-prob per id, for policy chunks only.
+            versions: the policy version that sampled each id (policy chunks from a rollout server); once a
+                trajectory has versions, inserted chunks get -1 and every later policy chunk must bring them.
         """
         if kind not in CHUNK_KINDS:
             raise ValueError(f"chunk kind must be one of {CHUNK_KINDS}, got {kind!r}")
@@ -78,8 +89,16 @@ class Trajectory:
             raise ValueError("a policy chunk needs exactly one log-prob per sampled token")
         if not sampled and logprobs is not None:
             raise ValueError(f"a {kind} chunk was not sampled and takes no log-probs")
+        if versions is not None and (not sampled or len(versions) != len(ids)):
+            raise ValueError("versions are given for policy chunks only, one per sampled token")
         if not ids:
             return
+        if versions is not None or self.versions:
+            if sampled and versions is None:
+                raise ValueError("this trajectory records policy versions: a policy chunk needs one per token")
+            if not self.versions:
+                self.versions = [-1] * len(self.response_ids)
+            self.versions.extend([int(v) for v in versions] if versions is not None else [-1] * len(ids))
         start = len(self.response_ids)
         self.response_ids.extend(int(i) for i in ids)
         self.loss_mask.extend([1 if sampled else 0] * len(ids))
@@ -171,7 +190,8 @@ class RolloutBatch(RowBatch):
         loss_mask: (B, R) float; 1 only on tokens the policy sampled.
         response_mask: (B, R) float; 1 on every real response token (observations included).
         rollout_logprobs: (B, R) float; sampling log-probs, 0 where ``loss_mask`` is 0 (None: dropped, as the
-            no-masking ablation does, so no rollout correction applies).
+            no-masking ablation does, so no rollout correction applies). From rollout servers these are the
+            behaviour log-probs of the (possibly older) policy version that sampled each token.
         group_ids: (B,) long; GRPO group of each row.
         prompt_index: (B,) long; prompt index of each row in the generate call.
         trajectories: the B trajectories, in row order.
@@ -190,6 +210,8 @@ class RolloutBatch(RowBatch):
     trajectories: list[Trajectory]
     generation_seconds: float = 0.0
     retrieval_seconds: float = 0.0
+    token_versions: torch.Tensor | None = None
+    """(B, R) long; policy version that sampled each token, -1 where not sampled (None: in-process rollout)."""
 
     @classmethod
     def from_trajectories(cls, trajectories: Sequence[Trajectory], pad_token_id: int) -> RolloutBatch:
@@ -214,6 +236,11 @@ class RolloutBatch(RowBatch):
             group_ids=torch.tensor([t.group_id for t in trajs], dtype=torch.long),
             prompt_index=torch.tensor([t.prompt_index for t in trajs], dtype=torch.long),
             trajectories=trajs,
+            token_versions=(
+                _pad_rows([t.versions for t in trajs], r, -1, False, torch.long)
+                if any(t.versions for t in trajs)
+                else None
+            ),
         )
 
     @property

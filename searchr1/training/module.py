@@ -27,6 +27,7 @@ from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
 from searchr1.rollout.run_settings import RunSettings, run_settings
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
+from searchr1.training.async_rollout import AsyncRolloutConfig, AsyncTrainerRollout, start_async_rollout
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend, check_behaviour_logprobs
 from searchr1.training.forward import batched_logprobs, batched_values
@@ -79,6 +80,8 @@ class SearchR1Module(LightningModule):
         val_do_sample: sample during validation/test (default greedy).
         val_temperature: sampling temperature when ``val_do_sample``.
         seed: base seed of rollout sampling and mini-batch shuffling (per step and rank) and of the value head init.
+        async_rollout: train asynchronously on rollout servers with bounded staleness (docs/async.md); None:
+            synchronous in-process rollouts.
     """
 
     def __init__(
@@ -107,12 +110,24 @@ class SearchR1Module(LightningModule):
         val_do_sample: bool = False,
         val_temperature: float = 1.0,
         seed: int = 0,
+        async_rollout: AsyncRolloutConfig | None = None,
     ) -> None:
         super().__init__()
         # plain types only in hparams, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters(ignore=["retriever", "policy_optimizer", "critic_optimizer", "rollout", "algorithm"])
+        self.save_hyperparameters(
+            ignore=["retriever", "policy_optimizer", "critic_optimizer", "rollout", "algorithm", "async_rollout"]
+        )
         self.hparams["rollout"] = dataclasses.asdict(rollout)
         self.hparams["algorithm"] = dataclasses.asdict(algorithm)
+        self.hparams["async_rollout"] = dataclasses.asdict(async_rollout) if async_rollout is not None else None
+        if async_rollout is not None and async_rollout.max_staleness > 0 and algorithm.rollout_correction == "none":
+            raise ValueError(
+                "async_rollout.max_staleness > 0 samples with older policies: set algorithm.rollout_correction to "
+                "'tis' (or 'mis') so the behaviour log-probs weight the loss (decoupled PPO, docs/async.md)"
+            )
+        self.async_config = async_rollout
+        self._async: AsyncTrainerRollout | None = None
+        self._async_restore: dict | None = None  # the driver's snapshot from a checkpoint being resumed
         if callable(reward):  # a user callable is code, not a checkpointable setting: record its name only
             self.hparams["reward"] = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
         self.automatic_optimization = False
@@ -319,13 +334,21 @@ class SearchR1Module(LightningModule):
             stats = self.updater().run(data, step=self._rollout_steps)
         with _timer(timings, "weight_sync"):
             self.engine_weights.after_update(self.policy)
+            if self._async is not None:  # the rollout servers sample the next tokens with these weights
+                self._async.push(self.policy, self._rollout_steps + 1)
         self.log_step_metrics(rollout, scores, token_rewards, stats, timings, batch)
         self._rollout_steps += 1
         self._mark_batch_consumed()
         return StepOutput(rollout, scores)
 
     def rollout(self, batch: list, train: bool) -> RolloutBatch:
-        """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training)."""
+        """Generate search-augmented trajectories for a batch of ``QAExample`` (n samples each when training).
+
+        With ``async_rollout`` the training batch comes from the rollout servers (sampled up to ``max_staleness``
+        versions ago, see :mod:`searchr1.training.async_rollout`).
+        """
+        if train and self.async_config is not None:
+            return self._take_async(batch)
         protocol = get_protocol(self.rollout_config.protocol)
         prompts = [protocol.build_prompt(ex.question, self.tokenizer, self.hparams.use_chat_template) for ex in batch]
         n = self.algorithm.n_samples if train else 1
@@ -334,6 +357,21 @@ class SearchR1Module(LightningModule):
         with full_params_for_generation(self.policy):
             rollout = self.engine(train).generate(prompts, n=n, seed=seed)
         return rollout.to(self.device)
+
+    def _take_async(self, batch: list) -> RolloutBatch:
+        if self._async is None:
+            self._async = start_async_rollout(self)
+        rollout = self._async.take(self._rollout_steps, batch)
+        self.log_dict(self._async.step_metrics(rollout, self._rollout_steps), batch_size=len(rollout))
+        return rollout.to(self.device)
+
+    def async_summary(self) -> dict[str, Any] | None:
+        """The ``async`` object of the run summary (None when training synchronously)."""
+        return self._async.summary() if self._async is not None else None
+
+    def teardown(self, stage: str) -> None:
+        if self._async is not None:  # stop the rollout servers this run started
+            self._async.close()
 
     def no_grad_passes(self, rollout: RolloutBatch):
         """Old log-probs (unless fully on-policy), reference log-probs and critic values."""
@@ -428,6 +466,8 @@ class SearchR1Module(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps, "run": self.run_settings().to_dict()}
+        if self._async is not None:  # groups sampled ahead (finished or in flight) continue after a resume
+            checkpoint["searchr1"]["async"] = self._async.driver.snapshot()
         reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
 
     def run_settings(self) -> RunSettings:
@@ -436,6 +476,7 @@ class SearchR1Module(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
+        self._async_restore = checkpoint.get("searchr1", {}).get("async")
         global_step_from_rollout_steps(checkpoint, checkpoint.get("searchr1", {}).get("rollout_steps"))
         if self._engine_weights is not None:  # an engine built before the load holds other weights
             self._engine_weights.mark_stale()

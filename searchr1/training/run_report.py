@@ -124,6 +124,7 @@ class RunSummary(Callback):
             "corpus": self.corpus,
             "question": self.question,
             "search_cost": _spend(pl_module),
+            **_async_part(pl_module),
         }
 
 
@@ -133,6 +134,12 @@ def _spend(pl_module: LightningModule) -> dict[str, Any] | None:
 
     spend = module_spend(pl_module)
     return None if spend is None else spend.as_dict()
+
+
+def _async_part(pl_module: LightningModule) -> dict[str, Any]:
+    """``{"async": {...}}`` for a run trained on rollout servers (max_staleness, staleness seen, dropped groups)."""
+    summary = getattr(pl_module, "async_summary", lambda: None)()
+    return {"async": summary} if summary is not None else {}
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -2,6 +2,7 @@
 
 ``--strategy fsdp2`` runs the same on FSDP2 (Lightning's ``ModelParallelStrategy``, 20 s process-group timeout);
 ``--num_nodes 2 --devices 1`` is the multi-node layout (launched by ``torchrun --nnodes 2`` or with SLURM variables);
+``--async_staleness S`` trains on one rollout server process (``fit`` starts it) with ``max_staleness`` S;
 ``--nan_rank R`` makes the reward NaN on rank R at the second step (every rank must stop with the same message, written
 to ``OUT/rank{r}.err``). The GPU tests reuse it with ``--accelerator gpu --strategy fsdp2|deepspeed_stage_2``.
 
@@ -35,6 +36,7 @@ from searchr1.retrieval import BM25Retriever
 from searchr1.rewards import em_reward
 from searchr1.rollout import RolloutConfig
 from searchr1.training import AlgorithmConfig, SearchR1Module
+from searchr1.training.async_rollout import AsyncRolloutConfig
 from searchr1.training.scaling import iter_full_params
 from searchr1.training.strategies import FSDP2Strategy
 
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--save_last", action="store_true")
     parser.add_argument("--stall_save", type=int, default=0)
     parser.add_argument("--timeout_s", type=float, default=20.0, help="FSDP2 process-group timeout")
+    parser.add_argument("--async_staleness", type=int, default=None, help="train on one rollout server process")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     out = Path(args.out)
@@ -143,10 +146,13 @@ def main() -> None:
         rollout=RolloutConfig(
             max_turns=2, max_response_tokens=16, max_obs_tokens=32, max_total_tokens=384, max_prompt_tokens=300, topk=1
         ),
-        algorithm=AlgorithmConfig(**ALGORITHMS[args.algo]),
+        algorithm=AlgorithmConfig(
+            **ALGORITHMS[args.algo], rollout_correction="tis" if args.async_staleness else "none"
+        ),
         reward=NaNOnRank(args.nan_rank, after=4) if args.nan_rank is not None else "em",
         policy_lr=1e-3,
         seed=0,
+        async_rollout=None if args.async_staleness is None else AsyncRolloutConfig(max_staleness=args.async_staleness),
     )
     data = QADataModule(train_files=[str(DATA / "questions.jsonl")], batch_size=2, seed=0)
     recorder = RankRecorder()
@@ -161,7 +167,9 @@ def main() -> None:
                 save_last=args.save_last,
             )
         )
-    strategy = FSDP2Strategy(timeout_seconds=args.timeout_s) if args.strategy == "fsdp2" else args.strategy
+    # async: a rank may wait on its rollouts (or rank 0's weight push) longer than the default before a collective
+    timeout = args.timeout_s if args.async_staleness is None else max(args.timeout_s, 600.0)
+    strategy = FSDP2Strategy(timeout_seconds=timeout) if args.strategy == "fsdp2" else args.strategy
     trainer = Trainer(
         accelerator=args.accelerator,
         devices=args.devices,

@@ -54,12 +54,15 @@ class GenerationOutput:
             :mod:`~searchr1.rollout.backends.behaviour`).
         finish_reason: ``"stop"`` (a stop string ended it), ``"eos"`` or ``"length"``.
         stop_string: the stop string that ended it, else None.
+        versions: policy version that sampled each token (length ``L``), from a backend whose weights change during
+            generation (a rollout server, :mod:`searchr1.rollout.server`); None: all sampled by the current weights.
     """
 
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str
     stop_string: str | None = None
+    versions: list[int] | None = None
 
     def __post_init__(self) -> None:
         if len(self.token_ids) != len(self.logprobs):
@@ -67,6 +70,8 @@ class GenerationOutput:
                 f"GenerationOutput has {len(self.token_ids)} token ids but {len(self.logprobs)} logprobs; "
                 "a backend must return one log-prob per sampled token."
             )
+        if self.versions is not None and len(self.versions) != len(self.token_ids):
+            raise ValueError(f"GenerationOutput has {len(self.token_ids)} token ids but {len(self.versions)} versions")
         if self.finish_reason not in ("stop", "eos", "length"):
             raise ValueError(f"finish_reason must be 'stop', 'eos' or 'length', got {self.finish_reason!r}")
 

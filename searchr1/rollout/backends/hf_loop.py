@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,9 @@ from searchr1.rollout.backends.decoding import (
     right_align_index,
     sample_next,
 )
+
+Admit = Callable[[], list[tuple[int, list[int], int, "int | None"]]]
+"""``admit()``: new ``(index, prompt ids, max new tokens, seed or None)`` rows to queue (a server's requests)."""
 
 
 def cache_kwargs(model: torch.nn.Module, cache: DynamicCache) -> dict[str, DynamicCache]:
@@ -102,6 +105,8 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
     """This row's sampling RNG (seeded sampling only)."""
+    versions: list[int] = field(default_factory=list)
+    """Policy version that sampled each of ``tokens`` (only with an ``on_step`` hook)."""
 
 
 @dataclass
@@ -254,6 +259,8 @@ def decode_loop(
     lockstep: Lockstep | None = None,
     poll: ReadyPoll | None = None,
     row_seed: int | None = None,
+    admit: Admit | None = None,
+    on_step: Callable[[], int] | None = None,
 ) -> int:
     """Decode every prompt until ``on_turn_end`` finishes it, at most ``batch_size`` rows at a time.
 
@@ -262,7 +269,11 @@ def decode_loop(
     one-token dummy forward instead, so every rank runs the same forwards until the last rank's last row ends.
     With ``poll``, rows answered ``PENDING`` wait outside the batch (they count towards ``batch_size``) and
     re-enter when ``poll`` returns their continuation. With ``row_seed`` (and sampling), row ``i`` samples from its
-    own generator seeded ``row_seed + i``; otherwise from ``generator``.
+    own generator seeded ``row_seed + i``; otherwise from ``generator``. With ``admit`` (a server's request queue),
+    new prompts join the queue between steps (an admitted row with a seed gets its own generator seeded with it), and
+    the loop ends when nothing is queued, decoding or parked. With ``on_step``, the hook runs before every decoding
+    step (a token boundary: it may load new weights) and returns the policy version recorded for the step's tokens
+    (``GenerationOutput.versions``).
 
     Returns:
         the number of dummy forwards this rank ran (0 without lockstep).
@@ -274,6 +285,8 @@ def decode_loop(
     cache, rows, idle = _PackedCache(device), [], 0
     parked: dict[int, tuple[_Row, _ParkedKV]] = {}
     while True:
+        if admit is not None:
+            queue.extend(_Row(i, list(p), m, generator=_row_generator(seed, 0)) for i, p, m, seed in admit())
         if parked:  # block only when nothing else can move (and no other rank waits on our forwards)
             block = not rows and not queue and lockstep is None
             rows = _resume(cache, rows, parked, poll(block))  # type: ignore[misc]
@@ -297,12 +310,13 @@ def decode_loop(
                 _dummy_forward(model, pad_id, device)
                 idle += 1
             continue
+        version = on_step() if on_step is not None else None
         logits = cache.step(model, [row.pending[-1] for row in rows])
         uniforms = _row_uniforms(rows) if params.do_sample and row_seed is not None else None
         tokens, logprobs = sample_next(
             logits, params.temperature, params.top_k, params.top_p, params.do_sample, generator, uniforms
         )
-        ended = _record(rows, tokens.tolist(), logprobs.tolist(), eos_ids, stops)
+        ended = _record(rows, tokens.tolist(), logprobs.tolist(), eos_ids, stops, version)
         if ended:
             rows = _continue(cache, rows, ended, on_turn_end, parked)
 
@@ -349,21 +363,29 @@ def _dummy_forward(model: torch.nn.Module, pad_id: int, device: torch.device) ->
 
 
 def _record(
-    rows: list[_Row], tokens: list[int], logprobs: list[float], eos_ids: set[int], stops: StopMatcher | None
+    rows: list[_Row],
+    tokens: list[int],
+    logprobs: list[float],
+    eos_ids: set[int],
+    stops: StopMatcher | None,
+    version: int | None = None,
 ) -> list[tuple[int, GenerationOutput]]:
-    """Append each row's new token; return ``(batch position, output)`` for the rows whose turn just ended."""
+    """Append each row's new token (and its policy ``version``, when known); return ``(batch position, output)`` for
+    the rows whose turn just ended."""
     ended = []
     for p, (row, token, logprob) in enumerate(zip(rows, tokens, logprobs)):
         row.tokens.append(token)
         row.logprobs.append(logprob)
+        if version is not None:
+            row.versions.append(version)
         row.pending = [token]
         stop = stops.match(row.tokens) if stops is not None and stops.could_complete(token) else None
-        if token in eos_ids:
-            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "eos")))
-        elif stop is not None:
-            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "stop", stop)))
-        elif len(row.tokens) >= row.max_new:
-            ended.append((p, GenerationOutput(row.tokens, row.logprobs, "length")))
+        reason = "eos" if token in eos_ids else "stop" if stop is not None else None
+        if reason is None and len(row.tokens) >= row.max_new:
+            reason = "length"
+        if reason is not None:
+            versions = row.versions if version is not None else None
+            ended.append((p, GenerationOutput(row.tokens, row.logprobs, reason, stop, versions)))
     return ended
 
 
@@ -381,7 +403,7 @@ def _continue(
     finished, waiting = set(), []
     for (p, _), cont in zip(ended, continuations):
         row = rows[p]
-        row.tokens, row.logprobs = [], []
+        row.tokens, row.logprobs, row.versions = [], [], []
         if cont is None:
             finished.add(p)
         elif cont is PENDING:

@@ -1,0 +1,134 @@
+"""Asynchronous vs synchronous training throughput on the learning task with a straggler retriever.
+
+Workload: the embedded default (``configs/learn_cpu.yaml``: warm start, synthetic task, 8 prompts × 8 samples, up to
+2 searches per trajectory) with its BM25 retriever behind :class:`~searchr1.testing.latency.StragglerRetriever`
+(per-query latency log-normal, median 50 ms, σ 1.3: p99 ≈ 1 s; a batched call waits for its slowest query).
+Sync = ``searchr1 fit -c configs/learn_cpu.yaml`` (in-process HF rollouts, searches off the decode path);
+async = ``-c configs/learn_cpu_async.yaml`` (one rollout server process, ``max_staleness`` 2). Both run as
+subprocesses through the real CLI, without evaluation or checkpoints, alternating for ``--rounds`` rounds;
+throughput = trained samples per second between the end of step ``--warmup`` and the last step (server start-up and
+the first steps excluded). Prints ONE JSON line: ``async_speedup`` (median async ÷ median sync samples/s),
+``max_staleness``, ``max_staleness_seen``, ``dropped_groups``, ``trainer_idle_share``, ``server_idle_share``, the
+per-round figures and the measured latency distribution.
+
+Usage: python benchmarks/async_rollout.py [--steps 10] [--warmup 2] [--rounds 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
+SAMPLES_PER_STEP = 8 * 8
+
+
+def override(tmp: Path, name: str, steps: int, median: float, sigma: float) -> Path:
+    """The YAML laid over the learning config: no evaluation/checkpoints, the straggler retriever, a step clock."""
+    from searchr1.resources import package_path
+
+    corpus = package_path("pkg:assets/synthetic_task/corpus.jsonl")
+    text = f"""
+trainer:
+  limit_train_batches: {steps}
+  limit_val_batches: 0
+  val_check_interval: null
+  check_val_every_n_epoch: 1
+  enable_checkpointing: false
+  default_root_dir: {tmp / name}
+  logger: false
+  callbacks:
+    - class_path: searchr1.testing.step_clock.StepClock
+      init_args:
+        path: {tmp / name / "clock.json"}
+model:
+  retriever:
+    class_path: searchr1.testing.latency.StragglerRetriever
+    init_args:
+      median_s: {median}
+      sigma: {sigma}
+      retriever:
+        class_path: searchr1.retrieval.BM25Retriever
+        init_args:
+          corpus: {corpus}
+          stemmer: none
+"""
+    path = tmp / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def run(config: str, tmp: Path, name: str, args: argparse.Namespace) -> dict:
+    """One ``searchr1 fit`` run; returns its clock record plus samples/s."""
+    extra = override(tmp, name, args.steps, args.median, args.sigma)
+    cmd = [SEARCHR1, "fit", "-c", str(ROOT / config), "-c", str(extra), "--curves.enabled=false"]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if args.threads:  # the same torch thread count for both trainers (on a loaded machine 2 threads spin badly)
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    record = json.loads((tmp / name / "clock.json").read_text())
+    ends = record["step_ends"]
+    seconds = ends[-1] - ends[args.warmup - 1]
+    record["samples_per_second"] = (len(ends) - args.warmup) * SAMPLES_PER_STEP / seconds
+    record["timed_seconds"] = seconds
+    return record
+
+
+def main() -> None:
+    from searchr1.testing.latency import latency_quantiles
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="steps excluded from the timing")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--median", type=float, default=0.05, help="median per-query latency (s)")
+    parser.add_argument("--sigma", type=float, default=1.3, help="log-normal shape of the latency")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of both runs (0: torch's default)")
+    args = parser.parse_args()
+    if not 1 <= args.warmup < args.steps:
+        raise SystemExit("need 1 <= --warmup < --steps")
+    sync, asyn, latencies = [], [], []
+    with tempfile.TemporaryDirectory(prefix="async-bench-") as tmp:
+        for r in range(args.rounds):
+            sync.append(run("configs/learn_cpu.yaml", Path(tmp), f"sync{r}", args))
+            asyn.append(run("configs/learn_cpu_async.yaml", Path(tmp), f"async{r}", args))
+            latencies += sync[-1]["retrieval_latencies"] + asyn[-1]["retrieval_latencies"]
+    sync_rate = statistics.median(x["samples_per_second"] for x in sync)
+    async_rate = statistics.median(x["samples_per_second"] for x in asyn)
+    summaries = [x["async"] for x in asyn]
+    print(
+        json.dumps(
+            {
+                "async_speedup": round(async_rate / sync_rate, 3),
+                "max_staleness": summaries[0]["max_staleness"],
+                "max_staleness_seen": max(s["max_staleness_seen"] for s in summaries),
+                "dropped_groups": sum(s["dropped_groups"] for s in summaries),
+                "trainer_idle_share": statistics.median(s["trainer_idle_share"] for s in summaries),
+                "server_idle_share": statistics.median(s["server_idle_share"] for s in summaries),
+                "sync_samples_per_second": [round(x["samples_per_second"], 2) for x in sync],
+                "async_samples_per_second": [round(x["samples_per_second"], 2) for x in asyn],
+                "async_runs": summaries,
+                "retrieval_latency": {k: round(v, 4) for k, v in latency_quantiles(latencies).items()},
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "rounds": args.rounds,
+                "cpu_count": os.cpu_count(),
+                "omp_threads": args.threads or None,
+                "load_average_1m": os.getloadavg()[0],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
