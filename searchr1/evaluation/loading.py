@@ -74,7 +74,7 @@ def load_policy(
         dtype: ``float32``, ``bfloat16`` or ``float16``; default the checkpoint's ``dtype``, else float32.
         device: ``cpu``/``cuda``/…; default CUDA when available.
     """
-    from searchr1.models import load_causal_lm, load_tokenizer
+    from searchr1.models import LoRAConfig, load_causal_lm, load_tokenizer
 
     hparams: dict[str, Any] = {}
     state = None
@@ -85,14 +85,19 @@ def load_policy(
     dtype = dtype or hparams.get("dtype")
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    lm = load_causal_lm(base, dtype=getattr(torch, dtype) if dtype else None)
+    lora = LoRAConfig(**hparams["lora"]) if hparams.get("lora") else None  # such checkpoints hold the adapters only
+    lm = load_causal_lm(base, dtype=getattr(torch, dtype) if dtype else None, lora=lora)
     if state is not None:
         missing, unexpected = lm.load_state_dict(state, strict=False)
+        if lora is not None:
+            missing = [k for k in missing if ".lora_" in k]
         if missing or unexpected:
             raise ValueError(
                 f"{model}: policy weights do not fit {base} (missing {list(missing)[:5]}, "
                 f"unexpected {list(unexpected)[:5]}); was the checkpoint trained from another model?"
             )
+    if lora is not None:
+        lm = lm.merge_and_unload()  # generation runs the plain model with merged weights
     lm.config.use_cache = True  # training turns the cache off; generation wants it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
