@@ -64,7 +64,11 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
 
 
 def load_policy(
-    model: str, tokenizer: str | None = None, dtype: str | None = None, device: str | None = None
+    model: str,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    chat_template: str | None = None,
 ) -> LoadedPolicy:
     """Load a policy from a model path or a ``SearchR1Module`` checkpoint.
 
@@ -73,6 +77,8 @@ def load_policy(
         tokenizer: tokenizer path; default the checkpoint's ``tokenizer`` hyperparameter, else the model's.
         dtype: ``float32``, ``bfloat16`` or ``float16``; default the checkpoint's ``dtype``, else float32.
         device: ``cpu``/``cuda``/…; default CUDA when available.
+        chat_template: a Jinja chat-template file replacing the tokenizer's; default the checkpoint's
+            ``chat_template`` hyperparameter, else the tokenizer's own.
     """
     from searchr1.models import LoRAConfig, load_causal_lm, load_tokenizer
 
@@ -100,7 +106,9 @@ def load_policy(
         lm = lm.merge_and_unload()  # generation runs the plain model with merged weights
     lm.config.use_cache = True  # training turns the cache off; generation wants it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
+    tok = load_tokenizer(
+        tokenizer or hparams.get("tokenizer") or base, chat_template=chat_template or hparams.get("chat_template")
+    )
     protocol = (hparams.get("rollout") or {}).get("protocol", "search_r1")
     return LoadedPolicy(lm.to(device).eval(), tok, bool(hparams.get("use_chat_template", True)), base, model, protocol)
 

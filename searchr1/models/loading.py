@@ -45,13 +45,34 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(ensure_tiny_model(**TINY_PRESETS[preset]))
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load a tokenizer with left padding and a pad token (EOS when the tokenizer has none)."""
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with left padding and a pad token (EOS when the tokenizer has none).
+
+    ``chat_template``: a Jinja file (``pkg:`` paths allowed) that replaces the tokenizer's own chat template, e.g.
+    ``pkg:assets/chat_templates/chatml_tools.jinja`` to give a ChatML model without tool support tool calling.
+    """
     tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    if chat_template is not None:
+        tok.chat_template = read_chat_template(chat_template)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def read_chat_template(path: str) -> str:
+    """The text of a Jinja chat-template file (``pkg:`` paths resolved), with a clear error when it is missing."""
+    from searchr1.resources import package_path
+
+    file = Path(package_path(path)).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"chat template file not found: {path!r}; give a Jinja file, e.g. the shipped tool-calling template for "
+            "ChatML models: pkg:assets/chat_templates/chatml_tools.jinja"
+        )
+    return file.read_text()
 
 
 def load_causal_lm(

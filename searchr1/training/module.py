@@ -73,6 +73,9 @@ class SearchR1Module(LightningModule):
             is pure low-precision training (no master copy: small updates round away; a startup warning says so).
         reference_cpu_offload: under FSDP2, keep the frozen reference's shards on CPU between its forwards.
         use_chat_template: format prompts with the tokenizer's chat template (instruct models).
+        chat_template: a Jinja chat-template file replacing the tokenizer's (``pkg:`` paths allowed), e.g.
+            ``pkg:assets/chat_templates/chatml_tools.jinja`` so a ChatML model without tool support can use the
+            ``tool_call`` protocol; exported with the tokenizer.
         lora: train LoRA adapters (policy, and critic) on frozen base weights (``--model.lora.r=8``); the reference
             is then the policy with its adapters off; None: full fine-tuning.
         val_do_sample: sample during validation/test (default greedy).
@@ -103,6 +106,7 @@ class SearchR1Module(LightningModule):
         dtype: str | None = None,
         reference_cpu_offload: bool = False,
         use_chat_template: bool = True,
+        chat_template: str | None = None,
         lora: LoRAConfig | None = None,
         val_do_sample: bool = False,
         val_temperature: float = 1.0,
@@ -152,7 +156,8 @@ class SearchR1Module(LightningModule):
     def tokenizer(self):
         """The policy tokenizer (left padding), loaded on first use."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
+            hp = self.hparams
+            self._tokenizer = load_tokenizer(hp.tokenizer or hp.model_name_or_path, chat_template=hp.chat_template)
         return self._tokenizer
 
     def setup(self, stage: str) -> None:
