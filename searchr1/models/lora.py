@@ -41,6 +41,9 @@ class LoRAConfig:
     """Dropout on the adapter input (training forwards only)."""
     target_modules: list[str] | str = "all-linear"
     """Module names to adapt (e.g. ``[q_proj, v_proj]``), or ``all-linear`` (every linear layer but the LM head)."""
+    seed: int = 0
+    """Seed of the adapters' random init (``A``; ``B`` starts at 0), independent of the global RNG: every rank and
+    every run (a resumed one included) starts from the same adapters."""
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -71,8 +74,9 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, causal_lm: bool = True) -> nn.
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM" if causal_lm else None,
     )
-    with warnings.catch_warnings():  # peft asks the model the deprecated ``is_gradient_checkpointing``
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft's
+        torch.manual_seed(cfg.seed)
         return get_peft_model(model, peft_cfg)
 
 

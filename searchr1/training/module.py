@@ -184,6 +184,7 @@ class SearchR1Module(LightningModule):
             precision=str(trainer.precision),
             dtype=self.hparams.dtype,
             policy_lr=self.hparams.policy_lr,
+            lora=self.lora is not None,
         )
 
     def configure_model(self) -> None:

@@ -85,6 +85,8 @@ class ScaleSetup:
     """The module's parameter dtype option (None/float32: fp32 master weights)."""
     policy_lr: float | None = None
     """Policy learning rate (for the pure low-precision warning)."""
+    lora: bool = False
+    """LoRA adapters train (fp32 even over a bf16 base, which never steps) instead of all weights."""
 
 
 def setup_problems(s: ScaleSetup) -> list[str]:
@@ -133,7 +135,7 @@ def setup_problems(s: ScaleSetup) -> list[str]:
 
 def low_precision_warning(s: ScaleSetup) -> str | None:
     """The startup warning for pure low-precision weights (no fp32 master copy), or None."""
-    pure = str(s.precision) in LOW_PRECISION_NAMES or s.dtype in ("bfloat16", "float16")
+    pure = str(s.precision) in LOW_PRECISION_NAMES or (s.dtype in ("bfloat16", "float16") and not s.lora)
     if not pure:
         return None
     lr = f"{s.policy_lr:g}" if s.policy_lr is not None else "the policy lr"

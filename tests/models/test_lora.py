@@ -61,6 +61,17 @@ def test_only_adapters_train_and_fresh_adapters_change_nothing(model_dir):
     torch.testing.assert_close(_logprobs(policy), _logprobs(base), rtol=0, atol=0)  # B = 0 at the start
 
 
+def test_adapter_init_follows_its_seed_not_the_global_rng(model_dir):
+    def adapters(cfg):
+        return {n: p for n, p in load_causal_lm(model_dir, lora=cfg).named_parameters() if p.requires_grad}
+
+    first = adapters(LoRAConfig(r=4))
+    torch.rand(1000)  # a run that consumed global random numbers first (a resumed run, another rank)
+    again, other = adapters(LoRAConfig(r=4)), adapters(LoRAConfig(r=4, seed=1))
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first if ".lora_A." in n)
+
+
 def test_merge_stream_by_hand():
     # W (2, 2) = I, A (1, 2) = [1, 2], B (2, 1) = [[1], [-1]], scaling 0.5: W' = I + 0.5 * [[1, 2], [-1, -2]]
     stream = [

@@ -54,7 +54,8 @@ def test_lora_grpo_step_changes_only_adapter_weights(tmp_path, tiny_model_dir, b
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert set(state["state_dict"]) == {f"policy.{n}" for n in adapters}
     assert len(state["optimizer_states"][0]["state"]) == len(adapters)
-    assert state["hyper_parameters"]["lora"] == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear", "seed": 0}
+    assert state["hyper_parameters"]["lora"] == lora
 
 
 @pytest.mark.slow
