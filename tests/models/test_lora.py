@@ -132,3 +132,17 @@ def test_bad_lora_settings_say_what_to_change(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LoRAConfig(**kwargs)
     assert LoRAConfig(r=8).scaling == 2.0 and LoRAConfig(r=8, alpha=8).scaling == 1.0
+
+
+def test_critic_with_lora_trains_adapters_and_value_head(model_dir):
+    from searchr1.models import ValueModel
+
+    plain = ValueModel(model_dir, seed=0)
+    critic = ValueModel(model_dir, seed=0, lora=LoRAConfig(r=4))
+    trainable = {n for n, p in critic.named_parameters() if p.requires_grad}
+    assert {"value_head.weight", "value_head.bias"} <= trainable
+    assert all(n.startswith("value_head.") or ".lora_" in n for n in trainable)
+    ids = torch.randint(5, 200, (2, 9))
+    args = (ids, torch.ones_like(ids), torch.arange(9).expand(2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(critic(*args), plain(*args), rtol=0, atol=1e-6)  # B = 0: the same values
