@@ -421,7 +421,9 @@ class SearchR1Module(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
         checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps}
-        drop_frozen_weights(checkpoint.get("state_dict"), {"policy.": self.policy, "critic.": self.critic})
+        # LoRA: only what trains; except FSDP2 distributed checkpoints, whose loader reads every key of the module
+        if not (is_fsdp2(self.policy) and getattr(self.trainer.strategy, "_save_distributed_checkpoint", False)):
+            drop_frozen_weights(checkpoint.get("state_dict"), {"policy.": self.policy, "critic.": self.critic})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)

@@ -3,6 +3,8 @@ the export (merged HF folder + adapter) and the adapter-only checkpoint are writ
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -31,3 +33,20 @@ def test_lora_on_two_ranks(tmp_path, strategy):
     if strategy == "ddp":  # one file; FSDP2 writes a distributed checkpoint folder
         state = torch.load(last, weights_only=True)["state_dict"]
         assert state and all(".lora_" in k for k in state)
+
+
+def test_lora_fsdp2_distributed_checkpoint_resumes(tmp_path):
+    """A LoRA run under FSDP2 resumes from its distributed checkpoint (which keeps the frozen base shards: Lightning
+    loads every key of the module from such a folder)."""
+    run = tmp_path / "run"
+    base = [SEARCHR1, "fit", "-c", str(ROOT / "configs" / "tiny_cpu.yaml"), "--trainer.devices=2"]
+    base += ["--trainer.strategy=fsdp2", "--model.lora.r=4", "--trainer.limit_val_batches=0", "--data.batch_size=2"]
+    base += ["--model.algorithm.mini_batch_size=8", f"--trainer.default_root_dir={run}"]
+    base += [f"--trainer.logger.init_args.save_dir={run}"]
+    _ok(_run([*base, "-c", str(_csv_overlay(run, 1))], cwd=tmp_path, timeout=900))
+    (last,) = run.glob("csv/version_0/checkpoints/last.ckpt")
+    assert last.is_dir()
+    _ok(_run([*base, "-c", str(_csv_overlay(run, 2)), f"--ckpt_path={last}"], cwd=tmp_path, timeout=900))
+    with open(run / "csv" / "version_1" / "metrics.csv") as fh:  # the resumed run: one new rollout step
+        steps = [r for r in csv.DictReader(fh) if r.get("train/reward")]
+    assert len(steps) == 1
