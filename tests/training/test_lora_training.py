@@ -56,6 +56,15 @@ def test_lora_grpo_step_changes_only_adapter_weights(tmp_path, tiny_model_dir, b
     assert len(state["optimizer_states"][0]["state"]) == len(adapters)
     lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear", "seed": 0}
     assert state["hyper_parameters"]["lora"] == lora
+    # evaluation loads such a checkpoint: base from model_name_or_path + the adapters, merged for generation
+    from searchr1.evaluation.loading import load_policy
+
+    loaded = load_policy(str(tmp_path / "ckpt" / "last.ckpt"), device="cpu")
+    assert type(loaded.model).__name__ == "Qwen2ForCausalLM"
+    ids = torch.randint(5, 200, (2, 12))
+    with torch.no_grad():
+        expected = module.policy.eval()(input_ids=ids).logits
+        torch.testing.assert_close(loaded.model(input_ids=ids).logits, expected, rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow
