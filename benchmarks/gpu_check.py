@@ -182,8 +182,9 @@ def main() -> None:
         rollout_prompts = 4 if args.smoke else args.rollout_prompts
         result.update(rollout_tokens_per_s(model_dir, device, rollout_prompts, response_tokens))
         result.update(ppo_steps(model_dir, accelerator, args.steps, Path(tmp) / "run", prompts, response_tokens))
-        if args.preset_steps > 0:
-            result.update(preset_steps(model_dir, accelerator, args.preset_steps, Path(tmp) / "preset"))
+        if args.preset_steps > 0:  # --smoke: one step checks the wiring
+            steps = 1 if args.smoke else args.preset_steps
+            result.update(preset_steps(model_dir, accelerator, steps, Path(tmp) / "preset"))
     print(json.dumps(result), flush=True)
 
 

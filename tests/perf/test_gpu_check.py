@@ -22,3 +22,5 @@ def test_gpu_check_smoke_runs_fsdp2_bf16_mixed_with_fp32_masters():
     assert len(result["ppo_step_s"]) == result["ppo_steps"] == 2
     assert result["master_dtype"] == "torch.float32", "bf16-mixed keeps fp32 master weights"
     assert result["policy_weights_changed_share"] > 0.99, "lr 1e-6 steps move (almost) every fp32 master weight"
+    # the small-GPU LoRA preset ran through searchr1 fit (one step on CPU)
+    assert result["lora_preset"] == "grpo_qwen2.5-0.5b_lora_1gpu.yaml" and result["lora_preset_steps"] == 1
