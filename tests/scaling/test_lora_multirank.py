@@ -46,7 +46,8 @@ def test_lora_fsdp2_distributed_checkpoint_resumes(tmp_path):
     _ok(_run([*base, "-c", str(_csv_overlay(run, 1))], cwd=tmp_path, timeout=900))
     (last,) = run.glob("csv/version_0/checkpoints/last.ckpt")
     assert last.is_dir()
-    _ok(_run([*base, "-c", str(_csv_overlay(run, 2)), f"--ckpt_path={last}"], cwd=tmp_path, timeout=900))
+    resume = [f"--ckpt_path={last}", "--trainer.max_epochs=2"]  # the checkpoint ends epoch 0: train one more
+    _ok(_run([*base, "-c", str(_csv_overlay(run, 1)), *resume], cwd=tmp_path, timeout=900))
     with open(run / "csv" / "version_1" / "metrics.csv") as fh:  # the resumed run: one new rollout step
         steps = [r for r in csv.DictReader(fh) if r.get("train/reward")]
     assert len(steps) == 1
