@@ -10,7 +10,9 @@ tokenizer trained on the fly (vocabulary 2048, so ~0.36B parameters), offline. T
    peak GPU memory, and that the fp32 master weights moved;
 3. async: a rollout server process on the GPU (``searchr1.rollout.server --device cuda --dtype bfloat16``) driven by
    the asynchronous driver for 3 batches with ``max_staleness`` 1 and a weight push after each; reports its
-   tokens/s, the push time, the staleness seen and the dropped groups (must be 0).
+   tokens/s, the push time, the staleness seen and the dropped groups (must be 0);
+4. the small-GPU preset: ``configs/grpo_qwen2.5-0.5b_lora_1gpu.yaml`` (LoRA, bf16-mixed, gradient checkpointing)
+   through ``searchr1 fit`` for ``--preset-steps`` rollout steps on the same random model (offline data/retriever).
 
 Prints one JSON line. ``tools/gpu_check.sh`` runs it (< 8 minutes on one H100/H200); ``--smoke`` runs the same
 code on CPU with a tiny model (what CI checks, so the script does not rot).
@@ -180,11 +182,42 @@ def async_check(model_dir: str, device: str, prompts: int, response_tokens: int,
     }
 
 
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "grpo_qwen2.5-0.5b_lora_1gpu.yaml"
+
+
+def preset_steps(model_dir: str, accelerator: str, steps: int, root: Path) -> dict:
+    """``searchr1 fit -c configs/grpo_qwen2.5-0.5b_lora_1gpu.yaml`` for ``steps`` rollout steps, offline: the random
+    0.5B-shaped model, in-process BM25 over the shipped HotpotQA sample, vLLM when installed (else the HF backend)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    pkg = "pkg:assets/hotpotqa_dev_sample"
+    args = [str(Path(sys.executable).with_name("searchr1")), "fit", "-c", str(PRESET)]
+    args += [f"--model.model_name_or_path={model_dir}", f"--trainer.limit_train_batches={steps}"]
+    args += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}", "--trainer.logger=false"]
+    args += [f'--model.retriever={{"class_path": "searchr1.retrieval.BM25Retriever", "init_args": '
+             f'{{"corpus": "{pkg}/corpus.jsonl"}}}}']  # fmt: skip
+    args += [f"--data.train_files=[{pkg}/questions.jsonl]", f"--data.val_files=[{pkg}/questions.jsonl]"]
+    args += ["--model.rollout.max_response_tokens=128", "--model.rollout.max_obs_tokens=256"]
+    if importlib.util.find_spec("vllm") is None:
+        args += ["--model.backend=hf", "--model.backend_kwargs={}"]
+    if accelerator == "cpu":
+        args += ["--trainer.accelerator=cpu", "--trainer.precision=32-true", "--data.batch_size=2"]
+        args += ["--model.algorithm.mini_batch_size=10", "--model.rollout.max_response_tokens=16"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"gpu_check: the LoRA preset failed:\n{proc.stderr[-4000:]}")
+    return {"lora_preset": PRESET.name, "lora_preset_steps": steps, "lora_preset_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU (checks the script itself)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rollout-prompts", type=int, default=32)
+    parser.add_argument("--preset-steps", type=int, default=3, help="steps of the 0.5B LoRA 1-GPU preset (0: skip)")
     args = parser.parse_args()
     from searchr1.models.tiny import build_tiny_qwen2
 
@@ -200,6 +233,9 @@ def main() -> None:
         result.update(rollout_tokens_per_s(model_dir, device, rollout_prompts, response_tokens))
         result.update(ppo_steps(model_dir, accelerator, args.steps, Path(tmp) / "run", prompts, response_tokens))
         result.update(async_check(model_dir, device, rollout_prompts, response_tokens, Path(tmp)))
+        if args.preset_steps > 0:  # --smoke: one step checks the wiring
+            steps = 1 if args.smoke else args.preset_steps
+            result.update(preset_steps(model_dir, accelerator, steps, Path(tmp) / "preset"))
     print(json.dumps(result), flush=True)
 
 

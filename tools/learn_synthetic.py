@@ -205,8 +205,11 @@ def run_rl(
     search: bool,
     mask: bool,
     protocol: str = "search_r1",
+    config: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Path:
-    """RL (``configs/learn_synthetic_<algo>.yaml``) from ``start``; returns the exported policy folder."""
+    """RL (``configs/learn_synthetic_<algo>.yaml``, or ``config``) from ``start``, with ``extra`` CLI flags; returns
+    the exported policy folder (merged weights for a LoRA policy)."""
     from searchr1.cli import SearchR1CLI
     from searchr1.data.datamodule import QADataModule
     from searchr1.training.ablations import UnmaskedSearchR1Module
@@ -215,7 +218,7 @@ def run_rl(
     args = [
         "fit",
         "--config",
-        str(CONFIGS[algo]),
+        str(config or CONFIGS[algo]),
         f"--seed_everything={seed}",
         f"--model.model_name_or_path={start}",
         f"--model.seed={seed}",
@@ -226,6 +229,7 @@ def run_rl(
         f"--trainer.default_root_dir={out_dir}",
         f"--trainer.logger.init_args.save_dir={out_dir}",
         *rollout_args(protocol),
+        *extra,
     ]
     if search:
         args.append(f"--model.retriever.init_args.corpus={prep.files.corpus}")
@@ -234,10 +238,9 @@ def run_rl(
     sys.argv = sys.argv[:1]
     cls = SearchR1Module if mask else UnmaskedSearchR1Module
     cli = SearchR1CLI(cls, QADataModule, args=args, save_config_kwargs={"overwrite": True})
-    policy_dir = out_dir / "policy"
-    cli.model.policy.save_pretrained(policy_dir)
-    cli.model.tokenizer.save_pretrained(policy_dir)
-    return policy_dir
+    from searchr1.models import save_hf_folder
+
+    return save_hf_folder(cli.model.policy, cli.model.tokenizer, out_dir / "policy")
 
 
 def constant_baseline(task: SyntheticTask, limit: int | None = None) -> float:

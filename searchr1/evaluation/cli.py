@@ -39,6 +39,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="generation backend")
     g.add_argument("--batch-size", type=int, default=64, help="questions per rollout call")
     g.add_argument("--no-chat-template", action="store_true", help="raw prompts (base models)")
+    g.add_argument(
+        "--chat-template",
+        default=None,
+        help="Jinja chat-template file replacing the tokenizer's (pkg:assets/chat_templates/chatml_tools.jinja: "
+        "tool calling for ChatML models such as SmolLM2)",
+    )
     g = p.add_argument_group("retriever (one of)")
     g.add_argument("--corpus", default=None, help="corpus .jsonl for in-memory BM25 (small corpora)")
     g.add_argument("--index-dir", default=None, help="index folder from searchr1-index build (BM25 or dense)")
@@ -129,7 +135,7 @@ def _report_run_settings(args: argparse.Namespace, policy, config, bm25: dict) -
 def _load(args: argparse.Namespace):
     from searchr1.evaluation.loading import build_backend_for, build_retriever, load_policy
 
-    policy = load_policy(args.model, args.tokenizer, args.dtype, args.device)
+    policy = load_policy(args.model, args.tokenizer, args.dtype, args.device, chat_template=args.chat_template)
     out = getattr(args, "out", None)
     export = str(Path(out) / "exported_policy") if out else _temp_export_dir(args.backend, args.model)
     backend = build_backend_for(policy, args.backend, args.batch_size, export_dir=export)

@@ -76,7 +76,11 @@ def _split_checkpoint(ckpt: dict[str, Any], path: str) -> tuple[dict[str, Any], 
 
 
 def load_policy(
-    model: str, tokenizer: str | None = None, dtype: str | None = None, device: str | None = None
+    model: str,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    chat_template: str | None = None,
 ) -> LoadedPolicy:
     """Load a policy from a model path or a ``SearchR1Module`` checkpoint.
 
@@ -85,8 +89,10 @@ def load_policy(
         tokenizer: tokenizer path; default the checkpoint's ``tokenizer`` hyperparameter, else the model's.
         dtype: ``float32``, ``bfloat16`` or ``float16``; default the checkpoint's ``dtype``, else float32.
         device: ``cpu``/``cuda``/…; default CUDA when available.
+        chat_template: a Jinja chat-template file replacing the tokenizer's; default the checkpoint's
+            ``chat_template`` hyperparameter, else the tokenizer's own.
     """
-    from searchr1.models import load_causal_lm, load_tokenizer
+    from searchr1.models import LoRAConfig, load_causal_lm, load_tokenizer
 
     hparams: dict[str, Any] = {}
     state = None
@@ -101,17 +107,24 @@ def load_policy(
     dtype = dtype or hparams.get("dtype")
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    lm = load_causal_lm(base, dtype=getattr(torch, dtype) if dtype else None)
+    lora = LoRAConfig(**hparams["lora"]) if hparams.get("lora") else None  # such checkpoints hold the adapters only
+    lm = load_causal_lm(base, dtype=getattr(torch, dtype) if dtype else None, lora=lora)
     if state is not None:
         missing, unexpected = lm.load_state_dict(state, strict=False)
+        if lora is not None:
+            missing = [k for k in missing if ".lora_" in k]
         if missing or unexpected:
             raise ValueError(
                 f"{model}: policy weights do not fit {base} (missing {list(missing)[:5]}, "
                 f"unexpected {list(unexpected)[:5]}); was the checkpoint trained from another model?"
             )
+    if lora is not None:
+        lm = lm.merge_and_unload()  # generation runs the plain model with merged weights
     lm.config.use_cache = True  # training turns the cache off; generation wants it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer(tokenizer or hparams.get("tokenizer") or base)
+    tok = load_tokenizer(
+        tokenizer or hparams.get("tokenizer") or base, chat_template=chat_template or hparams.get("chat_template")
+    )
     protocol = (run.rollout if run is not None else {}).get("protocol", "search_r1")
     use_chat = run.use_chat_template if run is not None else bool(hparams.get("use_chat_template", True))
     return LoadedPolicy(lm.to(device).eval(), tok, use_chat, base, model, protocol, run)

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from searchr1.atomic import write_dir_atomically
+from searchr1.models.lora import LoRAConfig, adapter_state, apply_lora, is_lora, lora_scaling, merge_lora_stream
 
 TINY_PREFIX = "tiny:"
 TINY_PRESETS: dict[str, dict[str, int]] = {
@@ -44,26 +45,54 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(ensure_tiny_model(**TINY_PRESETS[preset]))
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load a tokenizer with left padding and a pad token (EOS when the tokenizer has none)."""
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with left padding and a pad token (EOS when the tokenizer has none).
+
+    ``chat_template``: a Jinja file (``pkg:`` paths allowed) that replaces the tokenizer's own chat template, e.g.
+    ``pkg:assets/chat_templates/chatml_tools.jinja`` to give a ChatML model without tool support tool calling.
+    """
     tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    if chat_template is not None:
+        tok.chat_template = read_chat_template(chat_template)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
+def read_chat_template(path: str) -> str:
+    """The text of a Jinja chat-template file (``pkg:`` paths resolved), with a clear error when it is missing."""
+    from searchr1.resources import package_path
+
+    file = Path(package_path(path)).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"chat template file not found: {path!r}; give a Jinja file, e.g. the shipped tool-calling template for "
+            "ChatML models: pkg:assets/chat_templates/chatml_tools.jinja"
+        )
+    return file.read_text()
+
+
 def load_causal_lm(
-    name_or_path: str, dtype: torch.dtype | None = None, gradient_checkpointing: bool = False, trust_remote_code=False
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    gradient_checkpointing: bool = False,
+    trust_remote_code=False,
+    lora: LoRAConfig | None = None,
 ) -> PreTrainedModel:
-    """Load a causal LM (weights from a hub name or local folder), with the KV cache off (training's setting)."""
+    """Load a causal LM (weights from a hub name or local folder), with the KV cache off (training's setting).
+
+    ``lora``: wrap it with fresh LoRA adapters (base weights frozen; see :mod:`searchr1.models.lora`).
+    """
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
     )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
-    return model
+    return apply_lora(model, lora) if lora is not None else model
 
 
 def plain_class_name(model: nn.Module) -> str:
@@ -86,6 +115,9 @@ def save_hf_folder(
 ) -> Path:
     """Write ``model`` + ``tokenizer`` as a Hugging Face folder (loadable with ``from_pretrained``), atomically.
 
+    A LoRA model (``peft``) is written merged (``W + (alpha / r) · B A``, plain names: loads with
+    ``AutoModelForCausalLM``), with its adapter alone in ``<folder>/adapter`` (``PeftModel.from_pretrained``).
+
     The folder is built next to ``folder`` and renamed into place (:func:`searchr1.atomic.write_dir_atomically`),
     so a reader (vLLM, a resumed run, the hub upload) never sees half a model; an existing ``folder`` is replaced.
 
@@ -99,12 +131,19 @@ def save_hf_folder(
         extra_files: more text files to write into the folder (name -> content), e.g. the run's settings.
     """
 
+    plain = model
+    if is_lora(model):
+        state = state_dict if state_dict is not None else model.state_dict()
+        plain, state_dict = model.get_base_model(), dict(merge_lora_stream(state.items(), lora_scaling(model)))
+
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=safe_serialization)
+        plain.save_pretrained(tmp, state_dict=state_dict, safe_serialization=safe_serialization)
+        if plain is not model:
+            model.save_pretrained(tmp / "adapter", state_dict=adapter_state(state), safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         config_file = tmp / "config.json"
         config = json.loads(config_file.read_text())
-        config["architectures"] = [plain_class_name(model)]
+        config["architectures"] = [plain_class_name(plain)]
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from transformers import AutoModel
 
 from searchr1.models.loading import resolve_model_path
+from searchr1.models.lora import LoRAConfig, apply_lora
 
 
 class ValueModel(nn.Module):
@@ -18,6 +19,7 @@ class ValueModel(nn.Module):
         gradient_checkpointing: enable activation checkpointing in the backbone.
         seed: seed of the value head's random initialisation (its own generator, so two runs with the same seed
             start from the same critic whatever the global RNG state is).
+        lora: train LoRA adapters on the backbone (frozen base) instead of the whole backbone; the head trains.
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class ValueModel(nn.Module):
         dtype: torch.dtype | None = None,
         gradient_checkpointing: bool = False,
         seed: int = 0,
+        lora: LoRAConfig | None = None,
     ) -> None:
         super().__init__()
         self.backbone = AutoModel.from_pretrained(resolve_model_path(name_or_path), dtype=dtype)
@@ -36,6 +39,8 @@ class ValueModel(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5, generator=generator)
         nn.init.zeros_(self.value_head.bias)
+        if lora is not None:
+            self.backbone = apply_lora(self.backbone, lora, causal_lm=False)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Values per position: (B, L) → (B, L) float32."""

@@ -184,7 +184,9 @@ class ToolCallRenderer(Renderer):
         if stop < 0:
             raise ValueError(
                 f"the chat template of {name!r} does not render assistant tool calls as {CALL_TAGS[0]}…{CALL_TAGS[1]}"
-                "; the tool_call protocol needs a Hermes/Qwen-style tool-calling template (or use protocol=search_r1)"
+                "; the tool_call protocol needs a Hermes/Qwen-style tool-calling template: give one with "
+                "model.chat_template / --chat-template (pkg:assets/chat_templates/chatml_tools.jinja for ChatML "
+                "models), or use protocol=search_r1"
             )
         self._prefix = head[: stop + len(CALL_TAGS[1])]
         probe = "probe passages 1994"

@@ -9,7 +9,6 @@ and by whether a critic exists (see ``AlgorithmConfig``).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Any
@@ -20,7 +19,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.distributed import Lockstep
-from searchr1.models import ValueModel, load_causal_lm, load_tokenizer
+from searchr1.models import LoRAConfig, ValueModel, frozen_reference, load_causal_lm, load_tokenizer
+from searchr1.models.lora import drop_frozen_weights
 from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
@@ -77,6 +77,11 @@ class SearchR1Module(LightningModule):
             is pure low-precision training (no master copy: small updates round away; a startup warning says so).
         reference_cpu_offload: under FSDP2, keep the frozen reference's shards on CPU between its forwards.
         use_chat_template: format prompts with the tokenizer's chat template (instruct models).
+        chat_template: a Jinja chat-template file replacing the tokenizer's (``pkg:`` paths allowed), e.g.
+            ``pkg:assets/chat_templates/chatml_tools.jinja`` so a ChatML model without tool support can use the
+            ``tool_call`` protocol; exported with the tokenizer.
+        lora: train LoRA adapters (policy, and critic) on frozen base weights (``--model.lora.r=8``); the reference
+            is then the policy with its adapters off; None: full fine-tuning.
         val_do_sample: sample during validation/test (default greedy).
         val_temperature: sampling temperature when ``val_do_sample``.
         seed: base seed of rollout sampling and mini-batch shuffling (per step and rank) and of the value head init.
@@ -107,6 +112,8 @@ class SearchR1Module(LightningModule):
         dtype: str | None = None,
         reference_cpu_offload: bool = False,
         use_chat_template: bool = True,
+        chat_template: str | None = None,
+        lora: LoRAConfig | None = None,
         val_do_sample: bool = False,
         val_temperature: float = 1.0,
         seed: int = 0,
@@ -115,8 +122,19 @@ class SearchR1Module(LightningModule):
         super().__init__()
         # plain types only in hparams, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(
-            ignore=["retriever", "policy_optimizer", "critic_optimizer", "rollout", "algorithm", "async_rollout"]
+            ignore=[
+                "retriever",
+                "policy_optimizer",
+                "critic_optimizer",
+                "rollout",
+                "algorithm",
+                "async_rollout",
+                "lora",
+            ]
         )
+        self.hparams["lora"] = dataclasses.asdict(lora) if lora is not None else None
+        self.lora = lora
+        self.strict_loading = lora is None  # LoRA checkpoints hold only the adapters (the base is rebuilt)
         self.hparams["rollout"] = dataclasses.asdict(rollout)
         self.hparams["algorithm"] = dataclasses.asdict(algorithm)
         self.hparams["async_rollout"] = dataclasses.asdict(async_rollout) if async_rollout is not None else None
@@ -162,7 +180,8 @@ class SearchR1Module(LightningModule):
     def tokenizer(self):
         """The policy tokenizer (left padding), loaded on first use."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.tokenizer or self.hparams.model_name_or_path)
+            hp = self.hparams
+            self._tokenizer = load_tokenizer(hp.tokenizer or hp.model_name_or_path, chat_template=hp.chat_template)
         return self._tokenizer
 
     def setup(self, stage: str) -> None:
@@ -191,6 +210,7 @@ class SearchR1Module(LightningModule):
             precision=str(trainer.precision),
             dtype=self.hparams.dtype,
             policy_lr=self.hparams.policy_lr,
+            lora=self.lora is not None,
         )
 
     def configure_model(self) -> None:
@@ -205,12 +225,12 @@ class SearchR1Module(LightningModule):
             return
         hp = self.hparams
         dtype = getattr(torch, hp.dtype) if hp.dtype else None
-        policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing).train()
-        reference = copy.deepcopy(policy).eval().requires_grad_(False) if self.algorithm.uses_reference else None
+        policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing, lora=self.lora).train()
+        reference = frozen_reference(policy) if self.algorithm.uses_reference else None
         critic = None
         if self.algorithm.needs_critic:
             path = hp.critic_name_or_path or hp.model_name_or_path
-            critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed).train()
+            critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed, lora=self.lora).train()
         if self.device_mesh is not None:  # FSDP2: fp32 shards, compute in the precision's dtype
             policy, reference, critic = shard_for_training(
                 self.device_mesh, str(self.trainer.precision), policy, reference, critic, hp.reference_cpu_offload
@@ -469,6 +489,9 @@ class SearchR1Module(LightningModule):
         if self._async is not None:  # groups sampled ahead (finished or in flight) continue after a resume
             checkpoint["searchr1"]["async"] = self._async.driver.snapshot()
         reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
+        # LoRA: only what trains; except FSDP2 distributed checkpoints, whose loader reads every key of the module
+        if not (is_fsdp2(self.policy) and getattr(self.trainer.strategy, "_save_distributed_checkpoint", False)):
+            drop_frozen_weights(checkpoint.get("state_dict"), {"policy.": self.policy, "critic.": self.critic})
 
     def run_settings(self) -> RunSettings:
         """Rollout and retriever settings that travel with the weights (checkpoints, HF exports) for eval/infer."""

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from searchr1.models import trainable_parameters
+
 
 def warmup_lambda(warmup_steps: int):
     """LR multiplier: ``(step + 1) / w`` for the first ``w = warmup_steps`` steps (1/w up to 1: the full rate is
@@ -41,15 +43,16 @@ def build_optimizers(
     """Policy optimizer/scheduler, then the critic's when there is a critic (Lightning's list form).
 
     Args:
-        policy, critic: the models (their parameters: fp32 masters, or FSDP2 fp32 shards).
+        policy, critic: the models (their parameters: fp32 masters, or FSDP2 fp32 shards); only the parameters that
+            train are stepped (the adapters under LoRA), so the optimizer state holds nothing for frozen weights.
         policy_lr, critic_lr, weight_decay: settings of the default AdamW optimizers.
         warmup: warm-up steps of the policy and critic schedules.
         factories: user optimizer factories (``OptimizerCallable``) replacing the default AdamW.
     """
-    opt = (factories[0] or _adamw(policy_lr, weight_decay))(policy.parameters())
+    opt = (factories[0] or _adamw(policy_lr, weight_decay))(trainable_parameters(policy))
     optimizers, schedulers = [opt], [LambdaLR(opt, warmup_lambda(warmup[0]))]
     if critic is not None:
-        copt = (factories[1] or _adamw(critic_lr, weight_decay))(critic.parameters())
+        copt = (factories[1] or _adamw(critic_lr, weight_decay))(trainable_parameters(critic))
         optimizers.append(copt)
         schedulers.append(LambdaLR(copt, warmup_lambda(warmup[1])))
     return optimizers, schedulers

@@ -89,6 +89,8 @@ class ScaleSetup:
     """Critic learning rate (must be > 0 when a critic is trained)."""
     gpus_visible: int | None = None
     """CUDA devices this process sees (None: not checked)."""
+    lora: bool = False
+    """LoRA adapters train (fp32 even over a bf16 base, which never steps) instead of all weights."""
 
 
 def setup_problems(s: ScaleSetup) -> list[str]:
@@ -158,7 +160,7 @@ def _value_problems(s: ScaleSetup) -> list[str]:
 
 def low_precision_warning(s: ScaleSetup) -> str | None:
     """The startup warning for pure low-precision weights (no fp32 master copy), or None."""
-    pure = str(s.precision) in LOW_PRECISION_NAMES or s.dtype in ("bfloat16", "float16")
+    pure = str(s.precision) in LOW_PRECISION_NAMES or (s.dtype in ("bfloat16", "float16") and not s.lora)
     if not pure:
         return None
     lr = f"{s.policy_lr:g}" if s.policy_lr is not None else "the policy lr"
@@ -263,13 +265,20 @@ def iter_full_params(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
     Plain/DDP models yield their parameters as they are (detached, no copy). FSDP2 models all-gather one
     parameter at a time (``DTensor.full_tensor``) and ZeRO-3 models one submodule at a time; those tensors are
-    copies. Every rank must iterate to the end (the gathers are collectives).
+    copies. Every rank must iterate to the end (the gathers are collectives). A LoRA model yields its merged
+    weights (:func:`~searchr1.models.lora.merge_lora_stream`).
     """
+    from searchr1.models.lora import is_lora, lora_scaling, merge_lora_stream
+
+    params = _iter_zero3(model) if _is_zero3(model) else _iter_plain(model)
+    if is_lora(model):  # the engine receives merged weights (W + scale * B A) under the plain model's names
+        params = merge_lora_stream(params, lora_scaling(model))
+    yield from params
+
+
+def _iter_plain(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     from torch.distributed.tensor import DTensor
 
-    if _is_zero3(model):
-        yield from _iter_zero3(model)
-        return
     for name, p in model.named_parameters():
         full = p.full_tensor() if isinstance(p, DTensor) else p
         yield clean_param_name(name), full.detach()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from searchr1.distributed import Lockstep
+from searchr1.models.lora import AdaptersOff
 
 __all__ = [
     "Lockstep",
@@ -83,7 +84,7 @@ def shard_for_training(mesh, precision: str, policy, reference, critic, referenc
     dp, param_dtype = mesh["data_parallel"], MIXED_PRECISION.get(precision)
     policy = fsdp2_shard(policy, dp, param_dtype)
     critic = fsdp2_shard(critic, dp, param_dtype) if critic is not None else None
-    if reference is not None:
+    if reference is not None and not isinstance(reference, AdaptersOff):  # a LoRA reference is the policy itself
         reference = fsdp2_shard(reference, dp, param_dtype, cpu_offload=reference_cpu_offload)
     return policy, reference, critic
 

@@ -24,3 +24,5 @@ def test_gpu_check_smoke_runs_fsdp2_bf16_mixed_with_fp32_masters():
     assert result["policy_weights_changed_share"] > 0.99, "lr 1e-6 steps move (almost) every fp32 master weight"
     assert result["async_server_tokens_per_s"] > 0 and result["async_dropped_groups"] == 0
     assert 0 <= result["async_max_staleness_seen"] <= 1
+    # the small-GPU LoRA preset ran through searchr1 fit (one step on CPU)
+    assert result["lora_preset"] == "grpo_qwen2.5-0.5b_lora_1gpu.yaml" and result["lora_preset_steps"] == 1

@@ -26,7 +26,7 @@ def test_config_parses_and_instantiates(path, tmp_path):
     assert text.startswith("#"), "every config opens with a comment: purpose, hardware, launch command"
     assert "Launch" in text and "Hardware:" in text
     args = ["--config", str(path), *ON_CPU, f"--trainer.default_root_dir={tmp_path}"]
-    if path.name.startswith("learn_synthetic"):  # its corpus is written by tools/learn_synthetic.py before the run
+    if path.name.startswith(("learn_synthetic", "learn_smollm2")):  # corpus written by tools/learn_*.py before RL
         args.append(f"--model.retriever.init_args.corpus={DATA / 'hotpotqa_dev_sample' / 'corpus.jsonl'}")
     if path.name.startswith("sft_"):  # supervised warm start: its own CLI (searchr1-sft)
         from searchr1.training.sft import SFTModule, main
@@ -68,7 +68,31 @@ def test_bad_tiny_preset_lists_valid(tmp_path):
         resolve_model_path("tiny:huge")
 
 
-GPU_CONFIGS = [p for p in CONFIGS if "qwen2.5-3b" in p.name]
+GPU_CONFIGS = [p for p in CONFIGS if "qwen2.5-3b" in p.name and "1gpu" not in p.name]
+ONE_GPU_PRESETS = [p for p in CONFIGS if p.name.endswith("_lora_1gpu.yaml")]
+
+
+def _printed(path: Path) -> dict:
+    import subprocess
+    import sys
+
+    import yaml
+
+    searchr1 = str(Path(sys.executable).with_name("searchr1"))
+    proc = subprocess.run([searchr1, "fit", "-c", str(path), "--print_config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.mark.parametrize("path", ONE_GPU_PRESETS, ids=lambda p: p.name)
+def test_small_gpu_presets_are_lora_bf16_mixed_checkpointed_on_one_gpu(path):
+    assert len(ONE_GPU_PRESETS) == 2
+    printed = _printed(path)
+    assert printed["trainer"]["devices"] == 1 and printed["trainer"]["precision"] == "bf16-mixed"
+    model = printed["model"]
+    assert model["lora"]["r"] > 0 and model["gradient_checkpointing"] is True
+    assert model["backend"] == "vllm" and 0 < model["backend_kwargs"]["gpu_memory_utilization"] <= 0.5
+    assert "Memory" in path.read_text().split("seed_everything")[0]  # the arithmetic is in the header
 
 
 @pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)

@@ -53,7 +53,8 @@ Admit = Callable[[], list[tuple[int, list[int], int, "int | None"]]]
 
 def cache_kwargs(model: torch.nn.Module, cache: DynamicCache) -> dict[str, DynamicCache]:
     """The KV-cache argument of ``model``'s forward: ``cache`` (transformers >= 5.2x), else ``past_key_values``."""
-    forward = getattr(model, "forward", None)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft passes kwargs through
+    forward = getattr(base, "forward", None)
     try:
         names = inspect.signature(forward).parameters
     except (TypeError, ValueError):  # a wrapper without a readable signature: the long-standing name
