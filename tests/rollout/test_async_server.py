@@ -48,18 +48,30 @@ def test_remote_greedy_turn_equals_the_in_process_backend(server, tiny_model, ti
 
 
 def test_weight_update_lands_between_tokens_and_each_token_keeps_its_behaviour_logprob(
-    server, tiny_model_dir, tmp_path
+    server, tiny_model_dir, tmp_path, monkeypatch
 ):
     rollout, client, tokenizer = server
     prompt = tokenizer("Who directed Ed Wood?", add_special_tokens=False).input_ids
     params = SamplingParams(max_new_tokens=200, do_sample=False)
+    path = _weights_file(tiny_model_dir, tmp_path / "v1.pt", 0.05)
+    boundaries, apply_update = [], rollout._apply_update
+
+    def gated() -> int:  # the push lands at the 4th token boundary (held before, awaited there) on any machine
+        boundaries.append(1)
+        if len(boundaries) < 4:
+            return rollout.version
+        deadline = time.monotonic() + 60
+        while len(boundaries) == 4 and rollout._update is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return apply_update()
+
+    monkeypatch.setattr(rollout, "_apply_update", gated)
     result = {}
     worker = threading.Thread(target=lambda: result.update(out=client.complete(prompt, params)))
     worker.start()
     deadline = time.monotonic() + 60
     while not rollout._live and time.monotonic() < deadline:  # the request is decoding
         time.sleep(0.001)
-    path = _weights_file(tiny_model_dir, tmp_path / "v1.pt", 0.05)
     client.push_weights(path, 1)
     worker.join(60)
     out = result["out"]
