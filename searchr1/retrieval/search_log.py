@@ -66,6 +66,12 @@ class SearchRecorder:
         self._calls: dict[str, SearchCall] = {}
         self.window = CallWindow()
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the wrapped retriever's (``probe``, ``spend``, ``manifest``, ``urls``, ...)."""
+        if name == "retriever" or name.startswith("__"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.retriever, name)
+
     def search(self, queries: list[str], topk: int) -> list[list[Passage]]:
         start = time.perf_counter()
         try:

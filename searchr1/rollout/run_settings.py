@@ -106,7 +106,10 @@ def describe_retriever(retriever: Retriever | None) -> dict[str, Any] | None:
     if retriever is None:
         return None
     from searchr1.retrieval import BM25Retriever, HTTPRetriever
+    from searchr1.retrieval.search_log import SearchRecorder
 
+    while isinstance(retriever, SearchRecorder):  # the run's search log wraps the real engine
+        retriever = retriever.retriever
     if isinstance(retriever, BM25Retriever):
         manifest = retriever.manifest
         settings = {k: manifest.settings[k] for k in BM25_BUILD_SETTINGS if k in manifest.settings}

@@ -81,3 +81,18 @@ def test_exported_folder_and_checkpoint_carry_the_settings(tiny_dir, tmp_path, c
     printed = capsys.readouterr().out
     assert f"settings from the run ({folder / RUN_SETTINGS_FILE})" in printed
     assert "max_turns=2" in printed and "bm25 stemmer=none" in printed and "topk" not in printed  # --topk given
+
+
+def test_the_search_log_wrapper_is_described_as_the_engine_it_wraps() -> None:
+    # RunRecorder (on in the embedded default) wraps the module's retriever: the run's settings must still name BM25
+    # and its stemmer (else eval re-indexes with Porter stemming), and the wrapper must keep the engine's methods
+    from searchr1.retrieval import HTTPRetriever
+    from searchr1.retrieval.search_log import SearchRecorder
+
+    bm25 = BM25Retriever(corpus=str(HOTPOTQA_CORPUS), stemmer="none")
+    wrapped = SearchRecorder(SearchRecorder(bm25))
+    assert describe_retriever(wrapped) == describe_retriever(bm25)
+    assert describe_retriever(wrapped)["stemmer"] == "none"
+    http = SearchRecorder(HTTPRetriever("http://127.0.0.1:9"))
+    assert describe_retriever(http) == {"kind": "http", "url": ["http://127.0.0.1:9"]}
+    assert callable(http.probe) and http.probe.__self__ is http.retriever  # the outage probe reaches the client
