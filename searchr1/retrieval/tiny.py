@@ -21,26 +21,9 @@ def make_tiny_encoder(
     seed: int = 0,
 ) -> Path:
     """Write a tiny BERT (model + fast WordPiece tokenizer) into ``out_dir`` and return the folder."""
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, show_progress=False)
-    BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_positions).save_pretrained(out)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=wordpiece.get_vocab_size(),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden_size,
-        max_position_embeddings=max_positions,
-    )
-    BertModel(config).save_pretrained(out)
-    return out
+    return _tiny_bert(BertModel, out_dir, texts, vocab_size, hidden_size, num_layers, max_positions, seed)
 
 
 def make_tiny_cross_encoder(
@@ -57,9 +40,28 @@ def make_tiny_cross_encoder(
 
     Its scores are random but deterministic: enough to test batching, ordering and serving, not ranking quality.
     """
+    from transformers import BertForSequenceClassification
+
+    return _tiny_bert(
+        BertForSequenceClassification, out_dir, texts, vocab_size, hidden_size, num_layers, max_positions, seed, 1
+    )
+
+
+def _tiny_bert(
+    model_cls: type,
+    out_dir: str | Path,
+    texts: Iterable[str],
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    max_positions: int,
+    seed: int,
+    num_labels: int | None = None,
+) -> Path:
+    """Train a WordPiece tokenizer on ``texts``, initialise ``model_cls`` at random, save both to ``out_dir``."""
     import torch
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertTokenizerFast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,7 @@ def make_tiny_cross_encoder(
     wordpiece.train_from_iterator(texts, vocab_size=vocab_size, show_progress=False)
     BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_positions).save_pretrained(out)
     torch.manual_seed(seed)
+    labels = {} if num_labels is None else {"num_labels": num_labels}
     config = BertConfig(
         vocab_size=wordpiece.get_vocab_size(),
         hidden_size=hidden_size,
@@ -74,7 +77,7 @@ def make_tiny_cross_encoder(
         num_attention_heads=2,
         intermediate_size=2 * hidden_size,
         max_position_embeddings=max_positions,
-        num_labels=1,
+        **labels,
     )
-    BertForSequenceClassification(config).save_pretrained(out)
+    model_cls(config).save_pretrained(out)
     return out
