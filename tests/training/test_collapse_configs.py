@@ -13,7 +13,7 @@ from .test_configs import CONFIGS, DATA, ON_CPU
 @pytest.mark.parametrize("path", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_runs_a_collapse_guard(path, tmp_path):
     args = ["--config", str(path), *ON_CPU, f"--trainer.default_root_dir={tmp_path}"]
-    if path.name.startswith("learn_synthetic"):
+    if path.name.startswith(("learn_synthetic", "learn_smollm2")):  # corpus written by tools/learn_*.py before RL
         args.append(f"--model.retriever.init_args.corpus={DATA / 'hotpotqa_dev_sample' / 'corpus.jsonl'}")
     if path.name.startswith("sft_"):
         from searchr1.training.sft import main
