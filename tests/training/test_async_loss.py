@@ -30,12 +30,7 @@ def test_decoupled_ppo_loss_matches_the_hand_computed_value():
     assert hand == pytest.approx(0.438800, abs=1e-6)
 
     cfg = AlgorithmConfig(rollout_correction="tis", rollout_correction_threshold=2.0)
-    ids = torch.zeros((1, 4), dtype=torch.long)
-    mb = UpdateBatch(
-        input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(4)[None], loss_mask=mask,
-        advantages=advantages, old_logprobs=proximal, ref_logprobs=None, returns=advantages, old_values=None,
-        rollout_logprobs=behaviour,
-    )  # fmt: skip
+    mb = _update_batch(mask, advantages, proximal, behaviour)
     stats = defaultdict(list)
     weighted = corrected_advantages(cfg, mb, proximal, stats)  # what PolicyCriticUpdater._policy_loss does
     loss, _ = ppo_policy_loss(current, proximal, weighted, mask, clip_low=0.2, clip_high=0.2)
@@ -51,13 +46,20 @@ def test_one_update_needs_no_proximal_pass_and_weighs_by_the_behaviour_logprobs(
     mask = torch.ones((1, 2))
     advantages = torch.tensor([[1.0, 1.0]])
     cfg = AlgorithmConfig(rollout_correction="tis", rollout_correction_threshold=2.0)
-    ids = torch.zeros((1, 3), dtype=torch.long)
-    mb = UpdateBatch(
-        input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(3)[None], loss_mask=mask,
-        advantages=advantages, old_logprobs=None, ref_logprobs=None, returns=advantages, old_values=None,
-        rollout_logprobs=behaviour,
-    )  # fmt: skip
+    mb = _update_batch(mask, advantages, None, behaviour)
     stats = defaultdict(list)
     weighted = corrected_advantages(cfg, mb, current, stats)
     loss, _ = ppo_policy_loss(current, current, weighted, mask)
     assert float(loss) == pytest.approx(-(math.exp(0.2) + 1.0) / 2, abs=1e-6)
+
+
+def _update_batch(
+    mask: torch.Tensor, advantages: torch.Tensor, old: torch.Tensor | None, behaviour: torch.Tensor
+) -> UpdateBatch:
+    """A one-row update batch over ``mask``'s ``T`` response tokens (one prompt token before them)."""
+    ids = torch.zeros((1, mask.shape[1] + 1), dtype=torch.long)
+    return UpdateBatch(
+        input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None],
+        loss_mask=mask, advantages=advantages, old_logprobs=old, ref_logprobs=None, returns=advantages,
+        old_values=None, rollout_logprobs=behaviour,
+    )  # fmt: skip
