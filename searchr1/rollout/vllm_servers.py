@@ -1,0 +1,296 @@
+"""vLLM's own OpenAI server as the rollout server: the client, in-flight weight updates, and the processes.
+
+:class:`VLLMRemoteServers` drives ``vllm serve`` (``python -m vllm.entrypoints.openai.api_server``) started with
+``--enable-scale-out`` (vLLM's token-in-token-out ``POST /inference/v1/generate``), ``VLLM_SERVER_DEV_MODE=1``
+(``/pause``, ``/resume``, ``/collective_rpc``, ``/update_weight_version``) and our worker extension
+(:data:`~searchr1.rollout.backends.vllm_transfer.EXTENSION`). :class:`VLLMServerProcesses` starts such servers.
+
+**Versions.** Each answer of ``/inference/v1/generate`` carries ``weight_versions``: spans of output tokens and the
+weight-version label of the engine step that sampled them. A push is, on every server: ``POST /pause?mode=keep``
+(the scheduler stops between two engine steps; requests stay, with their tokens), load the weights (a safetensors
+file through ``/collective_rpc``, or a broadcast in the weight group), ``POST /update_weight_version`` (the label
+of every later step), ``POST /reset_prefix_cache?reset_running_requests=true`` (kept requests are re-prefilled
+with the new weights: no KV computed by the old weights survives), ``POST /resume``. A label changes only while
+the scheduler is paused, so every token is labelled with the version that sampled it; a turn that spans a push
+carries both versions, and no token is ever labelled with a version that did not sample it (a token with the
+label vLLM starts with, ``default``, is an error: the trainer pushes before admitting any request).
+
+Nothing here imports vllm: the servers live in their own environment (``python`` of :class:`VLLMServerProcesses`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
+from searchr1.rollout.backends.vllm import map_finish_reason
+from searchr1.rollout.backends.vllm_transfer import EXTENSION, GroupWeightSender, manifest
+from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses, _die_with_parent
+
+GENERATE = "/inference/v1/generate"
+SEARCHR1_ROOT = str(Path(__file__).resolve().parents[2])
+"""Put first on the servers' ``PYTHONPATH`` so that their workers import this tree's extension."""
+
+
+def generate_request(prompt: list[int], params: SamplingParams) -> dict:
+    """The ``/inference/v1/generate`` body of one turn (token ids in, token ids and sampled log-probs out)."""
+    return {
+        "token_ids": list(prompt),
+        "sampling_params": {
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "top_k": params.top_k if params.do_sample else 0,
+            "seed": params.seed,
+            "stop": list(params.stop) or None,
+            "include_stop_str_in_output": True,
+            "skip_special_tokens": False,
+            "detokenize": bool(params.stop),
+            "logprobs": 0,
+        },
+        "output_mode": "tokens",
+    }
+
+
+def parse_generate(body: dict, url: str) -> GenerationOutput:
+    """A :class:`GenerationOutput` with per-token versions from a ``/inference/v1/generate`` answer."""
+    choice = body["choices"][0]
+    ids = [int(i) for i in choice["token_ids"]]
+    logprobs = [float(step["logprob"]) for step in (choice.get("logprobs") or {}).get("content") or []]
+    if len(logprobs) != len(ids):
+        raise RolloutServerError(f"{url} returned {len(logprobs)} log-probs for {len(ids)} tokens")
+    try:
+        reason, stop = map_finish_reason(choice["finish_reason"], choice.get("stop_reason"))
+    except RuntimeError as err:
+        raise RolloutServerError(f"{url}: {err}") from err
+    versions = [None] * len(ids)
+    for span in choice.get("weight_versions") or []:
+        label = str(span["version"])
+        if not label.lstrip("-").isdigit():
+            raise RolloutServerError(
+                f"{url} sampled tokens with weights labelled {label!r}, not a version this trainer pushed "
+                "(is another trainer driving the server, or was it restarted?)"
+            )
+        versions[int(span["start"]) : int(span["end"])] = [int(label)] * (int(span["end"]) - int(span["start"]))
+    if any(v is None for v in versions):
+        raise RolloutServerError(f"{url} returned tokens without a weight version (weight_versions missing)")
+    return GenerationOutput(ids, logprobs, reason, stop, versions)  # type: ignore[arg-type]
+
+
+class VLLMRemoteServers(RemoteServers):
+    """Client of vLLM rollout servers (see the module docstring); same interface as :class:`RemoteServers`.
+
+    ``counters()`` maps vLLM's Prometheus counters onto ours: tokens from ``vllm:generation_tokens_total``; busy
+    seconds are measured here (time during which this client had a request on the server), wall seconds since
+    this client started.
+    """
+
+    weights_format = "safetensors"
+
+    def __init__(self, urls: list[str], timeout: float = 300.0) -> None:
+        super().__init__(urls, timeout)
+        self._started = time.perf_counter()
+        self._busy = [0.0] * len(urls)
+        self._busy_since: list[float | None] = [None] * len(urls)
+
+    def complete(self, prompt: list[int], params: SamplingParams) -> GenerationOutput:
+        """One turn of ``prompt`` on the least busy server; tokens carry the version vLLM labelled them with."""
+        with self._lock:
+            index = min(range(len(self.urls)), key=self._in_flight.__getitem__)
+            self._in_flight[index] += 1
+            if self._in_flight[index] == 1:
+                self._busy_since[index] = time.perf_counter()
+        try:
+            text = self._call(index, "POST", GENERATE, generate_request(prompt, params))
+        finally:
+            with self._lock:
+                self._in_flight[index] -= 1
+                if self._in_flight[index] == 0 and self._busy_since[index] is not None:
+                    self._busy[index] += time.perf_counter() - self._busy_since[index]  # type: ignore[operator]
+                    self._busy_since[index] = None
+        return parse_generate(json.loads(text), self.urls[index])
+
+    def _rpc(self, index: int, method: str, *args: str) -> list:
+        text = self._call(index, "POST", "/collective_rpc", {"method": method, "args": list(args)})
+        return json.loads(text).get("results", []) if text else []
+
+    def _each(self, fn) -> list:
+        with ThreadPoolExecutor(len(self.urls)) as pool:
+            return list(pool.map(fn, range(len(self.urls))))
+
+    def _paused_update(self, load: Callable[[], object], version: int) -> float:
+        """Pause every server between two engine steps, ``load()`` the weights, relabel, drop old KV, resume."""
+        start = time.perf_counter()
+        self._each(lambda i: self._call(i, "POST", "/pause?mode=keep&clear_cache=false"))
+        try:
+            load()
+            self._each(lambda i: self._call(i, "POST", "/update_weight_version", {"new_version": str(version)}))
+            self._each(lambda i: self._call(i, "POST", "/reset_prefix_cache?reset_running_requests=true"))
+        finally:
+            self._each(lambda i: self._call(i, "POST", "/resume"))
+        self.version = version
+        return time.perf_counter() - start
+
+    def push_weights(self, path: str, version: int) -> float:
+        """Have every server load the safetensors file at ``path`` as ``version`` (between two engine steps)."""
+        return self._paused_update(lambda: self._each(lambda i: self._rpc(i, "searchr1_reload_weights_from_file",
+                                                                          path)), version)  # fmt: skip
+
+    def worker_counts(self) -> list[int]:
+        """vLLM workers (tensor x pipeline parallel ranks) of each server."""
+        return [int(json.loads(self._call(i, "GET", "/get_world_size?include_dp=false"))["world_size"])
+                for i in range(len(self.urls))]  # fmt: skip
+
+    def join_group(self, sender: GroupWeightSender) -> None:
+        """Every worker of every server joins ``sender``'s weight group (ranks in server order)."""
+        counts = self.worker_counts()
+        if sum(counts) + 1 != sender.world_size:
+            raise RolloutServerError(f"the weight group expects {sender.world_size - 1} vLLM workers, the servers "
+                                     f"have {sum(counts)} ({counts})")  # fmt: skip
+        offsets = [sum(counts[:i]) for i in range(len(counts))]
+        args = (sender.backend, sender.host, str(sender.port), str(sender.world_size))
+        with ThreadPoolExecutor(len(self.urls)) as pool:
+            joins = [pool.submit(self._rpc, i, "searchr1_group_init", *args, str(offsets[i]), str(sender.timeout))
+                     for i in range(len(self.urls))]  # fmt: skip
+            sender.join()
+            for join in joins:
+                join.result()
+
+    def push_group(self, sender: GroupWeightSender, named: Iterable[tuple[str, torch.Tensor]], version: int) -> float:
+        """Broadcast ``named`` through the weight group into every server as ``version`` (between two steps)."""
+        named = list(named)
+        spec = manifest(named)
+
+        def load() -> None:  # every server receives while rank 0 broadcasts (a collective of all of them)
+            with ThreadPoolExecutor(len(self.urls)) as pool:
+                receives = [pool.submit(self._rpc, i, "searchr1_group_receive", spec) for i in range(len(self.urls))]
+                sender.send(named)
+                for receive in receives:
+                    receive.result()
+
+        return self._paused_update(load, version)
+
+    def counters(self) -> list[dict[str, float]]:
+        """Each server's tokens (vLLM's counter) and this client's busy/wall seconds, in our metric names."""
+        now, out = time.perf_counter(), []
+        for index in range(len(self.urls)):
+            tokens = 0.0
+            for line in self._call(index, "GET", "/metrics").splitlines():
+                if line.startswith("vllm:generation_tokens_total"):
+                    tokens += float(line.rsplit(" ", 1)[1])
+            with self._lock:
+                since = self._busy_since[index]
+                busy = self._busy[index] + (now - since if since is not None else 0.0)
+            out.append({"searchr1_rollout_tokens_total": tokens, "searchr1_rollout_busy_seconds_total": busy,
+                        "searchr1_rollout_wall_seconds_total": now - self._started})  # fmt: skip
+        return out
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class VLLMServerProcesses(ServerProcesses):
+    """Local vLLM rollout servers (``python -m vllm.entrypoints.openai.api_server``), ready when ``/health`` is.
+
+    Args:
+        count: servers to start.
+        model: the model folder (the architecture; the trainer pushes its weights right after).
+        log_dir: each server writes ``rollout_server_<i>.log`` (stdout and stderr) here.
+        python: the Python of vLLM's environment (``.venv-vllm/bin/python``); vLLM pins its own torch.
+        extra_args: more ``vllm serve`` options (e.g. ``["--dtype", "bfloat16", "--gpu-memory-utilization", "0.9"]``).
+        devices: ``CUDA_VISIBLE_DEVICES`` of each server (e.g. ``["4", "5", "6", "7"]``), or None.
+        threads: CPU threads of each server (``OMP_NUM_THREADS``; 0: vLLM's default).
+        seed: server ``i`` gets ``--seed seed + i``.
+        startup_timeout: seconds to wait for a server to answer ``/health``.
+        host: the address the servers listen on.
+    """
+
+    def __init__(self, count: int, model: str, log_dir: str | Path, python: str, extra_args: list[str] | None = None,
+                 devices: list[str] | None = None, threads: int = 0, seed: int = 0, startup_timeout: float = 900.0,
+                 host: str = "127.0.0.1") -> None:  # fmt: skip
+        import atexit
+
+        if devices is not None and len(devices) != count:
+            raise ValueError(f"{count} vLLM servers need {count} entries in server_devices, got {devices}")
+        self.procs, self.logs, self.urls = [], [], []
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+        try:
+            for i in range(count):
+                port = free_port(host)
+                command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
+                           "--port", str(port), "--served-model-name", "policy", "--enable-scale-out",
+                           "--worker-extension-cls", EXTENSION, "--logprobs-mode", "raw_logprobs",
+                           "--seed", str(seed + i), *(extra_args or [])]  # fmt: skip
+                log = log_dir / f"rollout_server_{i}.log"
+                self.logs.append(log)
+                self.urls.append(f"http://{host}:{port}")
+                self.procs.append(subprocess.Popen(
+                    command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self._env(devices, i, threads),
+                    preexec_fn=_die_with_parent if os.name == "posix" else None,
+                ))  # fmt: skip
+            for i in range(count):
+                self._wait_ready(i, startup_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _env(devices: list[str] | None, i: int, threads: int) -> dict[str, str]:
+        env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (SEARCHR1_ROOT, env.get("PYTHONPATH")) if p)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(devices[i])
+        if threads > 0:
+            env["OMP_NUM_THREADS"] = str(threads)
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # CPU: do not pin the trainer's cores
+        return env
+
+    def _wait_ready(self, i: int, timeout: float) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts, deadline = urlsplit(self.urls[i]), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[i].poll() is not None:
+                tail = self.logs[i].read_text()[-3000:] if self.logs[i].exists() else ""
+                raise RolloutServerError(
+                    f"vLLM rollout server {i} exited with code {self.procs[i].returncode} at start (log: "
+                    f"{self.logs[i]}):\n{tail}"
+                )
+            try:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(1.0)
+        raise RolloutServerError(f"vLLM rollout server {i} did not answer /health in {timeout}s (log: {self.logs[i]})")
+
+    def close(self) -> None:
+        """Stop every server (SIGTERM: vLLM stops its engine processes; SIGKILL after 30 s)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
