@@ -20,6 +20,7 @@ Nothing here imports vllm: the servers live in their own environment (``python``
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -101,6 +102,17 @@ class VLLMRemoteServers(RemoteServers):
         self._started = time.perf_counter()
         self._busy = [0.0] * len(urls)
         self._busy_since: list[float | None] = [None] * len(urls)
+
+    def _call(self, index: int, method: str, path: str, body: dict | None = None) -> str:
+        """As :meth:`RemoteServers._call`, once more on a fresh connection when the server closed this thread's
+        idle keep-alive connection (uvicorn drops them after ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` seconds); a dead
+        server refuses the second try."""
+        try:
+            return super()._call(index, method, path, body)
+        except RolloutServerError as err:
+            if not isinstance(err.__cause__, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                raise
+        return super()._call(index, method, path, body)
 
     def complete(self, prompt: list[int], params: SamplingParams) -> GenerationOutput:
         """One turn of ``prompt`` on the least busy server; tokens carry the version vLLM labelled them with."""
@@ -195,6 +207,10 @@ class VLLMRemoteServers(RemoteServers):
         return out
 
 
+_TRAINER_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR",
+                "MASTER_PORT"}  # fmt: skip
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free right now on ``host``."""
     with socket.socket() as sock:
@@ -251,7 +267,9 @@ class VLLMServerProcesses(ServerProcesses):
 
     @staticmethod
     def _env(devices: list[str] | None, i: int, threads: int) -> dict[str, str]:
-        env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")
+        env = {k: v for k, v in os.environ.items() if k not in _TRAINER_ENV}  # not a rank of the trainer's group
+        env["VLLM_SERVER_DEV_MODE"] = "1"
+        env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "3600")  # the trainer's threads keep their connections
         env["PYTHONPATH"] = os.pathsep.join(p for p in (SEARCHR1_ROOT, env.get("PYTHONPATH")) if p)
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(devices[i])
@@ -261,7 +279,6 @@ class VLLMServerProcesses(ServerProcesses):
         return env
 
     def _wait_ready(self, i: int, timeout: float) -> None:
-        import http.client
         from urllib.parse import urlsplit
 
         parts, deadline = urlsplit(self.urls[i]), time.monotonic() + timeout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,14 @@ import torch
 from searchr1.distributed import Lockstep
 from searchr1.rollout import RolloutBatch, RolloutEngine
 from searchr1.rollout.async_driver import AsyncRolloutDriver, Group, groups_to_batch
+from searchr1.rollout.backends.vllm_transfer import GroupWeightSender
+from searchr1.rollout.backends.vllm_weights import save_unshared
 from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
+from searchr1.rollout.vllm_servers import VLLMRemoteServers, VLLMServerProcesses, free_port
 from searchr1.training.sharding import full_state_dict
+
+SERVER_KINDS = ("hf", "vllm")
+TRANSPORTS = ("auto", "file", "nccl", "gloo")
 
 
 @dataclass
@@ -33,8 +40,23 @@ class AsyncRolloutConfig:
     """Knobs of asynchronous, disaggregated training (``model.async_rollout`` in a config)."""
 
     servers: int | list[str] = 1
-    """How many local rollout server processes ``fit`` starts (on this machine's spare cores), or the URLs of running
-    servers (``http://host:port``: ours, or ``vllm serve`` with the weight-update extension)."""
+    """How many local rollout server processes ``fit`` starts (on this machine's spare cores or GPUs), or the URLs of
+    running servers (``http://host:port``) of kind ``server_kind``."""
+    server_kind: str = "hf"
+    """``hf``: our server (:mod:`searchr1.rollout.server`); ``vllm``: vLLM's OpenAI server with our worker extension
+    (:mod:`searchr1.rollout.vllm_servers`; servers given by URL must run with the flags it starts them with)."""
+    vllm_python: str | None = None
+    """Python of the environment that has vLLM (e.g. ``.venv-vllm/bin/python``); default: the trainer's own."""
+    vllm_args: list[str] = field(default_factory=list)
+    """More ``vllm serve`` options of the local vLLM servers (``--dtype``, ``--gpu-memory-utilization``, ...)."""
+    server_devices: list[str] | None = None
+    """``CUDA_VISIBLE_DEVICES`` of each local server (e.g. ``["4", "5", "6", "7"]``); None: inherited."""
+    weight_transport: str = "auto"
+    """How pushed weights reach vLLM servers: ``file`` (safetensors in ``weights_dir``: CPU, one host), ``nccl`` (a
+    process group from the trainer's rank-0 GPU to every vLLM worker), ``gloo`` (the same group on CPU); ``auto``:
+    ``nccl`` for vLLM servers when the trainer runs on CUDA, else ``file``. Our HF server always takes files."""
+    weight_group_host: str = "127.0.0.1"
+    """Address of the trainer's rank-0 machine that the vLLM workers reach for the weight group (nccl/gloo)."""
     max_staleness: int = 0
     """Most policy versions a trained token may lag the trainer (0: synchronous; admission control enforces it)."""
     server_threads: int = 1
@@ -60,6 +82,16 @@ class AsyncRolloutConfig:
             raise ValueError("async_rollout.servers is an empty URL list")
         if self.max_staleness < 0:
             raise ValueError(f"async_rollout.max_staleness must be >= 0, got {self.max_staleness}")
+        if self.server_kind not in SERVER_KINDS:
+            raise ValueError(f"async_rollout.server_kind must be one of {SERVER_KINDS}, got {self.server_kind!r}")
+        if self.weight_transport not in TRANSPORTS:
+            raise ValueError(
+                f"async_rollout.weight_transport must be one of {TRANSPORTS}, got {self.weight_transport!r}"
+            )
+        if self.server_kind == "hf" and self.weight_transport not in ("auto", "file"):
+            raise ValueError(
+                "async_rollout.weight_transport nccl/gloo needs server_kind: vllm (our HF server loads files)"
+            )
 
 
 @dataclass
@@ -93,6 +125,7 @@ class AsyncTrainerRollout:
         rank: this trainer rank (0 pushes the weights).
         lockstep: the rank agreement with several ranks, else None.
         restore: the driver's snapshot from the checkpoint being resumed, or None.
+        sender: rank 0's end of the weight group with vLLM servers (nccl/gloo transport), else None (files).
     """
 
     def __init__(
@@ -110,8 +143,10 @@ class AsyncTrainerRollout:
         rank: int = 0,
         lockstep: Lockstep | None = None,
         restore: dict | None = None,
+        sender: GroupWeightSender | None = None,
     ) -> None:
         self.cfg, self.engine, self.servers, self.processes = cfg, engine, servers, processes
+        self.sender = sender
         self.rank, self.lockstep = rank, lockstep
         base = Path(cfg.weights_dir or ("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()))
         self._weights_dir = Path(tempfile.mkdtemp(prefix=f"searchr1-weights-{os.getpid()}-", dir=base))
@@ -154,12 +189,11 @@ class AsyncTrainerRollout:
         state = full_state_dict(policy)
         message = None
         if self.rank == 0:
-            path = self._weights_dir / f"policy-{version % 2}.pt"
-            tmp = path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
             try:
-                self.servers.push_weights(str(path), version)
+                if self.sender is not None:
+                    self.servers.push_group(self.sender, state.items(), version)
+                else:
+                    self.servers.push_weights(self._write(state, version), version)
             except RolloutServerError as err:
                 message = str(err)
         if self.lockstep is not None:  # every rank admits the new version only once the servers hold it
@@ -172,6 +206,18 @@ class AsyncTrainerRollout:
         seconds = time.perf_counter() - start
         self.tally.push_seconds.append(seconds)
         return seconds
+
+    def _write(self, state: dict[str, torch.Tensor], version: int) -> str:
+        """Write ``state`` where the servers read it (``torch.save`` for ours, safetensors for vLLM); the path."""
+        safetensors = getattr(self.servers, "weights_format", "torch") == "safetensors"
+        path = self._weights_dir / f"policy-{version % 2}.{'safetensors' if safetensors else 'pt'}"
+        tmp = path.with_suffix(".tmp")
+        if safetensors:
+            save_unshared(list(state.items()), str(tmp))
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, path)
+        return str(path)
 
     def step_metrics(self, rollout: RolloutBatch, version: int) -> dict[str, float]:
         """This step's ``async/*`` metrics: staleness of its tokens, idle shares, buffer depth, push time."""
@@ -263,15 +309,22 @@ def start_async_rollout(module: Any) -> AsyncTrainerRollout:
     if isinstance(cfg.servers, int):
         _share_cores(cfg, trainer)
         if trainer.global_rank == 0:
-            log_dir = cfg.log_dir or str(trainer.default_root_dir)
-            processes = ServerProcesses(
-                cfg.servers, module.hparams.model_name_or_path, log_dir, cfg.server_threads, cfg.server_batch_size
-            )
+            processes = _start_servers(cfg, module.hparams.model_name_or_path, cfg.log_dir or trainer.default_root_dir,
+                                       module.hparams.seed)  # fmt: skip
         urls = trainer.strategy.broadcast(processes.urls if processes is not None else None, src=0)
+    client = VLLMRemoteServers if cfg.server_kind == "vllm" else RemoteServers
+    servers = client(list(urls), cfg.request_timeout)
+    sender = None
+    transport = _transport(cfg, module.device)
+    if transport in ("nccl", "gloo") and trainer.global_rank == 0:
+        device = module.device if transport == "nccl" else torch.device("cpu")
+        workers = sum(servers.worker_counts())
+        sender = GroupWeightSender(transport, cfg.weight_group_host, free_port(cfg.weight_group_host), workers, device)
+        servers.join_group(sender)
     return AsyncTrainerRollout(
         cfg,
         engine,
-        RemoteServers(list(urls), cfg.request_timeout),
+        servers,
         processes,
         prompts,
         module.algorithm.n_samples,
@@ -282,7 +335,31 @@ def start_async_rollout(module: Any) -> AsyncTrainerRollout:
         trainer.global_rank,
         module.lockstep,
         module._async_restore,
+        sender,
     )
+
+
+def _transport(cfg: AsyncRolloutConfig, device: torch.device) -> str:
+    """The weight transport: ``file`` for our HF server; for vLLM the configured one (``auto``: nccl on CUDA)."""
+    if cfg.server_kind == "hf":
+        return "file"
+    if cfg.weight_transport == "auto":
+        return "nccl" if device.type == "cuda" else "file"
+    return cfg.weight_transport
+
+
+def _start_servers(cfg: AsyncRolloutConfig, model: str, log_dir, seed: int) -> ServerProcesses:
+    """Rank 0 starts ``cfg.servers`` local rollout servers of ``cfg.server_kind``."""
+    if cfg.server_kind == "vllm":
+        from searchr1.models import resolve_model_path
+
+        return VLLMServerProcesses(
+            cfg.servers, resolve_model_path(model), str(log_dir), cfg.vllm_python or sys.executable, cfg.vllm_args,
+            cfg.server_devices, cfg.server_threads, seed,
+        )  # fmt: skip
+    if cfg.server_devices is not None:
+        raise ValueError("async_rollout.server_devices is for server_kind: vllm; start GPU HF servers yourself (URLs)")
+    return ServerProcesses(cfg.servers, model, str(log_dir), cfg.server_threads, cfg.server_batch_size)
 
 
 def _share_cores(cfg: AsyncRolloutConfig, trainer: Any) -> None:
