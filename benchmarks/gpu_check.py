@@ -8,9 +8,11 @@ tokenizer trained on the fly (vocabulary 2048, so ~0.36B parameters), offline. T
 2. training: ``searchr1 fit``'s module and data module under ``Trainer(strategy=FSDP2Strategy(), devices=1,
    precision="bf16-mixed")`` for ``--steps`` PPO steps (policy + critic + reference); reports seconds per step,
    peak GPU memory, and that the fp32 master weights moved;
-3. async: a rollout server process on the GPU (``searchr1.rollout.server --device cuda --dtype bfloat16``) driven by
-   the asynchronous driver for 3 batches with ``max_staleness`` 1 and a weight push after each; reports its
-   tokens/s, the push time, the staleness seen and the dropped groups (must be 0);
+3. async: a rollout server process on the GPU driven by the asynchronous driver for 3 batches with
+   ``max_staleness`` 1 and a weight push after each — vLLM's own server with our worker extension where vLLM is
+   installed (weights through a NCCL group from GPU 0 to a server on GPU 1 with 2+ GPUs, else a safetensors file),
+   else ours (``searchr1.rollout.server --device cuda --dtype bfloat16``); reports its tokens/s, the push time,
+   the staleness seen and the dropped groups (must be 0);
 4. the small-GPU preset: ``configs/grpo_qwen2.5-0.5b_lora_1gpu.yaml`` (LoRA, bf16-mixed, gradient checkpointing)
    through ``searchr1 fit`` for ``--preset-steps`` rollout steps on the same random model (offline data/retriever).
 
@@ -144,15 +146,12 @@ def async_check(model_dir: str, device: str, prompts: int, response_tokens: int,
     from searchr1.rollout import RolloutEngine
     from searchr1.rollout.async_driver import AsyncRolloutDriver
     from searchr1.rollout.backends.hf import HFBackend
-    from searchr1.rollout.remote import RemoteServers, ServerProcesses
 
     tokenizer, policy = load_tokenizer(model_dir), load_causal_lm(model_dir)
     retriever = BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))
     engine = RolloutEngine(HFBackend(policy, tokenizer), retriever, tokenizer, rollout_config(response_tokens))
     questions = read_examples(package_path("pkg:assets/hotpotqa_dev_sample/questions.jsonl"))
-    dtype = ["--device", device] + (["--dtype", "bfloat16"] if device == "cuda" else [])
-    procs = ServerProcesses(1, model_dir, root, threads=1, batch_size=256, extra_args=dtype)
-    servers = RemoteServers(procs.urls)
+    procs, servers, push = _async_servers(model_dir, device, root)
 
     def batch(k: int) -> list:
         chosen = questions[k * prompts : (k + 1) * prompts]
@@ -166,8 +165,7 @@ def async_check(model_dir: str, device: str, prompts: int, response_tokens: int,
             with torch.no_grad():
                 for p in policy.parameters():
                     p.add_(1e-3)
-            torch.save(policy.state_dict(), root / "policy.pt")
-            pushes.append(servers.push_weights(str(root / "policy.pt"), step + 1))
+            pushes.append(push(policy, step + 1))
             driver.set_version(step + 1)
         wall = time.perf_counter() - start
         tokens = servers.counters()[0]["searchr1_rollout_tokens_total"]
@@ -175,11 +173,50 @@ def async_check(model_dir: str, device: str, prompts: int, response_tokens: int,
         dropped = driver.close()
         procs.close()
     return {
+        "async_server": type(servers).__name__,
         "async_server_tokens_per_s": round(tokens / wall, 1),
         "async_push_seconds": round(max(pushes), 3),
         "async_max_staleness_seen": max(driver.stats.token_staleness, default=0),
         "async_dropped_groups": dropped,
     }
+
+
+def _async_servers(model_dir: str, device: str, root: Path):
+    """``(processes, client, push(policy, version) -> seconds)``: vLLM on CUDA where installed, else ours."""
+    import importlib.util
+    import sys
+
+    from searchr1.rollout.remote import RemoteServers, ServerProcesses
+
+    if device == "cuda" and importlib.util.find_spec("vllm") is not None:
+        from searchr1.rollout.backends.vllm_transfer import GroupWeightSender
+        from searchr1.rollout.backends.vllm_weights import save_unshared
+        from searchr1.rollout.vllm_servers import VLLMRemoteServers, VLLMServerProcesses, free_port
+
+        two = torch.cuda.device_count() >= 2  # NCCL refuses two ranks on one GPU: one GPU pushes files
+        args = ["--dtype", "bfloat16", "--gpu-memory-utilization", "0.3", "--max-model-len", "4096"]
+        procs = VLLMServerProcesses(1, model_dir, root, sys.executable, args, devices=["1"] if two else None)
+        servers = VLLMRemoteServers(procs.urls)
+        if two:
+            sender = GroupWeightSender("nccl", "127.0.0.1", free_port(), sum(servers.worker_counts()),
+                                       torch.device("cuda:0"))  # fmt: skip
+            servers.join_group(sender)
+            return procs, servers, lambda policy, v: servers.push_group(sender, policy.named_parameters(), v)
+
+        def push_file(policy, version: int) -> float:
+            save_unshared(list(policy.state_dict().items()), str(root / "policy.safetensors"))
+            return servers.push_weights(str(root / "policy.safetensors"), version)
+
+        return procs, servers, push_file
+    dtype = ["--device", device] + (["--dtype", "bfloat16"] if device == "cuda" else [])
+    procs = ServerProcesses(1, model_dir, root, threads=1, batch_size=256, extra_args=dtype)
+    servers = RemoteServers(procs.urls)
+
+    def push_torch(policy, version: int) -> float:
+        torch.save(policy.state_dict(), root / "policy.pt")
+        return servers.push_weights(str(root / "policy.pt"), version)
+
+    return procs, servers, push_torch
 
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "grpo_qwen2.5-0.5b_lora_1gpu.yaml"

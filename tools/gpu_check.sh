@@ -4,7 +4,8 @@
 # server process on the GPU, 3 batches with weight pushes: tokens/s, push time, staleness), then 3 steps of the
 # small-GPU LoRA preset configs/grpo_qwen2.5-0.5b_lora_1gpu.yaml on the same model (--preset-steps N; 0 skips);
 # prints one JSON line.
-# Needs torch (CUDA), lightning, transformers and this package; no network, no vLLM.
+# Needs torch (CUDA), lightning, transformers and this package; no network. vLLM is optional: where it is installed
+# the async check runs vLLM's own server (NCCL weight push with 2+ GPUs), else ours.
 #   bash tools/gpu_check.sh            # on a GPU machine
 #   bash tools/gpu_check.sh --smoke    # the same code on CPU with a tiny model (checks the script)
 set -euo pipefail

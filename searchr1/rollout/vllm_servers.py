@@ -20,9 +20,11 @@ Nothing here imports vllm: the servers live in their own environment (``python``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -35,7 +37,7 @@ import torch
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
 from searchr1.rollout.backends.vllm import map_finish_reason
 from searchr1.rollout.backends.vllm_transfer import EXTENSION, GroupWeightSender, manifest
-from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses, _die_with_parent
+from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
 
 GENERATE = "/inference/v1/generate"
 SEARCHR1_ROOT = str(Path(__file__).resolve().parents[2])
@@ -257,7 +259,7 @@ class VLLMServerProcesses(ServerProcesses):
                 self.urls.append(f"http://{host}:{port}")
                 self.procs.append(subprocess.Popen(
                     command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=self._env(devices, i, threads),
-                    preexec_fn=_die_with_parent if os.name == "posix" else None,
+                    preexec_fn=_terminate_with_parent if os.name == "posix" else None, start_new_session=True,
                 ))  # fmt: skip
             for i in range(count):
                 self._wait_ready(i, startup_timeout)
@@ -300,14 +302,32 @@ class VLLMServerProcesses(ServerProcesses):
         raise RolloutServerError(f"vLLM rollout server {i} did not answer /health in {timeout}s (log: {self.logs[i]})")
 
     def close(self) -> None:
-        """Stop every server (SIGTERM: vLLM stops its engine processes; SIGKILL after 30 s)."""
+        """Stop every server with its engine processes: SIGTERM to each server's process group (vLLM shuts its
+        engine down), SIGKILL to the group after 30 s and to what is left of it (an engine core outlives a server
+        that was SIGKILLed)."""
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc in self.procs:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _signal_group(proc, signal.SIGKILL)
         self.procs = []
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (its own session), if any of it is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _terminate_with_parent() -> None:  # runs in the child before exec
+    """SIGTERM (not SIGKILL: vLLM then stops its engine processes) when the trainer dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: close() and atexit still stop the servers
+        pass

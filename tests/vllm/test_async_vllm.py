@@ -149,6 +149,30 @@ def test_a_push_mid_turn_labels_each_token_with_the_weights_that_sampled_it(serv
                                atol=2e-4, rtol=1e-4)  # fmt: skip
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="the NCCL weight group needs 2 GPUs (trainer + server)")
+def test_nccl_weight_group_pushes_into_a_gpu_server(tmp_path, tokenizer):
+    """GPU twin of the gloo push: a vLLM server on GPU 1, the sender on GPU 0 (NCCL refuses two ranks on one GPU);
+    after the push the server's log-probs are the new weights' (float32 engine; GPU kernels, hence 1e-3)."""
+    args = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--gpu-memory-utilization", "0.3"]
+    procs = VLLMServerProcesses(1, str(MODEL), tmp_path, sys.executable, args, devices=["1"])
+    try:
+        servers = VLLMRemoteServers(procs.urls, timeout=300)
+        sender = GroupWeightSender("nccl", "127.0.0.1", free_port(), sum(servers.worker_counts()),
+                                   torch.device("cuda:0"), timeout=300)  # fmt: skip
+        servers.join_group(sender)
+        new = _hf(perturb=0.05, seed=4)
+        seconds = servers.push_group(sender, new.named_parameters(), 3)
+        prompt = tokenizer.encode(PROMPT)
+        out = servers.complete(prompt, SamplingParams(max_new_tokens=16, do_sample=False))
+        print(f"\nNCCL push: {seconds:.3f} s")
+        assert out.versions == [3] * len(out.token_ids)
+        torch.testing.assert_close(torch.tensor(out.logprobs), _teacher_forced(new, prompt, out.token_ids),
+                                   atol=1e-3, rtol=1e-3)  # fmt: skip
+    finally:
+        procs.close()
+
+
 def _vllm_fit_args(tmp_path, url: str, steps: int, *extra: str) -> list[str]:
     return [*_args(tmp_path, "learn_cpu_async.yaml", steps), f"--model.async_rollout.servers=[{url}]",
             "--model.async_rollout.server_kind=vllm", *extra]  # fmt: skip
