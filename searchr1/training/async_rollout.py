@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ import torch
 from searchr1.distributed import Lockstep
 from searchr1.rollout import RolloutBatch, RolloutEngine
 from searchr1.rollout.async_driver import AsyncRolloutDriver, Group, groups_to_batch
+from searchr1.rollout.backends.behaviour import behaviour_logprob_problem
 from searchr1.rollout.backends.vllm_transfer import GroupWeightSender
 from searchr1.rollout.backends.vllm_weights import save_unshared
 from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
-from searchr1.rollout.vllm_servers import VLLMRemoteServers, VLLMServerProcesses, free_port
+from searchr1.rollout.vllm_servers import VLLMRemoteServers
+from searchr1.training.rollout_servers import join_weight_group, start_servers
 from searchr1.training.sharding import full_state_dict
 
 SERVER_KINDS = ("hf", "vllm")
@@ -305,22 +306,20 @@ def start_async_rollout(module: Any) -> AsyncTrainerRollout:
         examples = stream.batch_at(epoch, step)  # this rank's share of the global batch
         return [(ex, protocol.build_prompt(ex.question, module.tokenizer, use_chat)) for ex in examples]
 
+    if cfg.server_kind == "vllm":  # the servers record raw_logprobs: exact behaviour log-probs at temperature 1
+        problem = behaviour_logprob_problem("raw_logprobs", engine._sampling_params(1, None, 0))
+        if problem is not None:
+            raise ValueError(f"async_rollout.server_kind vllm (servers run --logprobs-mode raw_logprobs): {problem}")
     processes, urls = None, cfg.servers
     if isinstance(cfg.servers, int):
         _share_cores(cfg, trainer)
         if trainer.global_rank == 0:
-            processes = _start_servers(cfg, module.hparams.model_name_or_path, cfg.log_dir or trainer.default_root_dir,
+            processes = start_servers(cfg, module.hparams.model_name_or_path, cfg.log_dir or trainer.default_root_dir,
                                        module.hparams.seed)  # fmt: skip
         urls = trainer.strategy.broadcast(processes.urls if processes is not None else None, src=0)
     client = VLLMRemoteServers if cfg.server_kind == "vllm" else RemoteServers
     servers = client(list(urls), cfg.request_timeout)
-    sender = None
-    transport = _transport(cfg, module.device)
-    if transport in ("nccl", "gloo") and trainer.global_rank == 0:
-        device = module.device if transport == "nccl" else torch.device("cpu")
-        workers = sum(servers.worker_counts())
-        sender = GroupWeightSender(transport, cfg.weight_group_host, free_port(cfg.weight_group_host), workers, device)
-        servers.join_group(sender)
+    sender = join_weight_group(cfg, module, servers)
     return AsyncTrainerRollout(
         cfg,
         engine,
@@ -337,29 +336,6 @@ def start_async_rollout(module: Any) -> AsyncTrainerRollout:
         module._async_restore,
         sender,
     )
-
-
-def _transport(cfg: AsyncRolloutConfig, device: torch.device) -> str:
-    """The weight transport: ``file`` for our HF server; for vLLM the configured one (``auto``: nccl on CUDA)."""
-    if cfg.server_kind == "hf":
-        return "file"
-    if cfg.weight_transport == "auto":
-        return "nccl" if device.type == "cuda" else "file"
-    return cfg.weight_transport
-
-
-def _start_servers(cfg: AsyncRolloutConfig, model: str, log_dir, seed: int) -> ServerProcesses:
-    """Rank 0 starts ``cfg.servers`` local rollout servers of ``cfg.server_kind``."""
-    if cfg.server_kind == "vllm":
-        from searchr1.models import resolve_model_path
-
-        return VLLMServerProcesses(
-            cfg.servers, resolve_model_path(model), str(log_dir), cfg.vllm_python or sys.executable, cfg.vllm_args,
-            cfg.server_devices, cfg.server_threads, seed,
-        )  # fmt: skip
-    if cfg.server_devices is not None:
-        raise ValueError("async_rollout.server_devices is for server_kind: vllm; start GPU HF servers yourself (URLs)")
-    return ServerProcesses(cfg.servers, model, str(log_dir), cfg.server_threads, cfg.server_batch_size)
 
 
 def _share_cores(cfg: AsyncRolloutConfig, trainer: Any) -> None:
