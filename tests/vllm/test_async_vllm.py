@@ -34,6 +34,12 @@ MODEL = package_path("pkg:assets/synthetic_warm_start")
 PROMPT = "Question: Who directed the film Ed Wood?\n"
 
 
+def test_the_trainer_side_and_the_extension_never_import_vllm():
+    code = ("import sys, searchr1.training.async_rollout, searchr1.rollout.vllm_servers, "
+            "searchr1.rollout.backends.vllm_transfer\nassert 'vllm' not in sys.modules, 'vllm imported'\n")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One vLLM rollout server (float32, eager, 1 thread) and its client; the processes stop after the module."""
