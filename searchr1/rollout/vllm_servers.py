@@ -36,7 +36,7 @@ import torch
 
 from searchr1.rollout.backends.base import GenerationOutput, SamplingParams
 from searchr1.rollout.backends.vllm import map_finish_reason
-from searchr1.rollout.backends.vllm_transfer import EXTENSION, GroupWeightSender, manifest
+from searchr1.rollout.backends.vllm_transfer import EXTENSION, GroupWeightSender, manifest, parse_manifest
 from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
 
 GENERATE = "/inference/v1/generate"
@@ -183,6 +183,7 @@ class VLLMRemoteServers(RemoteServers):
         """Broadcast ``named`` through the weight group into every server as ``version`` (between two steps)."""
         named = list(named)
         spec = manifest(named)
+        parse_manifest(spec)  # an unsupported dtype fails here, before any server waits for a broadcast
 
         def load() -> None:  # every server receives while rank 0 broadcasts (a collective of all of them)
             with ThreadPoolExecutor(len(self.urls)) as pool:

@@ -48,8 +48,8 @@ class AsyncRolloutConfig:
     (:mod:`searchr1.rollout.vllm_servers`; servers given by URL must run with the flags it starts them with)."""
     vllm_python: str | None = None
     """Python of the environment that has vLLM (e.g. ``.venv-vllm/bin/python``); default: the trainer's own."""
-    vllm_args: list[str] = field(default_factory=list)
-    """More ``vllm serve`` options of the local vLLM servers (``--dtype``, ``--gpu-memory-utilization``, ...)."""
+    vllm_args: list[str | int | float] = field(default_factory=list)
+    """More ``vllm serve`` options of the local vLLM servers (``[--dtype, bfloat16, --max-model-len, 4096]``)."""
     server_devices: list[str] | None = None
     """``CUDA_VISIBLE_DEVICES`` of each local server (e.g. ``["4", "5", "6", "7"]``); None: inherited."""
     weight_transport: str = "auto"

@@ -52,7 +52,8 @@ def start_servers(cfg: Any, model: str, log_dir, seed: int) -> ServerProcesses:
         from searchr1.models import resolve_model_path
 
         return VLLMServerProcesses(
-            cfg.servers, resolve_model_path(model), str(log_dir), cfg.vllm_python or sys.executable, cfg.vllm_args,
+            cfg.servers, resolve_model_path(model), str(log_dir), cfg.vllm_python or sys.executable,
+            [str(a) for a in cfg.vllm_args],
             cfg.server_devices, cfg.server_threads, seed,
         )  # fmt: skip
     if cfg.server_devices is not None:

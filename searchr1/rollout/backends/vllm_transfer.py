@@ -97,14 +97,23 @@ class RemoteWeightsExtension(VLLMWorkerExtension):
         if joined is None:
             raise RuntimeError("searchr1_group_receive before searchr1_group_init: the trainer joins the group first")
         device, _, group = joined
+        items, done = parse_manifest(manifest_json), [0]
+
+        def receive(dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+            buffer = torch.empty(shape, dtype=dtype, device=device)
+            group.broadcast(buffer, 0).wait()
+            done[0] += 1
+            return buffer
 
         def received() -> Iterator[tuple[str, torch.Tensor]]:
-            for name, dtype, shape in parse_manifest(manifest_json):
-                buffer = torch.empty(shape, dtype=dtype, device=device)
-                group.broadcast(buffer, 0).wait()
-                yield name, buffer
+            for name, dtype, shape in items:
+                yield name, receive(dtype, shape)
 
-        return self.searchr1_reload_weights(received())
+        try:
+            return self.searchr1_reload_weights(received())
+        finally:  # a load that stopped early still takes every broadcast: the trainer never waits for ever
+            for _, dtype, shape in items[done[0] :]:
+                receive(dtype, shape)
 
     def searchr1_group_close(self) -> bool:
         """Leave the weight group (the trainer closes it at the end of ``fit``)."""
