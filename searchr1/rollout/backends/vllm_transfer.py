@@ -82,7 +82,8 @@ class RemoteWeightsExtension(VLLMWorkerExtension):
 
     def searchr1_group_init(self, backend: str, host: str, port: str, world_size: str, offset: str,
                             timeout: str = "600") -> str:  # fmt: skip
-        """Join the trainer's weight group as rank ``1 + offset + self.rank``; returns that rank."""
+        """Join the trainer's weight group as rank ``1 + offset + self.rank`` (replacing a group an earlier trainer
+        made); returns that rank."""
         rank = 1 + int(offset) + int(getattr(self, "rank", 0))
         device = self.device if backend == "nccl" else torch.device("cpu")
         if backend == "nccl":
@@ -114,11 +115,6 @@ class RemoteWeightsExtension(VLLMWorkerExtension):
         finally:  # a load that stopped early still takes every broadcast: the trainer never waits for ever
             for _, dtype, shape in items[done[0] :]:
                 receive(dtype, shape)
-
-    def searchr1_group_close(self) -> bool:
-        """Leave the weight group (the trainer closes it at the end of ``fit``)."""
-        self._searchr1_group = None
-        return True
 
 
 class GroupWeightSender:
