@@ -88,3 +88,17 @@ def test_hf_export_weights_follow_the_umask(tmp_path, umask):
     assert mode(out) == 0o777 & ~umask
     modes = {p.name: mode(p) for p in out.iterdir()}
     assert "model.safetensors" in modes and modes == {name: 0o666 & ~umask for name in modes}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "--topk", "2"], "serve: give either --index DIR (one or more) or --engine NAME"),
+        (["infer", "--model", "tiny:micro", "--device", "cpu", "Who?"], "infer: give a search engine with --corpus"),
+    ],
+    ids=["serve", "infer"],
+)
+def test_a_missing_search_engine_is_a_short_error(tmp_path, args, named):
+    block = error_block(run([SEARCHR1, *args], tmp_path))
+    assert named in block, block
