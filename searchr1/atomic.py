@@ -58,6 +58,14 @@ def _as_if_created(path: Path, is_dir: bool) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~current_umask())
 
 
+def follow_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes a plain ``open``/``mkdir`` would (0644/0755 under umask 022):
+    ``tempfile`` folders and some writers (``safetensors`` writes its files 0600) are private whatever the umask."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            _as_if_created(path, is_dir=path.is_dir())
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` so that ``path`` is never seen half-written (temp file + fsync + ``os.replace``)."""
     path = Path(path)
@@ -101,8 +109,8 @@ def write_dir_atomically(target: str | Path, write: Callable[[Path], None]) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
-        _as_if_created(tmp, is_dir=True)
         write(tmp)
+        follow_umask(tmp)
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

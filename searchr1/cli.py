@@ -56,9 +56,10 @@ class SearchR1CLI(LightningCLI):
 
     def before_fit(self) -> None:
         """``--ckpt_path last``: the newest ``last.ckpt`` under the run's folders (:mod:`searchr1.training.resume`)."""
-        from searchr1.training.resume import NoLastCheckpoint, resolve_last
+        from searchr1.training.resume import NoLastCheckpoint, check_resumable, resolve_last
 
         config = self.config_init[self.subcommand]
+        check_resumable(config.get("ckpt_path"))  # an unfinished sharded save: refused before any rank starts
         if config.get("ckpt_path") != "last":
             return
         try:

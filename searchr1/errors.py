@@ -65,6 +65,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("searchr1.data.qa", "DataError"),
         ("searchr1.retrieval.corpus", "CorpusFormatError"),
         ("searchr1.retrieval.manifest", "IndexMismatchError"),
+        ("searchr1.training.sharded_checkpoint", "IncompleteCheckpointError"),  # names the newest complete one
         ("jsonargparse", "ArgumentError"),
         ("lightning.fabric.utilities.exceptions", "MisconfigurationException"),  # Lightning's word for a bad value
     ):

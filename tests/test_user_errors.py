@@ -39,12 +39,16 @@ def error_block(proc: subprocess.CompletedProcess) -> str:
     return "\n".join(block)
 
 
+def _write_files(folder: Path) -> Path:
+    (folder / "good.jsonl").write_text(GOOD)
+    (folder / "bad.jsonl").write_text(GOOD + '{"id": "3", "contents": "broken\n')
+    (folder / "dup.jsonl").write_text(GOOD + '{"id": "1", "contents": "\\"C\\"\\nz"}\n')
+    return folder
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
-    (tmp_path / "good.jsonl").write_text(GOOD)
-    (tmp_path / "bad.jsonl").write_text(GOOD + '{"id": "3", "contents": "broken\n')
-    (tmp_path / "dup.jsonl").write_text(GOOD + '{"id": "1", "contents": "\\"C\\"\\nz"}\n')
-    return tmp_path
+    return _write_files(tmp_path)
 
 
 TOOL_CASES = {
@@ -131,14 +135,31 @@ FIT_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def fit_errors(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every ``FIT_CASES`` command, two at a time (each is mostly one single-threaded Python start-up; CI has 2 cores),
+    each with its own run folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = _write_files(tmp_path_factory.mktemp("fit_errors"))
+
+    def one(case: str) -> subprocess.CompletedProcess:
+        return run([SEARCHR1, *FIT, f"--trainer.default_root_dir={files / case}", *FIT_CASES[case][0]], files)
+
+    gpu = pytest.importorskip("torch").cuda.is_available()  # then the GPU case is skipped (it would train)
+    cases = [case for case in FIT_CASES if not (gpu and case == "gpu-config-on-cpu")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(cases, pool.map(one, cases)))
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)  # the first case runs the fixture: all nine commands
 @pytest.mark.parametrize("case", list(FIT_CASES))
-def test_fit_errors_are_short(files, case):
+def test_fit_errors_are_short(fit_errors, case):
     args, named = FIT_CASES[case]
     if case == "gpu-config-on-cpu":
         pytest.importorskip("torch").cuda.is_available() and pytest.skip("a GPU is visible")
-    proc = run([SEARCHR1, *FIT, f"--trainer.default_root_dir={files / 'run'}", *args], files)
+    proc = fit_errors[case]
     block = error_block(proc)
     assert named in block, block
     assert "load_causal_lm" not in proc.stderr

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchr1.errors import ShortArgumentParser
+from searchr1.errors import ShortArgumentParser, UserError
 from searchr1.evaluation.prompts import METHODS
 
 ROLLOUT_FLAGS = ("max_turns", "max_response_tokens", "max_obs_tokens", "max_total_tokens", "max_prompt_tokens", "topk")
@@ -260,7 +260,7 @@ def run_infer(argv: Sequence[str] | None = None):
     args.out = None
     policy, backend, retriever, use_chat = _load(args)
     if retriever is None and METHODS.get(args.method).searches:
-        raise SystemExit("searchr1-infer: give a search engine with --corpus, --index-dir or --retriever-url")
+        raise UserError("infer: give a search engine with --corpus, --index-dir or --retriever-url")
     return infer(
         args.question,
         backend,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from searchr1.errors import UserError
 from searchr1.rewards.search_quality import OUTCOMES
 
 REPORT_FILE = "report.html"
@@ -242,6 +243,6 @@ def report_main(argv: Sequence[str] | None = None) -> Path:
     try:
         path = write_run_report(args.run_dir, args.out)
     except FileNotFoundError as err:  # a wrong folder: one line saying what to give, no traceback
-        raise SystemExit(f"searchr1 report: error: {err}") from None
+        raise UserError(str(err)) from None
     print(f"report: {path}")
     return path

@@ -24,6 +24,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from searchr1.atomic import follow_umask
 from searchr1.models.chat_templates import QWEN25_TOOLS_TEMPLATE
 from searchr1.protocols import INSTRUCTION_TEMPLATE, INVALID_ACTION_TEXT, OBSERVATION_TEMPLATE
 
@@ -201,6 +202,7 @@ def ensure_tiny_model(cache_dir: str | None = None, **kwargs) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-qwen2-", dir=root))
     try:
         build_tiny_qwen2(tmp, **kwargs)
+        follow_umask(tmp)  # mkdtemp and safetensors write 0700/0600: the cached model follows the umask (0755/0644)
         for attempt in range(3):
             try:
                 os.rename(tmp, target)

@@ -149,6 +149,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         mmap=args.mmap,
     )
     retriever = retriever_from_args(args, lambda: open_indexes(args.index, args.rrf_k, options))
+    check_topk_fits(args.topk, retriever)
     limits = ServerLimits(
         max_queries=args.max_queries,
         max_query_chars=args.max_query_chars,
@@ -192,3 +193,12 @@ def check_serve_args(args: argparse.Namespace) -> None:
             problems.append(f"--{name.replace('_', '-')} {getattr(args, name)} must be 0 or more")
     if problems:
         raise UserError("; ".join(problems))
+
+
+def check_topk_fits(topk: int, retriever: object) -> None:
+    """Refuse a default ``--topk`` above the served index's passage count (an online engine has no count)."""
+    inner = getattr(retriever, "retriever", None)  # a reranker: the index under it holds the passages
+    sized = next((r for r in (retriever, inner) if hasattr(r, "__len__")), None)
+    count = len(sized) if sized is not None else None  # type: ignore[arg-type]
+    if count is not None and topk > count:
+        raise UserError(f"--topk {topk} is above the index's {count} passages: give --topk {count} or less")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from searchr1.errors import UserError
 from searchr1.retrieval.base import CachedRetriever
 from searchr1.retrieval.online import DEFAULT_CACHE_DIR
 
@@ -61,7 +62,7 @@ def online_from_args(args: argparse.Namespace) -> CachedRetriever:
 def retriever_from_args(args: argparse.Namespace, open_index: Callable[[], CachedRetriever]) -> CachedRetriever:
     """What ``serve`` serves: the engine or the index folder(s), reranked when ``--rerank`` is given."""
     if bool(args.engine) == bool(args.index):
-        raise SystemExit("searchr1 serve: give either --index DIR (one or more) or --engine NAME")
+        raise UserError("serve: give either --index DIR (one or more) or --engine NAME")
     retriever = online_from_args(args) if args.engine else open_index()
     if args.rerank:
         from searchr1.retrieval.rerank import RerankRetriever

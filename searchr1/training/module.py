@@ -16,40 +16,36 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 
 from searchr1.distributed import Lockstep
-from searchr1.models import LoRAConfig, ValueModel, frozen_reference, load_causal_lm, load_tokenizer
-from searchr1.models.lora import drop_frozen_weights
+from searchr1.models import LoRAConfig, ValueModel
 from searchr1.protocols import get_protocol
 from searchr1.retrieval import Retriever
 from searchr1.rewards import get_reward
 from searchr1.rollout import RolloutBatch, RolloutConfig, RolloutEngine
-from searchr1.rollout.run_settings import RunSettings, run_settings
 from searchr1.training import strategies  # noqa: F401 - registers the ``fsdp2`` strategy name
-from searchr1.training.async_rollout import AsyncRolloutConfig, AsyncTrainerRollout, start_async_rollout
+from searchr1.training.async_hooks import AsyncRolloutMixin
+from searchr1.training.async_rollout import AsyncRolloutConfig, AsyncTrainerRollout
+from searchr1.training.checkpoint_hooks import CheckpointMixin
 from searchr1.training.config import AlgorithmConfig
-from searchr1.training.engine_weights import EngineWeights, build_rollout_backend, check_behaviour_logprobs
+from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
+from searchr1.training.eval_hooks import EvaluationMixin
 from searchr1.training.forward import batched_logprobs, batched_values
 from searchr1.training.metrics import EvalTally, search_quality_metrics, step_metrics
-from searchr1.training.optim import build_optimizers, warmup_steps
-from searchr1.training.scaling import (
-    ScaleSetup,
-    check_setup,
-    ddp_reducer_off,
-    full_params_for_generation,
-    gradient_sync_hook,
-    strategy_kind,
-)
-from searchr1.training.search_health import check_retriever
-from searchr1.training.sharding import is_fsdp2, rank_lockstep, shard_for_training
-from searchr1.training.step_count import global_step_from_rollout_steps, one_global_step, reopen_unfinished_epoch
+from searchr1.training.model_setup import ModelSetupMixin
+from searchr1.training.scaling import ddp_reducer_off, full_params_for_generation, gradient_sync_hook
+from searchr1.training.sharding import is_fsdp2, rank_lockstep
+from searchr1.training.step_count import one_global_step
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
 from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 
-class SearchR1Module(LightningModule):
+class SearchR1Module(ModelSetupMixin, AsyncRolloutMixin, EvaluationMixin, CheckpointMixin, LightningModule):
     """Policy (+ frozen reference, + critic when the estimator needs one) trained with search rollouts.
+
+    The training step is here; model setup, asynchronous rollouts, evaluation and checkpoint hooks are mixins
+    (:mod:`~searchr1.training.model_setup`, :mod:`~searchr1.training.async_hooks`,
+    :mod:`~searchr1.training.eval_hooks`, :mod:`~searchr1.training.checkpoint_hooks`).
 
     Args:
         model_name_or_path: policy weights: a hub name (``Qwen/Qwen2.5-3B``), a local folder, or
@@ -165,82 +161,6 @@ class SearchR1Module(LightningModule):
         self._rollout_steps = 0
         self._eval_tally = EvalTally(protocol=rollout.protocol)
 
-    # ----------------------------------------------------------------------------------------- setup
-    @property
-    def reference(self) -> torch.nn.Module | None:
-        """The frozen reference policy (KL), or None.
-
-        Deliberately not a registered submodule: it never enters the state dict, so checkpoints (single-file or
-        FSDP2 distributed) hold only what trains, Lightning's precision/device moves leave it alone, and it is
-        rebuilt from the starting weights at load.
-        """
-        return self._frozen.get("reference")
-
-    @property
-    def tokenizer(self):
-        """The policy tokenizer (left padding), loaded on first use."""
-        if self._tokenizer is None:
-            hp = self.hparams
-            self._tokenizer = load_tokenizer(hp.tokenizer or hp.model_name_or_path, chat_template=hp.chat_template)
-        return self._tokenizer
-
-    def setup(self, stage: str) -> None:
-        """Check the strategy/hardware/batch layout on every rank before any model is loaded."""
-        if self._trainer is None:
-            return
-        check_setup(self.scale_setup(self.trainer))
-        check_behaviour_logprobs(self.backend_name, self.backend_kwargs, self.rollout_config)
-        check_retriever(self.retriever, self.trainer.strategy)  # a dead retrieval server: refuse to start
-        cfg = self.algorithm
-        rank_zero_info(f"searchr1: estimator {cfg.estimator}, KL path {cfg.kl_path} ({cfg.kl_kind}, β={cfg.kl_coef})")
-
-    def scale_setup(self, trainer) -> ScaleSetup:
-        """What :func:`~searchr1.training.scaling.check_setup` needs, read from ``trainer`` and this module."""
-        datamodule = getattr(trainer, "datamodule", None)
-        return ScaleSetup(
-            strategy=strategy_kind(trainer.strategy),
-            accelerator="cpu" if type(trainer.accelerator).__name__ == "CPUAccelerator" else "gpu",
-            backend=self.backend_name,
-            estimator=self.algorithm.estimator,
-            needs_critic=self.algorithm.needs_critic,
-            critic_name_or_path=self.hparams.critic_name_or_path,
-            batch_size=getattr(datamodule, "batch_size", None),
-            n_samples=self.algorithm.n_samples,
-            mini_batch_size=self.algorithm.mini_batch_size,
-            precision=str(trainer.precision),
-            dtype=self.hparams.dtype,
-            policy_lr=self.hparams.policy_lr,
-            lora=self.lora is not None,
-        )
-
-    def configure_model(self) -> None:
-        """Load policy, reference and critic (once; Lightning calls this before restoring a checkpoint).
-
-        Under FSDP2 (``ModelParallelStrategy``/``fsdp2``: ``self.device_mesh`` is set) each model is sharded with
-        ``fully_shard`` per decoder layer, then the root; parameters stay fp32 shards (the optimizer's masters) and
-        compute runs in bf16 under ``trainer.precision: bf16-mixed`` (``MixedPrecisionPolicy``, fp32 gradient
-        reduction). The reference is sharded too and never stepped.
-        """
-        if self.policy is not None:
-            return
-        hp = self.hparams
-        dtype = getattr(torch, hp.dtype) if hp.dtype else None
-        policy = load_causal_lm(hp.model_name_or_path, dtype, hp.gradient_checkpointing, lora=self.lora).train()
-        reference = frozen_reference(policy) if self.algorithm.uses_reference else None
-        critic = None
-        if self.algorithm.needs_critic:
-            path = hp.critic_name_or_path or hp.model_name_or_path
-            critic = ValueModel(path, dtype, hp.gradient_checkpointing, seed=hp.seed, lora=self.lora).train()
-        if self.device_mesh is not None:  # FSDP2: fp32 shards, compute in the precision's dtype
-            policy, reference, critic = shard_for_training(
-                self.device_mesh, str(self.trainer.precision), policy, reference, critic, hp.reference_cpu_offload
-            )
-        self.policy, self.critic = policy, critic
-        if reference is not None:
-            self._frozen["reference"] = reference
-        if self.retriever is None:
-            self.retriever = _default_retriever()
-
     @property
     def lockstep(self) -> Lockstep | None:
         """The rank agreement when several ranks train together, else None."""
@@ -249,30 +169,6 @@ class SearchR1Module(LightningModule):
     def _backward(self, loss: torch.Tensor) -> None:
         with ddp_reducer_off(self.trainer.strategy.model):
             self.manual_backward(loss)
-
-    def _move_reference(self) -> None:
-        """Put an unsharded reference on this module's device (FSDP2 placed sharded ones already)."""
-        ref = self.reference
-        if ref is not None and not is_fsdp2(ref):
-            device = next(ref.parameters()).device
-            if device != self.device:
-                self._frozen["reference"] = ref.to(self.device)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        try:
-            total = self.trainer.estimated_stepping_batches
-        except Exception:  # no trainer attached (plain use) or unknown length
-            total = None
-        return build_optimizers(
-            self.policy,
-            self.critic,
-            policy_lr=hp.policy_lr,
-            critic_lr=hp.critic_lr,
-            weight_decay=hp.weight_decay,
-            warmup=(warmup_steps(hp.lr_warmup_ratio, total), warmup_steps(hp.critic_lr_warmup_ratio, total)),
-            factories=self._optimizer_factories,
-        )
 
     def updater(self) -> PolicyCriticUpdater:
         """The update of one step, wired to this module's models, optimizers, schedulers and strategy."""
@@ -378,21 +274,6 @@ class SearchR1Module(LightningModule):
             rollout = self.engine(train).generate(prompts, n=n, seed=seed)
         return rollout.to(self.device)
 
-    def _take_async(self, batch: list) -> RolloutBatch:
-        if self._async is None:
-            self._async = start_async_rollout(self)
-        rollout = self._async.take(self._rollout_steps, batch)
-        self.log_dict(self._async.step_metrics(rollout, self._rollout_steps), batch_size=len(rollout))
-        return rollout.to(self.device)
-
-    def async_summary(self) -> dict[str, Any] | None:
-        """The ``async`` object of the run summary (None when training synchronously)."""
-        return self._async.summary() if self._async is not None else None
-
-    def teardown(self, stage: str) -> None:
-        if self._async is not None:  # stop the rollout servers this run started
-            self._async.close()
-
     def no_grad_passes(self, rollout: RolloutBatch):
         """Old log-probs (unless fully on-policy), reference log-probs and critic values."""
         cfg, budget, temp = self.algorithm, self.algorithm.micro_token_budget, self.rollout_config.temperature
@@ -449,72 +330,6 @@ class SearchR1Module(LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "mark_batch_consumed"):
             datamodule.mark_batch_consumed()
-
-    # ---------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def test_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
-
-    def _eval_step(self, batch: list) -> None:
-        self._eval_tally.add_rollout(self.rollout(batch, train=False), batch, self.device)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
-
-    def _log_eval(self, prefix: str) -> None:
-        tally, self._eval_tally = self._eval_tally, EvalTally(protocol=self.rollout_config.protocol)
-        means = tally.means(self.trainer, self.device)
-        for source, values in means.items():
-            for name, value in values.items():
-                self.log(f"{prefix}/{source}/{name}", value, rank_zero_only=True)
-        if means:
-            em = torch.stack([v["em"] for v in means.values()]).mean()
-            self.log(f"{prefix}/em", em, prog_bar=True, rank_zero_only=True)
-
-    # -------------------------------------------------------------------------------- checkpoints
-    def configure_callbacks(self) -> list:
-        """Every run: SIGTERM saves and exits non-zero, a lost rank is named (:mod:`searchr1.training.shutdown`)."""
-        from searchr1.training.shutdown import ShutdownGuard
-
-        return [ShutdownGuard()]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the reference is not a submodule (frozen at its starting weights, rebuilt at load): never in state_dict
-        checkpoint["searchr1"] = {"rollout_steps": self._rollout_steps, "run": self.run_settings().to_dict()}
-        if self._async is not None:  # groups sampled ahead (finished or in flight) continue after a resume
-            checkpoint["searchr1"]["async"] = self._async.driver.snapshot()
-        reopen_unfinished_epoch(self._trainer, checkpoint)  # a max_steps stop resumes inside its epoch
-        # LoRA: only what trains; except FSDP2 distributed checkpoints, whose loader reads every key of the module
-        if not (is_fsdp2(self.policy) and getattr(self.trainer.strategy, "_save_distributed_checkpoint", False)):
-            drop_frozen_weights(checkpoint.get("state_dict"), {"policy.": self.policy, "critic.": self.critic})
-
-    def run_settings(self) -> RunSettings:
-        """Rollout and retriever settings that travel with the weights (checkpoints, HF exports) for eval/infer."""
-        return run_settings(self.rollout_config, self.retriever, self.hparams.use_chat_template)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rollout_steps = checkpoint.get("searchr1", {}).get("rollout_steps", 0)
-        self._async_restore = checkpoint.get("searchr1", {}).get("async")
-        global_step_from_rollout_steps(checkpoint, checkpoint.get("searchr1", {}).get("rollout_steps"))
-        if self._engine_weights is not None:  # an engine built before the load holds other weights
-            self._engine_weights.mark_stale()
-        state = checkpoint.get("state_dict")
-        if isinstance(state, dict):  # single-file checkpoints of earlier versions: drop a stored reference copy
-            for key in [k for k in state if k.startswith("reference.")]:
-                del state[key]
-
-
-def _default_retriever() -> Retriever:
-    """In-process BM25 over the HotpotQA sample corpus shipped in the package (laptop default)."""
-    from searchr1.resources import package_path
-    from searchr1.retrieval import BM25Retriever
-
-    return BM25Retriever(corpus=package_path("pkg:assets/hotpotqa_dev_sample/corpus.jsonl"))
 
 
 class _timer:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from searchr1.training.sharded_checkpoint import IncompleteCheckpointError, resume_problem
+
 # <dirpath>/last.ckpt, <root>/checkpoints/, <root>/<logger name>/version_N/checkpoints/ (and a save_dir one above)
 LAST_PATTERNS = ("last.ckpt", "last-v*.ckpt")
 MAX_DEPTH = 4
@@ -64,3 +66,12 @@ def resolve_last(trainer: Any) -> Path:
             "leave --ckpt_path out to start a new run"
         )
     return found[0]
+
+
+def check_resumable(ckpt_path: str | None) -> None:
+    """Refuse a ``--ckpt_path`` folder whose sharded save did not finish, naming the newest complete checkpoint
+    (:class:`IncompleteCheckpointError`); files, keywords (``last``, ``best``) and remote paths pass through."""
+    if ckpt_path and Path(ckpt_path).is_dir():
+        problem = resume_problem(Path(ckpt_path))
+        if problem is not None:
+            raise IncompleteCheckpointError(problem)

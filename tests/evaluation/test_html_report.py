@@ -65,8 +65,10 @@ def test_report_command_writes_the_page_and_names_a_bad_folder(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither trajectories.jsonl nor TensorBoard logs"):
         write_run_report(tmp_path / "empty")
-    with pytest.raises(SystemExit, match="searchr1 report: error: run folder .*missing does not exist"):
+    with pytest.raises(SystemExit) as stop:
         main(["report", str(tmp_path / "missing")])
+    assert stop.value.code == 2
+    assert re.match(r"searchr1: error: run folder .*missing does not exist", capsys.readouterr().err)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The ``searchr1 eval`` / ``searchr1 infer`` commands that ``searchr1 fit`` prints under ``next:`` reproduce the
-run: the embedded default (shortened to 2 rollout steps) runs through the console script, then the exact printed
+run: the whole embedded default runs through the console script (the session's ``default_fit``, shared with
+``tests/learning/test_default_run.py``), then the exact printed
 commands run, and eval's held-out EM equals ``summary.json``'s (greedy both times, the run's own rollout and BM25
 settings read from the HF export's ``searchr1_run.json``, and from the ``.ckpt``)."""
 
@@ -18,7 +19,7 @@ SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}  # the fit's environment (tests/conftest.py: default_fit)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -40,9 +41,9 @@ def _eval_em(out: str, cwd: Path) -> tuple[float, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_printed_eval_and_infer_reproduce_the_run(tmp_path) -> None:
-    out = _run([SEARCHR1, "fit", "--trainer.limit_train_batches=2", "--trainer.val_check_interval=2"], tmp_path)
-    summary = json.loads((tmp_path / "runs" / "learn_cpu" / "summary.json").read_text())
+def test_printed_eval_and_infer_reproduce_the_run(default_fit) -> None:
+    tmp_path, fit, summary = default_fit  # the whole embedded default, shared with tests/learning/test_default_run.py
+    out = fit.stdout
     assert (tmp_path / summary["hf_export"] / "searchr1_run.json").is_file()
 
     eval_cmd = _printed(out, "eval")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from searchr1.errors import UserError
 from searchr1.retrieval import BM25Retriever, RerankRetriever, SerperRetriever
 from searchr1.retrieval.cli import _serve_parser
 from searchr1.retrieval.corpus import iter_corpus
@@ -76,5 +77,5 @@ def test_served_over_a_paid_engine(cross_encoder_dir, tmp_path, monkeypatch):
 
 def test_serve_needs_an_index_or_an_engine():
     args = _serve_parser().parse_args(["serve"])
-    with pytest.raises(SystemExit, match="either --index"):
+    with pytest.raises(UserError, match="either --index"):
         retriever_from_args(args, open_index=lambda: None)

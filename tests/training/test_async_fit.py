@@ -42,9 +42,23 @@ def _args(tmp: Path, config: str, steps: int, *extra: str) -> list[str]:
 
 
 def _fit(tmp: Path, config: str, steps: int, *extra: str) -> dict:
-    proc = subprocess.run(_args(tmp, config, steps, *extra), cwd=tmp, env=ENV, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    return _finish(_start(tmp, config, steps, *extra), tmp)
+
+
+def _start(tmp: Path, config: str, steps: int, *extra: str) -> subprocess.Popen:
+    """``searchr1 fit`` in the background, its output to ``tmp/fit.log`` (one torch thread: ``ENV``)."""
+    log = open(tmp / "fit.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(_args(tmp, config, steps, *extra), cwd=tmp, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen, tmp: Path, timeout: float = 900) -> dict:
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, (tmp / "fit.log").read_text()[-5000:]
     return json.loads((tmp / "run" / "summary.json").read_text())
 
 
@@ -67,17 +81,26 @@ def test_max_staleness_zero_async_equals_sync(tmp_path):
     synchronous and two steps on a rollout server with ``max_staleness: 0`` end with the same weights."""
     common = ["--model.rollout.do_sample=false", "--model.algorithm.estimator=reinforce_pp",
               "--model.algorithm.rollout_correction=none"]  # fmt: skip
-    weights = []
+    runs, weights = {}, []
     for name, extra in (("sync", []), ("async", ["--model.async_rollout.max_staleness=0"])):
         tmp = tmp_path / name
         tmp.mkdir()
         # n_samples 1: REINFORCE++ needs no group
         args = [*common, *extra, "--model.algorithm.n_samples=1", f"--model.algorithm.mini_batch_size={BATCH}"]
-        summary = _fit(tmp, "learn_cpu_async.yaml" if name == "async" else "learn_cpu.yaml", 2, *args)
-        if name == "async":
-            assert summary["async"]["max_staleness_seen"] == 0 and summary["async"]["trained_groups"] == 2 * BATCH
-        state = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-        weights.append(state)
+        config = "learn_cpu_async.yaml" if name == "async" else "learn_cpu.yaml"
+        runs[name] = _start(tmp, config, 2, *args)  # both at once: one torch thread each, the same kernels
+    try:
+        for name, proc in runs.items():
+            summary = _finish(proc, tmp_path / name)
+            if name == "async":
+                assert summary["async"]["max_staleness_seen"] == 0
+                assert summary["async"]["trained_groups"] == 2 * BATCH
+            weights.append(torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)["state_dict"])
+    finally:  # a failed run: the other one is not left running
+        for proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], atol=2e-5, rtol=1e-4, msg=key)
