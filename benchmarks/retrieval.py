@@ -124,14 +124,19 @@ async def _serve_waves(url: str, chunks: list[list[str]], topk: int, pipe: Conne
     conns = [await asyncio.open_connection(host, int(port)) for _ in chunks]
     bodies = [dumps({"queries": queries, "topk": topk, "return_scores": True}) for queries in chunks]
 
-    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], body: bytes) -> tuple[bytes, float]:
-        answer = await _post(*conn, host, body)
+    async def one(i: int, body: bytes) -> tuple[bytes, float]:
+        try:
+            answer = await _post(*conns[i], host, body)
+        except (asyncio.IncompleteReadError, ConnectionError):  # the server closed it: idle past its keep-alive
+            conns[i][1].close()  # timeout (5 s), which a slow wave on a loaded machine can exceed; reconnect once
+            conns[i] = await asyncio.open_connection(host, int(port))
+            answer = await _post(*conns[i], host, body)
         return answer, time.perf_counter()
 
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, pipe.recv):
         start = time.perf_counter()
-        answers = await asyncio.gather(*(one(c, b) for c, b in zip(conns, bodies)))
+        answers = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         latency = 0.0
         for (answer, received), queries in zip(answers, chunks):
             parse_start = time.perf_counter()
