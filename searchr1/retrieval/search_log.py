@@ -272,13 +272,14 @@ def read_search_log(path: str | Path) -> list[SearchRecord]:
     if not path.is_file():
         raise FileNotFoundError(f"search log {path} does not exist (runs and evaluations write {SEARCH_LOG_FILE})")
     table = pq.read_table(path)
-    names = [f.name for f in fields(SearchRecord) if f.name in table.column_names or f.name != "phase"]
-    missing = [n for n in names if n not in table.column_names]
+    later = {"phase": ""}  # columns added after the first logs were written: their value when absent (unknown)
+    names = [f.name for f in fields(SearchRecord)]
+    missing = [n for n in names if n not in table.column_names and n not in later]
     if missing:
         raise ValueError(f"{path} is not a search log: columns {missing} are missing")
-    # a log written before the phase column existed: phase "" (unknown)
-    extra = {} if "phase" in names else {"phase": ""}
-    return [SearchRecord(**{n: row[n] for n in names}, **extra) for row in table.select(names).to_pylist()]
+    present = [n for n in names if n in table.column_names]
+    absent = {n: v for n, v in later.items() if n not in table.column_names}
+    return [SearchRecord(**row, **absent) for row in table.select(present).to_pylist()]
 
 
 def _passage(id: str, title: str, contents: str, score: float) -> Passage:
