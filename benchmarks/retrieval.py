@@ -25,7 +25,11 @@ repeats every measurement on the 53 questions alone):
 The two sides of every ratio are timed alternately, in rounds of 5 calls per side, ``--pair-repeats`` calls each,
 and the best of each side is kept, so changing machine load hits both alike. The ``*_paired`` figures are the
 median over rounds of the ratio of the two sides' bests in that round: steadier on this noisy VM, where the best
-of either side can come from a lucky moment. Usage: ``python benchmarks/retrieval.py --passages 20000``.
+of either side can come from a lucky moment. ``--runs N`` repeats every BM25 section N times (each in a fresh
+process, the sections interleaved) and reports the median of each ratio over the runs, the per-run values under
+``runs``, and the load average before and after (``load_avg``: timings on a busy machine are only indicative).
+Usage: ``python benchmarks/retrieval.py --passages 20000``; the acceptance figures (median of 5 runs):
+``python benchmarks/retrieval.py --runs 5 --dense-passages 0``.
 """
 
 from __future__ import annotations
@@ -120,14 +124,19 @@ async def _serve_waves(url: str, chunks: list[list[str]], topk: int, pipe: Conne
     conns = [await asyncio.open_connection(host, int(port)) for _ in chunks]
     bodies = [dumps({"queries": queries, "topk": topk, "return_scores": True}) for queries in chunks]
 
-    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], body: bytes) -> tuple[bytes, float]:
-        answer = await _post(*conn, host, body)
+    async def one(i: int, body: bytes) -> tuple[bytes, float]:
+        try:
+            answer = await _post(*conns[i], host, body)
+        except (asyncio.IncompleteReadError, ConnectionError):  # the server closed it: idle past its keep-alive
+            conns[i][1].close()  # timeout (5 s), which a slow wave on a loaded machine can exceed; reconnect once
+            conns[i] = await asyncio.open_connection(host, int(port))
+            answer = await _post(*conns[i], host, body)
         return answer, time.perf_counter()
 
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, pipe.recv):
         start = time.perf_counter()
-        answers = await asyncio.gather(*(one(c, b) for c, b in zip(conns, bodies)))
+        answers = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         latency = 0.0
         for (answer, received), queries in zip(answers, chunks):
             parse_start = time.perf_counter()
@@ -399,6 +408,24 @@ def in_fresh_process(fn: Callable[..., dict], *args: object) -> dict:
     return result
 
 
+RATIOS = (
+    "server_vs_inprocess_ratio",
+    "server_vs_inprocess_paired",
+    "concurrent_vs_inprocess_ratio",
+    "concurrent_vs_inprocess_paired",
+    "concurrent_one_client_process_ratio",
+    "concurrent_unbatched_ratio",
+    "dedup_speedup",
+)
+
+
+def median_of_runs(runs: list[dict]) -> dict:
+    """The first run's figures with each of :data:`RATIOS` replaced by its median over ``runs``, and the per-run
+    values under ``runs``."""
+    per_run = {key: [r[key] for r in runs] for key in RATIOS}
+    return {**runs[0], **{key: round(statistics.median(v), 3) for key, v in per_run.items()}, "runs": per_run}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=100_000, help="synthetic corpus size")
@@ -421,8 +448,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dense-passages", type=int, default=3000, help="0 skips the dense comparison")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=1, help="repeat the BM25 sections; ratios are the medians")
     args = parser.parse_args(argv)
-    out: dict[str, object] = {"benchmark": "retrieval", "config": vars(args)}
+    out: dict[str, object] = {"benchmark": "retrieval", "config": vars(args), "load_avg": {"start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         corpus = work / "synthetic.jsonl"
@@ -431,15 +459,23 @@ def main(argv: list[str] | None = None) -> None:
         BM25Retriever.build(str(corpus), str(work / "bm25"), show_progress=False)
         build_s = time.perf_counter() - start
         queries = synthetic_queries(lexicon, args.batch, args.seed)
-        synthetic = in_fresh_process(measure_bm25, work / "bm25", queries, args)
-        out["synthetic"] = {"bm25_build_seconds": round(build_s, 2), **synthetic}
         BM25Retriever.build(str(HOTPOT / "corpus.jsonl"), str(work / "hotpot"), show_progress=False)
         questions = [json.loads(x)["question"] for x in (HOTPOT / "questions.jsonl").read_text().splitlines()]
-        hotpot = in_fresh_process(measure_bm25, work / "hotpot", hotpot_queries(questions, args.batch), args)
-        out["hotpotqa"] = {**hotpot, "bm25_recall_at_5": recall_at_k(work / "hotpot", 5)}
-        out["hotpotqa_questions_only"] = in_fresh_process(measure_bm25, work / "hotpot", questions, args)
+        sections = {
+            "synthetic": (work / "bm25", queries),
+            "hotpotqa": (work / "hotpot", hotpot_queries(questions, args.batch)),
+            "hotpotqa_questions_only": (work / "hotpot", questions),
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in sections}
+        for _ in range(args.runs):
+            for name, (index, section_queries) in sections.items():
+                runs[name].append(in_fresh_process(measure_bm25, index, section_queries, args))
+        out["synthetic"] = {"bm25_build_seconds": round(build_s, 2), **median_of_runs(runs["synthetic"])}
+        out["hotpotqa"] = {**median_of_runs(runs["hotpotqa"]), "bm25_recall_at_5": recall_at_k(work / "hotpot", 5)}
+        out["hotpotqa_questions_only"] = median_of_runs(runs["hotpotqa_questions_only"])
         if args.dense_passages > 0:
             out["dense"] = in_fresh_process(measure_dense, corpus, queries, work, args)
+    out["load_avg"]["end"] = os.getloadavg()  # type: ignore[index]
     print(json.dumps(out), flush=True)
 
 

@@ -195,7 +195,7 @@ def eval_parser() -> argparse.ArgumentParser:
 
 def run_eval(argv: Sequence[str] | None = None) -> list:
     """``searchr1-eval`` as a function: evaluate each ``--method``, write ``<out>/<method>/scores.{md,csv,json}``,
-    ``<out>/<method>/trajectories.jsonl``, ``<out>/<method>/search_log.parquet`` (methods that search; replay it with
+    ``<out>/<method>/trajectories.jsonl``, ``<out>/<method>/search_log.parquet`` (methods that retrieve; replay it with
     ``--replay``) and ``<out>/comparison.md``; returns the ``EvalReport`` of each method."""
     from searchr1.evaluation.datasets import load_datasets, resolve_datasets
     from searchr1.evaluation.evaluator import Evaluator

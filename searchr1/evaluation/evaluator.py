@@ -23,7 +23,7 @@ from searchr1.evaluation.prompts import EvalMethod, get_method
 from searchr1.evaluation.results import EvalReport, QuestionResult
 from searchr1.retrieval import Passage, Retriever
 from searchr1.retrieval.null import NoRetriever
-from searchr1.retrieval.search_log import SearchLog, SearchRecorder, search_records
+from searchr1.retrieval.search_log import SearchLog, SearchRecorder, context_records, search_records
 from searchr1.rewards import score_trajectory
 from searchr1.rewards.search_quality import assess, gold_titles
 from searchr1.rollout import GenerationBackend, RolloutConfig, RolloutEngine, Trajectory
@@ -88,7 +88,9 @@ class Evaluator:
         model_name: what the report calls the model.
         show_progress: show a tqdm progress bar.
         search_log: write every search of :meth:`run` to this Parquet file
-            (:mod:`searchr1.retrieval.search_log`; step = batch number, trajectory = ``<dataset>/<id>/<sample>``).
+            (:mod:`searchr1.retrieval.search_log`; phase ``eval``, step = batch number, trajectory =
+            ``<dataset>/<id>/<sample>``); ``rag``'s retrieval for the prompt is logged too (trajectory
+            ``<dataset>/<id>``, turn 0).
     """
 
     def __init__(
@@ -119,7 +121,8 @@ class Evaluator:
         self.retriever = retriever
         self.tokenizer = tokenizer
         self.config = config
-        self.search_log = Path(search_log) if search_log is not None and self.method.searches else None
+        retrieves = self.method.searches or self.method.uses_context
+        self.search_log = Path(search_log) if search_log is not None and retrieves else None
         self.recorder = SearchRecorder(retriever) if self.search_log is not None else None  # type: ignore[arg-type]
         engine_retriever = (self.recorder or retriever) if self.method.searches else NoRetriever()
         self.engine = RolloutEngine(backend, engine_retriever, tokenizer, config)
@@ -144,7 +147,7 @@ class Evaluator:
         """The method's prompts for ``questions`` and the passages put in them (empty lists without context)."""
         questions = list(questions)
         if self.method.uses_context:
-            contexts = self.retriever.search(questions, self.config.topk)  # type: ignore[union-attr]
+            contexts = (self.recorder or self.retriever).search(questions, self.config.topk)  # type: ignore[union-attr]
         else:
             contexts = [[] for _ in questions]
         prompts = [
@@ -171,9 +174,12 @@ class Evaluator:
             sample, protocol = row % self.num_samples, self.config.protocol
             results.append(question_result(dataset, examples[i], traj, sample, contexts[i], protocol))
         if self.recorder is not None and self._log is not None:
+            calls, server = self.recorder.take(), self.recorder.server
+            if self.method.uses_context:  # the prompt's retrieval: one row per question, turn 0
+                questions, qids = [ex.question for ex in examples], [f"{dataset}/{ex.id}" for ex in examples]
+                self._log.write(context_records(self._batches, questions, qids, calls, server, "eval"))
             ids = [f"{r.dataset}/{r.id}/{r.sample}" for r in results]
-            calls = self.recorder.take()
-            self._log.write(search_records(self._batches, batch.trajectories, ids, calls, self.recorder.server))
+            self._log.write(search_records(self._batches, batch.trajectories, ids, calls, server, "eval"))
         self._batches += 1
         return results
 

@@ -99,17 +99,20 @@ class CachedRetriever(ABC):
             return self._timed(queries, topk)
         distinct = list(dict.fromkeys(queries))  # order-preserving
         found: dict[str, Any] = {}
-        for q in distinct:
-            hit = self._cache_get(q, topk)
-            if hit is not None:
-                found[q] = hit
+        if self.cache_size:
+            for q in distinct:
+                hit = self._cache_get(q, topk)
+                if hit is not None:
+                    found[q] = hit
         if not self.dedup:  # cache only: misses keep their repeats
             return self._fill_without_dedup(queries, found, [q for q in queries if q not in found], topk)
-        todo = [q for q in distinct if q not in found]
+        todo = [q for q in distinct if q not in found] if found else distinct
         if todo:
-            for q, res in zip(todo, self._timed(todo, topk)):
-                found[q] = res
-                self._cache_put(q, topk, res)
+            results = self._timed(todo, topk)
+            found.update(zip(todo, results))
+            if self.cache_size:
+                for q, res in zip(todo, results):
+                    self._cache_put(q, topk, res)
         with self._lock:
             self.stats.cache_hits += len(queries) - len(todo)
         return [found[q] for q in queries]

@@ -75,7 +75,7 @@ class MicroBatcher:
             self._task = loop.create_task(self._run())
         future = loop.create_future()
         assert self._queue is not None
-        await self._queue.put(_Pending(queries, topk, future))
+        self._queue.put_nowait(_Pending(queries, topk, future))  # unbounded: never waits
         return await future
 
     async def _collect(self) -> list[_Pending]:

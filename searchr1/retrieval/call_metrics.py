@@ -65,9 +65,9 @@ class CallWindow:
         self._lock = threading.Lock()
         self.calls = self.queries = self.failures = 0
 
-    def add(self, seconds: float, queries: int, failed: bool = False) -> None:
-        """Record one call that just ended after ``seconds``."""
-        now = self.clock()
+    def add(self, seconds: float, queries: int, failed: bool = False, end: float | None = None) -> None:
+        """Record one call that ended after ``seconds``, at ``end`` on :attr:`clock` (None: just now)."""
+        now = self.clock() if end is None else end
         with self._lock:
             self._recent.append((now - seconds, seconds, queries))
             self.calls += 1
@@ -144,8 +144,14 @@ class _ScrapeCollector:
 
 
 def server_registry(window: CallWindow, retriever: Any, batcher: Any):
-    """A ``prometheus_client`` registry for one server app; returns ``(registry, observe)`` where
-    ``observe(seconds, queries, status)`` records one ``/retrieve`` request."""
+    """A ``prometheus_client`` registry for one server app; returns ``(registry, observe, flush)``.
+
+    ``observe(seconds, queries, status)`` records one ``/retrieve`` request. It runs on the event loop for every
+    request, so it only appends to a list: the request-latency histogram, the status counters and ``window`` take
+    the pending records in ``flush()``, which the ``/metrics`` handler calls before each scrape (and ``observe``
+    itself every 1,024 records, which bounds the list). Each record keeps its end time, so the window's rate is
+    the same as if it had been added at once.
+    """
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
     registry = CollectorRegistry(auto_describe=False)
@@ -157,12 +163,20 @@ def server_registry(window: CallWindow, retriever: Any, batcher: Any):
     )
     requests = Counter("searchr1_retrieve_requests", "Answered /retrieve requests", ["status"], registry=registry)
     registry.register(_ScrapeCollector(window, retriever, batcher))
+    pending: list[tuple[float, float, int, int]] = []  # (end, seconds, queries, status)
+    clock = window.clock
 
-    ok = requests.labels("200")  # the common case without a label lookup (this runs on the event loop)
+    def flush() -> None:
+        records = pending[:]
+        del pending[: len(records)]
+        for end, seconds, queries, status in records:
+            latency.observe(seconds)
+            requests.labels(str(status)).inc()
+            window.add(seconds, queries, failed=status >= 500, end=end)
 
     def observe(seconds: float, queries: int, status: int) -> None:
-        latency.observe(seconds)
-        (ok if status == 200 else requests.labels(str(status))).inc()
-        window.add(seconds, queries, failed=status >= 500)
+        pending.append((clock(), seconds, queries, status))
+        if len(pending) >= 1024:
+            flush()
 
-    return registry, observe
+    return registry, observe, flush

@@ -5,8 +5,10 @@ after a rollout, :func:`search_records` joins that with the trajectories (which 
 which turn) and :class:`SearchLog` appends the rows to ``search_log.parquet`` (pyarrow). Columns: ``step``,
 ``trajectory``, ``turn``, ``query``, ``topk``, ``passage_ids``, ``titles``, ``contents`` (each passage's title line
 as shown to the policy, a newline, its text), ``scores``, ``seconds``
-(latency of the retriever call that served the query), ``server`` and ``error`` (the failure message of a failed
-search, else null).
+(latency of the retriever call that served the query), ``server``, ``error`` (the failure message of a failed
+search, else null) and ``phase``: ``train`` (a training rollout), ``val`` (a validation rollout of ``fit``) or
+``eval`` (``searchr1 eval``). Besides the searches the policy issued, a method that retrieves for the prompt
+(``rag``) logs that retrieval: one row per question, turn 0 (:func:`context_records`).
 
 :class:`ReplayRetriever` reads such a log and answers every query it holds with exactly the logged passages (or
 raises the logged failure), offline, without the index or the server; a query the log has never seen raises
@@ -91,10 +93,13 @@ class SearchRecorder:
         ``cache_hit_rate`` (see :func:`~searchr1.retrieval.call_metrics.client_metrics`)."""
         return client_metrics(self.window, self.retriever)
 
-    def take(self) -> dict[str, SearchCall]:
-        """The answers remembered since the last ``take`` (by query), forgotten here."""
-        calls, self._calls = self._calls, {}
-        return calls
+    def take(self, queries: Sequence[str] | None = None) -> dict[str, SearchCall]:
+        """The answers remembered since the last ``take`` (by query), forgotten here; with ``queries``, only theirs
+        (the others stay: a validation rollout does not take searches of training rollouts sampled ahead)."""
+        if queries is None:
+            calls, self._calls = self._calls, {}
+            return calls
+        return {q: self._calls.pop(q) for q in dict.fromkeys(queries) if q in self._calls}
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,11 @@ class SearchRecord:
     seconds: float
     server: str
     error: str | None
+    phase: str = "train"
+
+
+PHASES = ("train", "val", "eval")
+"""Values of the ``phase`` column: a training rollout, a validation rollout of ``fit``, ``searchr1 eval``."""
 
 
 def search_turns(chunks: Sequence[tuple[int, int, str]]) -> list[int]:
@@ -130,7 +140,12 @@ def search_turns(chunks: Sequence[tuple[int, int, str]]) -> list[int]:
 
 
 def search_records(
-    step: int, trajectories: Sequence[Any], trajectory_ids: Sequence[str], calls: dict[str, SearchCall], server: str
+    step: int,
+    trajectories: Sequence[Any],
+    trajectory_ids: Sequence[str],
+    calls: dict[str, SearchCall],
+    server: str,
+    phase: str = "train",
 ) -> list[SearchRecord]:
     """The log rows of a rollout: one per executed search of each trajectory, in order.
 
@@ -140,30 +155,52 @@ def search_records(
         trajectory_ids: a name for each trajectory (e.g. ``<dataset>/<question id>/<sample>``).
         calls: :meth:`SearchRecorder.take` after the rollout.
         server: the recorder's ``server``.
+        phase: one of :data:`PHASES`.
     """
     rows = []
     for traj, tid in zip(trajectories, trajectory_ids):
         turns = search_turns(traj.chunks)
         for k, query in enumerate(traj.queries):
-            call = calls.get(query, NOT_RECORDED)
-            ps = call.passages
-            rows.append(
-                SearchRecord(
-                    step=step,
-                    trajectory=str(tid),
-                    turn=turns[k] if k < len(turns) else traj.num_turns,
-                    query=query,
-                    topk=call.topk,
-                    passage_ids=[p.id for p in ps],
-                    titles=[p.title for p in ps],
-                    contents=[f"{p.title_line}\n{p.text}" for p in ps],
-                    scores=[float(p.score) for p in ps],
-                    seconds=call.seconds,
-                    server=server,
-                    error=call.error,
-                )
-            )
+            turn = turns[k] if k < len(turns) else traj.num_turns
+            rows.append(_record(step, str(tid), turn, query, calls.get(query, NOT_RECORDED), server, phase))
     return rows
+
+
+def context_records(
+    step: int,
+    queries: Sequence[str],
+    trajectory_ids: Sequence[str],
+    calls: dict[str, SearchCall],
+    server: str,
+    phase: str = "eval",
+) -> list[SearchRecord]:
+    """The log rows of a retrieval done for the prompt (the ``rag`` method: the question's top-k, put in the prompt
+    before the first turn): one row per query, turn 0. Arguments as :func:`search_records`."""
+    return [
+        _record(step, str(tid), 0, q, calls.get(q, NOT_RECORDED), server, phase)
+        for q, tid in zip(queries, trajectory_ids)
+    ]
+
+
+def _record(step: int, tid: str, turn: int, query: str, call: SearchCall, server: str, phase: str) -> SearchRecord:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    ps = call.passages
+    return SearchRecord(
+        step=step,
+        trajectory=tid,
+        turn=turn,
+        query=query,
+        topk=call.topk,
+        passage_ids=[p.id for p in ps],
+        titles=[p.title for p in ps],
+        contents=[f"{p.title_line}\n{p.text}" for p in ps],
+        scores=[float(p.score) for p in ps],
+        seconds=call.seconds,
+        server=server,
+        error=call.error,
+        phase=phase,
+    )
 
 
 def _schema():
@@ -184,6 +221,7 @@ def _schema():
             ("seconds", pa.float64()),
             ("server", pa.string()),
             ("error", pa.string()),
+            ("phase", pa.string()),
         ]
     )
 
@@ -234,11 +272,14 @@ def read_search_log(path: str | Path) -> list[SearchRecord]:
     if not path.is_file():
         raise FileNotFoundError(f"search log {path} does not exist (runs and evaluations write {SEARCH_LOG_FILE})")
     table = pq.read_table(path)
+    later = {"phase": ""}  # columns added after the first logs were written: their value when absent (unknown)
     names = [f.name for f in fields(SearchRecord)]
-    missing = [n for n in names if n not in table.column_names]
+    missing = [n for n in names if n not in table.column_names and n not in later]
     if missing:
         raise ValueError(f"{path} is not a search log: columns {missing} are missing")
-    return [SearchRecord(**{n: row[n] for n in names}) for row in table.select(names).to_pylist()]
+    present = [n for n in names if n in table.column_names]
+    absent = {n: v for n, v in later.items() if n not in table.column_names}
+    return [SearchRecord(**row, **absent) for row in table.select(present).to_pylist()]
 
 
 def _passage(id: str, title: str, contents: str, score: float) -> Passage:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -103,12 +104,15 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
     """Validate a ``/retrieve`` body into ``(queries, topk, return_scores)`` or raise :class:`BadRequest`.
 
     Queries are returned cut to ``max_query_chars`` and with lone surrogates replaced; empty ones are kept (their
-    answer is an empty list).
+    answer is an empty list). This runs on the event loop for every request: the common case (``orjson`` parsed
+    the body, so no string holds a lone surrogate, and no query is too long) leaves the list as it is.
     """
     try:
         payload = orjson.loads(body)
+        valid_utf8 = True  # orjson refuses lone surrogates, escaped or not
     except orjson.JSONDecodeError:  # bad JSON, or what only json takes ("\\ud800" escapes, ...): json decides
         payload = _json_loads(body)
+        valid_utf8 = False
     if not isinstance(payload, dict):
         raise BadRequest(422, 'request body must be a JSON object like {"queries": ["..."], "topk": 3}')
     queries = payload.get("queries")
@@ -116,10 +120,11 @@ def parse_request(body: bytes, limits: ServerLimits) -> tuple[list[str], int, bo
         raise BadRequest(422, "'queries' is required and must be a list of strings")
     if len(queries) > limits.max_queries:
         raise BadRequest(413, f"{len(queries)} queries in one request; the limit is {limits.max_queries}, split it")
-    for i, q in enumerate(queries):
-        if not isinstance(q, str):
-            raise BadRequest(422, f"queries[{i}] must be a string, got {type(q).__name__}")
-    queries = [_searchable(q, limits.max_query_chars) for q in queries]
+    if not all(map(isinstance, queries, repeat(str))):
+        i, q = next((i, q) for i, q in enumerate(queries) if not isinstance(q, str))
+        raise BadRequest(422, f"queries[{i}] must be a string, got {type(q).__name__}")
+    if not valid_utf8 or max(map(len, queries), default=0) > limits.max_query_chars:
+        queries = [_searchable(q, limits.max_query_chars) for q in queries]
     topk = payload.get("topk")
     if topk is None or topk == 0:  # Search-R1's server: `if not request.topk: request.topk = default`
         topk = limits.default_topk
@@ -198,7 +203,10 @@ async def search_streamed(
 ) -> list[list[Passage]] | list[Hits]:
     """Results of one request's queries, in order: empty (whitespace-only) queries get ``empty`` without a search,
     the others go to the batcher in slices of ``part_queries``, so a big request is searched and merged with other
-    requests like many small ones (no single search call of 16k queries)."""
+    requests like many small ones (no single search call of 16k queries). A request of one slice without an empty
+    query (the common case) goes to the batcher as it is: no task or list per request on the event loop."""
+    if len(queries) <= batcher.part_queries and all(map(str.strip, queries)):
+        return await batcher.search(queries, topk)
     keep = [i for i, q in enumerate(queries) if q.strip()]
     step = batcher.part_queries
     slices = [[queries[i] for i in keep[lo : lo + step]] for lo in range(0, len(keep), step)]
@@ -266,7 +274,7 @@ def encode_hits(hits: list[Hits], docs: DocStore, with_scores: bool) -> bytes:
     frag = orjson.Fragment
     if not with_scores:
         return orjson.dumps({"result": [[{"document": frag(next(lines))} for _ in h.rows] for h in hits]})
-    if not all(all(map(math.isfinite, h.scores)) for h in hits):
+    if not all(map(math.isfinite, [s for h in hits for s in h.scores])):
         raise ValueError("the index returned a non-finite score")
     return orjson.dumps({"result": [[{"document": frag(next(lines)), "score": s} for s in h.scores] for h in hits]})
 
@@ -301,7 +309,7 @@ def create_app(
     app.state.batcher = batcher
     app.state.retriever = retriever
     app.state.calls = CallWindow()
-    registry, observe = server_registry(app.state.calls, retriever, batcher)
+    registry, observe, flush_metrics = server_registry(app.state.calls, retriever, batcher)
 
     async def read_and_answer(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
         start = time.perf_counter()
@@ -341,6 +349,7 @@ def create_app(
         """Prometheus text format: request latency histogram and window p50/p99, qps, failures, cache hit rate."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        flush_metrics()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")

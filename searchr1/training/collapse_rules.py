@@ -124,12 +124,20 @@ def default_rules() -> dict[str, SignalRule]:
             "train/rollout_correction/mismatch_kl", above=0.05, rise_to=10.0, rise_sigma=6.0, min_std=1e-4, patience=2
         ),
         "search_failures": SignalRule("rollout/search_failure_rate", above=0.1),
+        "degeneration": SignalRule("search/repetition", rise_to=2.0, rise_sigma=4.0, min_std=0.05, patience=2),
+        "never_searched_rise": SignalRule(
+            "search/failure_never_searched", rise_to=2.0, rise_sigma=4.0, min_std=0.05, patience=2
+        ),
     }
 
 
 ALARM_HINTS = {
     "search_failures": "searches are failing and the policy is trained on 'Search failed' observations; the first "
     "error is logged above (searchr1.retrieval); fix or restart the retrieval server, or stop the run",
+    "degeneration": "the policy repeats its own text (loops in <think>) while the reward may still look fine; read "
+    "this step's trajectories (searchr1 report RUN_DIR) and consider a lower lr or rolling back",
+    "never_searched_rise": "more questions are answered wrong without any search: the policy is dropping search "
+    "(reward hacking by guessing, or a retrieval that stopped helping); read this step's trajectories",
 }
 """What to do, printed with an alarm of that signal on the terminal (others point at docs/collapse.md)."""
 

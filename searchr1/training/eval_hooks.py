@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import torch
 
+from searchr1.rollout import RolloutBatch
 from searchr1.training.metrics import EvalTally
 
 
 class EvaluationMixin:
     """``validation_step``/``test_step`` and their epoch-end logging (the tally ``self._eval_tally``)."""
 
-    def validation_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> RolloutBatch:
+        return self._eval_step(batch)  # the rollout: RunRecorder logs its searches
 
     def test_step(self, batch: list, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch)
 
-    def _eval_step(self, batch: list) -> None:
-        self._eval_tally.add_rollout(self.rollout(batch, train=False), batch, self.device)
+    def _eval_step(self, batch: list) -> RolloutBatch:
+        rollout = self.rollout(batch, train=False)
+        self._eval_tally.add_rollout(rollout, batch, self.device)
+        return rollout
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

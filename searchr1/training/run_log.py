@@ -11,7 +11,8 @@
   the loss mask), queries, retrieved titles, answer, score and outcome class (:mod:`searchr1.rewards.search_quality`);
 
 and at the end of ``fit`` writes ``report.html`` (:mod:`searchr1.evaluation.html_report`) and prints its path.
-Validation rollouts go through the same retriever but are not logged. Rank 0 also logs the client's per-call
+Every row has a ``phase``: ``train``, or ``val`` for the searches of validation rollouts (step = the training
+steps done before that validation, trajectory ``<step>/val<batch>/<row>``). Rank 0 also logs the client's per-call
 retrieval metrics each step (``retrieval/latency_p50_ms``, ``latency_p99_ms``, ``qps``, ``failures``,
 ``cache_hit_rate``: :mod:`searchr1.retrieval.call_metrics`).
 """
@@ -124,7 +125,7 @@ class RunRecorder(Callback):
         ids = [f"{step}/{row}" + (f"@{rank}" if rank else "") for row in range(len(rollout.trajectories))]
         calls = self.recorder.take() if self.recorder is not None else {}
         if self.recorder is not None and self._log is not None:
-            self._log.write(search_records(step, rollout.trajectories, ids, calls, self.recorder.server))
+            self._log.write(search_records(step, rollout.trajectories, ids, calls, self.recorder.server, "train"))
         if self.recorder is not None and rank == 0 and trainer.logger is not None:  # no collective: rank 0 only
             metrics = {f"retrieval/{k}": v for k, v in self.recorder.metrics().items() if v == v}  # NaN dropped
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
@@ -143,6 +144,18 @@ class RunRecorder(Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int, loader: int = 0
+    ) -> None:
+        if self.recorder is None or self._log is None or not hasattr(outputs, "trajectories"):
+            return
+        step, rank = pl_module._rollout_steps, trainer.global_rank
+        rollout = outputs.trajectories
+        name = f"{step}/val{idx}" + (f".{loader}" if loader else "")  # batch (and loader) of this validation
+        ids = [f"{name}/{row}" + (f"@{rank}" if rank else "") for row in range(len(rollout))]
+        calls = self.recorder.take([q for traj in rollout for q in traj.queries])
+        self._log.write(search_records(step, rollout, ids, calls, self.recorder.server, phase="val"))
 
     def _close(self) -> None:
         if self._log is not None:

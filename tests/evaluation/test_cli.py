@@ -36,10 +36,15 @@ def _check_run_folder(folder, methods, n) -> None:
         assert scores["settings"]["rollout"]["do_sample"] is False  # greedy by default
         assert "| hotpotqa | 3 |" in (out / "scores.md").read_text()
         log = out / "search_log.parquet"
-        if method == "search_r1":  # every executed search is a row of the search log
+        if method in ("search_r1", "rag"):  # every executed search is a row of the search log
             from searchr1.retrieval import read_search_log
 
-            assert len(read_search_log(log)) == sum(x["num_searches"] for x in lines)
+            rows = read_search_log(log)
+            assert {r.phase for r in rows} <= {"eval"}  # the random tiny model may never search
+            if method == "rag":  # the prompt's retrieval: one row per question, turn 0
+                assert [r.turn for r in rows] == [0] * n and [r.query for r in rows] == [x["question"] for x in lines]
+            else:
+                assert len(rows) == sum(x["num_searches"] for x in lines)
         else:
             assert not log.exists()
 

@@ -1,4 +1,5 @@
-"""The search log (Parquet) of an evaluation and its replay: same trajectories, offline; unseen queries named."""
+"""The search log (Parquet) of an evaluation and its replay: same trajectories, offline; unseen queries named; the
+``rag`` method's prompt retrieval; the ``phase`` column."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_eval_log_rows_and_replay_gives_identical_results(tokenizer, bm25, sampl
     truth = bm25.search([ex.question], 2)[0]
     assert first.passage_ids == [p.id for p in truth] and first.titles == [p.title for p in truth]
     assert first.scores == pytest.approx([p.score for p in truth]) and first.topk == 2
-    assert first.seconds > 0 and first.server == "BM25Retriever" and first.error is None
+    assert first.seconds > 0 and first.server == "BM25Retriever" and first.error is None and first.phase == "eval"
 
     replay = ReplayRetriever(tmp_path / "a.parquet")
     assert replay.search([ex.question], 2) == [truth]  # same ids, titles, texts, scores, observation text
@@ -123,3 +124,51 @@ def test_unrecorded_searches_are_logged_as_such_and_replay_prefers_the_larger_to
     assert len(replay.search(["seen"], 2)[0]) == 2  # the topk=2 answer, logged second
     with pytest.raises(RetrievalError, match="not recorded"):
         replay.search(["unseen"], 1)
+
+
+def test_rag_retrieval_is_logged_at_turn_0_and_its_replay_gives_the_same_prompts(tokenizer, bm25, samples, tmp_path):
+    questions = samples["hotpotqa"][:3]
+    runs = []
+    for retriever, log in ((bm25, tmp_path / "rag.parquet"), (None, tmp_path / "again.parquet")):
+        backend = OracleBackend(tokenizer, gold_lookup(questions))
+        evaluator = Evaluator(backend, tokenizer, retriever or ReplayRetriever(tmp_path / "rag.parquet"), "rag",
+                              greedy_config(**SMALL), batch_size=2, show_progress=False, search_log=log)  # fmt: skip
+        report, results = evaluator.run({"hotpotqa": questions})
+        runs.append((backend.prompts, [asdict(r) for r in results], read_search_log(log)))
+    (prompts, results, rows), (prompts2, results2, rows2) = runs
+    # one row per question (the prompt's retrieval, turn 0), batches of 2 and 1; the policy itself never searches
+    assert [(r.step, r.trajectory, r.turn, r.query, r.phase) for r in rows] == [
+        (0, f"hotpotqa/{questions[0].id}", 0, questions[0].question, "eval"),
+        (0, f"hotpotqa/{questions[1].id}", 0, questions[1].question, "eval"),
+        (1, f"hotpotqa/{questions[2].id}", 0, questions[2].question, "eval"),
+    ]
+    truth = bm25.search([questions[0].question], 2)[0]
+    assert rows[0].passage_ids == [p.id for p in truth] and rows[0].topk == 2
+    assert prompts2 == prompts and results2 == results  # the replay put the same passages in the same prompts
+    assert [r.passage_ids for r in rows2] == [r.passage_ids for r in rows]
+
+
+def test_phase_column_selective_take_and_logs_from_before_the_phase_column(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from searchr1.retrieval.search_log import SearchCall, context_records
+
+    class Echo:
+        def search(self, queries, topk):
+            return [[Passage(q, q.title(), f"about {q}", 1.0)] for q in queries]
+
+    recorder = SearchRecorder(Echo())
+    recorder.search(["a", "b", "c"], 1)
+    # a validation rollout takes its own queries only (a query it never searched is not invented)
+    assert set(recorder.take(["b", "zz", "b"])) == {"b"} and set(recorder.take()) == {"a", "c"}
+    rows = context_records(5, ["a"], ["ds/1"], {"a": SearchCall([Passage("a", "A", "x", 1.0)], 0.1, 1)}, "s", "val")
+    assert (rows[0].phase, rows[0].turn, rows[0].passage_ids) == ("val", 0, ["a"])
+    with pytest.raises(ValueError, match=r"phase must be one of \('train', 'val', 'eval'\)"):
+        context_records(0, ["a"], ["t"], {}, "s", "test")
+    with SearchLog(tmp_path / "new.parquet") as log:
+        log.write(rows)
+    old = pq.read_table(tmp_path / "new.parquet").drop_columns(["phase"])  # as written before the column existed
+    pq.write_table(old, tmp_path / "old.parquet")
+    assert read_search_log(tmp_path / "new.parquet")[0].phase == "val"
+    assert read_search_log(tmp_path / "old.parquet")[0].phase == ""  # unknown, and the rest reads as before
+    assert ReplayRetriever(tmp_path / "old.parquet").search(["a"], 1)[0][0].id == "a"

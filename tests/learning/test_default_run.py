@@ -100,7 +100,10 @@ def _check_search_quality_and_report(at: Path, summary: dict, stdout: str, steps
         assert 0.0 <= summary[f"answer_in_retrieved_{when}"] <= 1.0
     root = at / summary["root_dir"]
     log = read_search_log(root / "search_log.parquet")
-    assert {r.step for r in log} <= set(range(steps)) and all(r.server == "BM25Retriever" for r in log)
+    train = [r for r in log if r.phase == "train"]  # validation rows (phase val) carry the steps done: 1..steps
+    assert {r.step for r in train} <= set(range(steps)) and all(r.server == "BM25Retriever" for r in log)
+    assert {r.phase for r in log} <= {"train", "val"}
+    assert {r.step for r in log if r.phase == "val"} <= set(range(1, steps + 1))
     rows = (root / "trajectories.jsonl").read_text().splitlines()
     assert len(rows) == 4 * steps  # RunRecorder's samples_per_step
     report = root / "report.html"

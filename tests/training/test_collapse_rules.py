@@ -106,3 +106,33 @@ def test_ranks_agree_on_signal_values_and_on_the_action():
         p.join(timeout=30)
         assert p.exitcode == 0
     assert results[0] == results[1] == ({"entropy": 1.0, "kl": None}, 2)
+
+
+def test_degeneration_fires_when_the_policys_own_text_starts_to_loop():
+    from searchr1.rewards.search_quality import repetition_score
+
+    rule = default_rules()["degeneration"]  # search/repetition: > 2 x baseline and > baseline + 4 sigma (>= 0.05)
+    loop = repetition_score("x y z x y z x y z")  # 7 trigrams, 3 distinct: 1 - 3/7
+    assert repetition_score("a b c d e f") == 0.0 and loop == pytest.approx(4 / 7)
+    out = feed(rule, [0.10, 0.12, 0.08, 0.11, 0.09, 0.25, loop, 0.6, 0.1])
+    # step 5, baseline mean 0.10, std 0.0141 -> floored 0.05: bounds 0.2 and 0.3; 0.25 is over 0.2 only: healthy
+    assert out[5] == []
+    # step 6, baseline of six (0.25 joined): mean 0.125, std sqrt(0.01975 / 6) = 0.0574; bounds 0.25 and 0.3545
+    assert out[6] == []  # anomalous, but patience 2 waits for the next step
+    (alarm,) = out[7]
+    assert alarm.anomaly_start == 6 and alarm.baseline_mean == pytest.approx(0.125)
+    assert alarm.baseline_std == pytest.approx(0.057373, abs=1e-6) and "rose over 0.3545" in alarm.reason
+    assert out[8] == [] and rule.action == "warn"
+
+
+def test_never_searched_rise_fires_on_a_jump_not_on_a_policy_that_never_searched():
+    rule = default_rules()["never_searched_rise"]  # search/failure_never_searched, same bounds as degeneration
+    # an untrained policy answers every question without searching (share 1.0), then learns to search: no alarm
+    assert all(a == [] for a in feed(rule, [1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.125]))
+    # 8 questions a step; 1 of 8 wrong without a search (0.125, std 0 -> floored 0.05): bounds 0.25 and 0.325;
+    # 2 of 8 (0.25) is over neither strictly; 3 then 4 of 8 are over both: the alarm at the second, from the first
+    out = feed(rule, [0.125] * 5 + [0.25, 0.375, 0.5])
+    assert out[5] == [] and out[6] == []
+    (alarm,) = out[7]
+    assert alarm.anomaly_start == 6 and alarm.metric == "search/failure_never_searched"
+    assert signal_values({"n": rule}, {"search/failure_never_searched": 0.5}) == {"n": 0.5}
