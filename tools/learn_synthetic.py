@@ -174,17 +174,29 @@ def _preset(p: dict[str, int]) -> dict[str, int]:
     return {k: p[k] for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")}
 
 
-def run_sft(start: Path, data: Path, out_dir: Path, steps: int, lr: float, batch_size: int = 16, seed: int = 0) -> Path:
-    """SFT of the policy in ``start`` on the trajectories in ``data``; the policy is saved to ``out_dir``."""
+def run_sft(
+    start: Path,
+    data: Path,
+    out_dir: Path,
+    steps: int,
+    lr: float,
+    batch_size: int = 16,
+    seed: int = 0,
+    warmup_steps: int = 10,
+    precision: str = "32-true",
+) -> Path:
+    """SFT of the policy in ``start`` on the trajectories in ``data``; the policy is saved to ``out_dir``.
+    ``precision``: Lightning's (``bf16-mixed``: float32 weights, bfloat16 autocast)."""
     from lightning.pytorch import Trainer, seed_everything
 
     from searchr1.training.sft import SFTDataModule, SFTModule
 
     seed_everything(seed, verbose=False)
-    module = SFTModule(str(start), lr=lr, warmup_steps=10, output_dir=str(out_dir))
+    module = SFTModule(str(start), lr=lr, warmup_steps=warmup_steps, output_dir=str(out_dir))
     data_module = SFTDataModule(str(data), batch_size=batch_size, seed=seed)
     trainer = Trainer(
         accelerator="cpu",
+        precision=precision,
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
