@@ -29,6 +29,10 @@ class UpdateBatch(RowBatch):
         returns: (B, R) critic targets (GAE), or None.
         old_values: (B, R) critic values at rollout time, or None.
         rollout_logprobs: (B, R) sampling log-probs recorded by the rollout engine (0 off the loss mask), or None.
+        proximal_is_current: (B,) bool, or None: rows whose old (proximal) log-probs are the policy's log-probs at
+            their own update (the first mini-batch of a one-epoch update, before any weight change of the step):
+            the update takes its own forward's log-probs, detached, and ``old_logprobs`` holds 0 there (the no-grad
+            old pass skipped them; :func:`~searchr1.training.update.first_update_rows`).
     """
 
     input_ids: Tensor
@@ -41,6 +45,7 @@ class UpdateBatch(RowBatch):
     returns: Tensor | None = None
     old_values: Tensor | None = None
     rollout_logprobs: Tensor | None = None
+    proximal_is_current: Tensor | None = None
 
     @property
     def seq_len(self) -> int:

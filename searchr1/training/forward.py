@@ -91,6 +91,31 @@ def batched_logprobs(
     return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
 
 
+def old_logprobs_except(
+    model: nn.Module,
+    rollout: RolloutBatch,
+    temperature: float,
+    token_budget: int,
+    skip: Tensor | None,
+    lockstep: Lockstep | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The old log-probs pass without the rows ``skip`` (k,) whose old log-probs the update takes from its own
+    forward (:func:`~searchr1.training.update.first_update_rows`).
+
+    Returns:
+        ``(old_logprobs, proximal_is_current)``: (B, R), 0 on the skipped rows; (B,) bool marking them (None when
+        ``skip`` is None: every row computed).
+    """
+    if skip is None:
+        return batched_logprobs(model, rollout, temperature, token_budget, lockstep), None
+    skipped = torch.zeros(len(rollout), dtype=torch.bool, device=rollout.loss_mask.device)
+    skipped[skip.to(skipped.device)] = True
+    rest = (~skipped).nonzero().squeeze(-1)
+    old = torch.zeros(rollout.loss_mask.shape, dtype=torch.float32, device=rollout.loss_mask.device)
+    old[rest] = batched_logprobs(model, rollout.select(rest), temperature, token_budget, lockstep)
+    return old, skipped
+
+
 @torch.no_grad()
 def batched_values(
     critic: ValueModel, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None = None
