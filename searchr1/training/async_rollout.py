@@ -193,25 +193,33 @@ class AsyncTrainerRollout:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """The ``async`` object of ``summary.json``."""
+        """The ``async`` object of ``summary.json``, over every trainer rank: with several ranks every rank must call
+        it (two collectives): group counts and staleness histograms are summed, ``max_staleness_seen`` is the
+        maximum, the trainer idle share and buffer depth are the ranks' means (the server figures are shared)."""
         stats, tally = self.driver.stats, self.tally
-        seen = max([*stats.token_staleness, *stats.group_staleness], default=0)
         wall = time.perf_counter() - tally.wall_start
+        merged = _merge_ranks(
+            self.lockstep,
+            [stats.admitted_groups, stats.trained_groups, stats.restored_groups],
+            [stats.token_staleness, stats.group_staleness],
+            [stats.trainer_wait_seconds / max(wall, 1e-9), sum(tally.buffer_depth) / max(len(tally.buffer_depth), 1)],
+        )
+        (admitted, trained, restored), (tokens, groups), (idle, depth) = merged
         servers = _server_shares(tally.server_start, tally.server_last)
         return {
             "max_staleness": self.cfg.max_staleness,
-            "max_staleness_seen": seen,
+            "max_staleness_seen": max([*tokens, *groups], default=0),
             # started but not trained (at the end of a run: never will be); admission stops at the last batch
-            "dropped_groups": stats.admitted_groups - stats.trained_groups,
-            "trained_groups": stats.trained_groups,
-            "admitted_groups": stats.admitted_groups,
-            "restored_groups": stats.restored_groups,
-            "staleness_tokens": {str(k): v for k, v in sorted(stats.token_staleness.items())},
-            "staleness_groups": {str(k): v for k, v in sorted(stats.group_staleness.items())},
-            "trainer_idle_share": round(stats.trainer_wait_seconds / max(wall, 1e-9), 4),
+            "dropped_groups": admitted - trained,
+            "trained_groups": trained,
+            "admitted_groups": admitted,
+            "restored_groups": restored,
+            "staleness_tokens": {str(k): v for k, v in sorted(tokens.items())},
+            "staleness_groups": {str(k): v for k, v in sorted(groups.items())},
+            "trainer_idle_share": round(idle, 4),
             "server_idle_share": round(servers.get("async/server_idle_share", 0.0), 4),
             "server_tokens_per_second": round(servers.get("async/server_tokens_per_second", 0.0), 1),
-            "buffer_depth_mean": round(sum(tally.buffer_depth) / max(len(tally.buffer_depth), 1), 3),
+            "buffer_depth_mean": round(depth, 3),
             "weight_push_seconds_mean": round(sum(tally.push_seconds) / max(len(tally.push_seconds), 1), 4),
             "servers": self.servers.urls,
         }
@@ -223,6 +231,25 @@ class AsyncTrainerRollout:
             self.processes.close()
         shutil.rmtree(self._weights_dir, ignore_errors=True)
         return dropped
+
+
+def _merge_ranks(
+    lockstep: Lockstep | None, counts: list[int], histograms: list[dict[int, int]], means: list[float]
+) -> tuple[list[int], list[dict[int, int]], list[float]]:
+    """Counts and histograms (count per staleness) summed over the ranks, ``means`` averaged (this rank's own
+    values with one process). Two collectives: the histogram width, then one sum."""
+    if lockstep is None or not lockstep.active:
+        return counts, [dict(h) for h in histograms], means
+    width = lockstep.max([max([-1, *(k for h in histograms for k in h)]) + 1])[0]
+    flat = [float(c) for c in counts] + [float(h.get(k, 0)) for h in histograms for k in range(width)]
+    total = lockstep.sum(torch.tensor([*flat, *means, 1.0], dtype=torch.float64)).tolist()
+    n = len(counts)
+    merged = [
+        {k: int(v) for k, v in enumerate(total[n + i * width : n + (i + 1) * width]) if v}
+        for i in range(len(histograms))
+    ]
+    ranks = total[-1]
+    return [int(c) for c in total[:n]], merged, [m / ranks for m in total[n + len(histograms) * width : -1]]
 
 
 def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
