@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from searchr1.training.batch import UpdateBatch
+from searchr1.training.batch import UpdateBatch, length_order
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.forward import old_logprobs_except, response_logprobs
 from searchr1.training.update import PolicyCriticUpdater, Trainee, first_update_rows
@@ -60,9 +60,10 @@ def update(model, data: UpdateBatch, cfg: AlgorithmConfig) -> tuple[dict[str, to
     return {n: p.detach() - before[n] for n, p in model.named_parameters()}, stats
 
 
-def logprobs(model, data: UpdateBatch) -> torch.Tensor:
+def logprobs(model, data: UpdateBatch, prompt_length: int = P) -> torch.Tensor:
+    """(B, R') no-grad response log-probs of ``data`` (R' its own width), 0 off the loss mask."""
     with torch.no_grad():
-        lp, _ = response_logprobs(model, data.input_ids, data.attention_mask, data.position_ids, P)
+        lp, _ = response_logprobs(model, data.input_ids, data.attention_mask, data.position_ids, prompt_length)
     return lp * data.loss_mask
 
 
@@ -77,13 +78,15 @@ def test_first_update_rows_are_the_updaters_first_mini_batch():
 def test_skipping_the_first_mini_batch_changes_no_loss_and_no_update():
     model, data, cfg = policy(), batch(), config()
     first = first_update_rows(len(data), cfg, SEED, STEP)
-    # the reference: every row's old log-probs from a no-grad pass (the first mini-batch's rows through the same
-    # forward as the update's first micro-batch, so that the numbers are bit for bit the update's own)
-    full_old = logprobs(model, data)
-    full_old[first] = logprobs(model, data.select(first))
     old, marked = old_logprobs_except(model, data, 1.0, token_budget=10_000, skip=first)
     assert marked.tolist() == [i in first.tolist() for i in range(4)]
-    assert (old[first] == 0).all() and torch.equal(old[~marked], full_old[~marked])
+    assert (old[first] == 0).all() and torch.allclose(old[~marked], logprobs(model, data)[~marked], atol=1e-6)
+    # the reference: the pass over every row, the first mini-batch's rows through the same forward as the update's
+    # first micro-batch (so that the numbers are bit for bit the update's own)
+    (micro, _), *more = data.select(first).micro_batches(10_000)
+    assert not more
+    full_old, own = old.clone(), logprobs(model, micro, micro.prompt_length)
+    full_old[first[length_order(data.select(first))], : own.shape[1]] = own
     with_pass, stats_pass = update(model, replace(data, old_logprobs=full_old), cfg)
     skipped, stats_skip = update(model, replace(data, old_logprobs=old, proximal_is_current=marked), cfg)
     assert stats_skip == stats_pass  # pg loss, clip fractions, TIS weights: identical
