@@ -69,6 +69,7 @@ class _Tally:
     server_start: list[dict[str, float]] = field(default_factory=list)
     server_last: list[dict[str, float]] = field(default_factory=list)
     wall_start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
     last_take: float = field(default_factory=time.perf_counter)
 
 
@@ -219,6 +220,9 @@ class AsyncTrainerRollout:
             "trainer_idle_share": round(idle, 4),
             "server_idle_share": round(servers.get("async/server_idle_share", 0.0), 4),
             "server_tokens_per_second": round(servers.get("async/server_tokens_per_second", 0.0), 1),
+            # CPU seconds per wall second (1.0 = one core busy): which side is CPU-bound, whatever the load
+            "trainer_cpu_share": round((time.process_time() - tally.cpu_start) / max(wall, 1e-9), 4),
+            "server_cpu_share": round(servers.get("async/server_cpu_share", 0.0), 4),
             "buffer_depth_mean": round(depth, 3),
             "weight_push_seconds_mean": round(sum(tally.push_seconds) / max(len(tally.push_seconds), 1), 4),
             "servers": self.servers.urls,
@@ -259,9 +263,10 @@ def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]
         return sum(a.get(name, 0.0) - b.get(name, 0.0) for a, b in zip(after, before))
 
     wall, busy = delta("searchr1_rollout_wall_seconds_total"), delta("searchr1_rollout_busy_seconds_total")
-    tokens = delta("searchr1_rollout_tokens_total")
+    tokens, cpu = delta("searchr1_rollout_tokens_total"), delta("searchr1_rollout_cpu_seconds_total")
     return {
         "async/server_idle_share": 1.0 - busy / wall if wall > 0 else 0.0,
+        "async/server_cpu_share": cpu / wall if wall > 0 else 0.0,
         "async/server_tokens_per_second": tokens / (wall / max(len(after), 1)) if wall > 0 else 0.0,
     }
 
