@@ -3,15 +3,19 @@
 Workload: the embedded default (``configs/learn_cpu.yaml``: warm start, synthetic task, 8 prompts × 8 samples, up to
 2 searches per trajectory) with its BM25 retriever behind :class:`~searchr1.testing.latency.StragglerRetriever`
 (per-query latency log-normal, median 50 ms, σ 1.3: p99 ≈ 1 s; a batched call waits for its slowest query).
-Sync = ``searchr1 fit -c configs/learn_cpu.yaml`` (in-process HF rollouts, searches off the decode path);
-async = ``-c configs/learn_cpu_async.yaml`` (one rollout server process, ``max_staleness`` 2). Both run as
-subprocesses through the real CLI, without evaluation or checkpoints, alternating for ``--rounds`` rounds;
-throughput = trained samples per second between the end of step ``--warmup`` and the last step (server start-up and
-the first steps excluded). Prints ONE JSON line: ``async_speedup`` (median async ÷ median sync samples/s),
-``max_staleness``, ``max_staleness_seen``, ``dropped_groups``, ``trainer_idle_share``, ``server_idle_share``, the
-per-round figures and the measured latency distribution.
+Sync = ``searchr1 fit -c configs/learn_cpu.yaml`` (in-process HF rollouts, searches off the decode path) at its
+best torch thread count: the first round runs it with each of ``--sync-threads`` (1 and 2: on 2 cores the tiny
+model's kernels may or may not gain from a second thread) and the later rounds use the faster; async =
+``-c configs/learn_cpu_async.yaml`` (one rollout server process with 1 thread, the trainer on the other core,
+``max_staleness`` 2). All run as subprocesses through the real CLI, without evaluation or checkpoints, alternating
+for ``--rounds`` rounds; throughput = trained samples per second between the end of step ``--warmup`` and the last
+step (server start-up and the first steps excluded). Prints ONE JSON line: ``async_speedup`` (median async ÷ median
+sync samples/s, sync at its best thread count), ``max_staleness``, ``max_staleness_seen``, ``dropped_groups``,
+``trainer_idle_share``, ``server_idle_share``, the per-round figures, the measured latency distribution and the
+load average before and after (the figures mean something only on an otherwise idle machine).
 
-Usage: python benchmarks/async_rollout.py [--steps 10] [--warmup 2] [--rounds 2] [--threads 1]
+Usage: python benchmarks/async_rollout.py [--steps 8] [--warmup 2] [--rounds 3] [--sync-threads 1,2]
+(default: about 8 minutes on 2 idle cores)
 """
 
 from __future__ import annotations
@@ -65,13 +69,14 @@ model:
     return path
 
 
-def run(config: str, tmp: Path, name: str, args: argparse.Namespace) -> dict:
-    """One ``searchr1 fit`` run; returns its clock record plus samples/s."""
+def run(config: str, tmp: Path, name: str, args: argparse.Namespace, threads: int | None = None) -> dict:
+    """One ``searchr1 fit`` run (``threads``: its OMP_NUM_THREADS); returns its clock record plus samples/s."""
     extra = override(tmp, name, args.steps, args.median, args.sigma)
     cmd = [SEARCHR1, "fit", "-c", str(ROOT / config), "-c", str(extra), "--curves.enabled=false"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    if args.threads:  # the same torch thread count for both trainers (on a loaded machine 2 threads spin badly)
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    env.pop("OMP_NUM_THREADS", None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -80,6 +85,7 @@ def run(config: str, tmp: Path, name: str, args: argparse.Namespace) -> dict:
     seconds = ends[-1] - ends[args.warmup - 1]
     record["samples_per_second"] = (len(ends) - args.warmup) * SAMPLES_PER_STEP / seconds
     record["timed_seconds"] = seconds
+    record["threads"] = threads
     return record
 
 
@@ -87,22 +93,29 @@ def main() -> None:
     from searchr1.testing.latency import latency_quantiles
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2, help="steps excluded from the timing")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--median", type=float, default=0.05, help="median per-query latency (s)")
     parser.add_argument("--sigma", type=float, default=1.3, help="log-normal shape of the latency")
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of both runs (0: torch's default)")
+    parser.add_argument(
+        "--sync-threads", default="1,2", help="OMP_NUM_THREADS values the sync baseline tries in round 1 (best kept)"
+    )
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:
         raise SystemExit("need 1 <= --warmup < --steps")
-    sync, asyn, latencies = [], [], []
+    candidates = [int(t) for t in args.sync_threads.split(",")]
+    load_before = os.getloadavg()
+    tried, sync, asyn, latencies = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="async-bench-") as tmp:
         for r in range(args.rounds):
-            sync.append(run("configs/learn_cpu.yaml", Path(tmp), f"sync{r}", args))
+            threads = candidates if r == 0 else [sync[0]["threads"]]
+            runs = [run("configs/learn_cpu.yaml", Path(tmp), f"sync{r}t{t}", args, t) for t in threads]
+            tried += runs
+            sync.append(max(runs, key=lambda x: x["samples_per_second"]))
             asyn.append(run("configs/learn_cpu_async.yaml", Path(tmp), f"async{r}", args))
-            latencies += sync[-1]["retrieval_latencies"] + asyn[-1]["retrieval_latencies"]
+            latencies += [v for x in (*runs, asyn[-1]) for v in x["retrieval_latencies"]]
     sync_rate = statistics.median(x["samples_per_second"] for x in sync)
     async_rate = statistics.median(x["samples_per_second"] for x in asyn)
     summaries = [x["async"] for x in asyn]
@@ -116,6 +129,10 @@ def main() -> None:
                 "trainer_idle_share": statistics.median(s["trainer_idle_share"] for s in summaries),
                 "server_idle_share": statistics.median(s["server_idle_share"] for s in summaries),
                 "sync_samples_per_second": [round(x["samples_per_second"], 2) for x in sync],
+                "sync_threads": sync[0]["threads"],
+                "sync_tried": {
+                    f"round0_threads{x['threads']}": round(x["samples_per_second"], 2) for x in tried[: len(candidates)]
+                },
                 "async_samples_per_second": [round(x["samples_per_second"], 2) for x in asyn],
                 "async_runs": summaries,
                 "retrieval_latency": {k: round(v, 4) for k, v in latency_quantiles(latencies).items()},
@@ -123,8 +140,8 @@ def main() -> None:
                 "warmup": args.warmup,
                 "rounds": args.rounds,
                 "cpu_count": os.cpu_count(),
-                "omp_threads": args.threads or None,
-                "load_average_1m": os.getloadavg()[0],
+                "load_average_1m_before": round(load_before[0], 2),
+                "load_average_1m_after": round(os.getloadavg()[0], 2),
             }
         )
     )

@@ -109,6 +109,7 @@ class RolloutServer:
             ("searchr1_rollout_tokens_total", "counter", "tokens sampled", self.tokens),
             ("searchr1_rollout_busy_seconds_total", "counter", "seconds spent decoding", self.busy_seconds),
             ("searchr1_rollout_wall_seconds_total", "counter", "seconds since start", wall),
+            ("searchr1_rollout_cpu_seconds_total", "counter", "CPU seconds of the server process", time.process_time()),
             ("searchr1_rollout_policy_version", "gauge", "policy version of the loaded weights", self.version),
             ("searchr1_rollout_queued_requests", "gauge", "requests waiting to join the batch", len(self._queue)),
         ]

@@ -102,6 +102,7 @@ class _Tally:
     server_start: list[dict[str, float]] = field(default_factory=list)
     server_last: list[dict[str, float]] = field(default_factory=list)
     wall_start: float = field(default_factory=time.perf_counter)
+    cpu_start: float = field(default_factory=time.process_time)
     last_take: float = field(default_factory=time.perf_counter)
 
 
@@ -240,25 +241,36 @@ class AsyncTrainerRollout:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """The ``async`` object of ``summary.json``."""
+        """The ``async`` object of ``summary.json``, over every trainer rank: with several ranks every rank must call
+        it (two collectives): group counts and staleness histograms are summed, ``max_staleness_seen`` is the
+        maximum, the trainer idle share and buffer depth are the ranks' means (the server figures are shared)."""
         stats, tally = self.driver.stats, self.tally
-        seen = max([*stats.token_staleness, *stats.group_staleness], default=0)
         wall = time.perf_counter() - tally.wall_start
+        merged = _merge_ranks(
+            self.lockstep,
+            [stats.admitted_groups, stats.trained_groups, stats.restored_groups],
+            [stats.token_staleness, stats.group_staleness],
+            [stats.trainer_wait_seconds / max(wall, 1e-9), sum(tally.buffer_depth) / max(len(tally.buffer_depth), 1)],
+        )
+        (admitted, trained, restored), (tokens, groups), (idle, depth) = merged
         servers = _server_shares(tally.server_start, tally.server_last)
         return {
             "max_staleness": self.cfg.max_staleness,
-            "max_staleness_seen": seen,
+            "max_staleness_seen": max([*tokens, *groups], default=0),
             # started but not trained (at the end of a run: never will be); admission stops at the last batch
-            "dropped_groups": stats.admitted_groups - stats.trained_groups,
-            "trained_groups": stats.trained_groups,
-            "admitted_groups": stats.admitted_groups,
-            "restored_groups": stats.restored_groups,
-            "staleness_tokens": {str(k): v for k, v in sorted(stats.token_staleness.items())},
-            "staleness_groups": {str(k): v for k, v in sorted(stats.group_staleness.items())},
-            "trainer_idle_share": round(stats.trainer_wait_seconds / max(wall, 1e-9), 4),
+            "dropped_groups": admitted - trained,
+            "trained_groups": trained,
+            "admitted_groups": admitted,
+            "restored_groups": restored,
+            "staleness_tokens": {str(k): v for k, v in sorted(tokens.items())},
+            "staleness_groups": {str(k): v for k, v in sorted(groups.items())},
+            "trainer_idle_share": round(idle, 4),
             "server_idle_share": round(servers.get("async/server_idle_share", 0.0), 4),
             "server_tokens_per_second": round(servers.get("async/server_tokens_per_second", 0.0), 1),
-            "buffer_depth_mean": round(sum(tally.buffer_depth) / max(len(tally.buffer_depth), 1), 3),
+            # CPU seconds per wall second (1.0 = one core busy): which side is CPU-bound, whatever the load
+            "trainer_cpu_share": round((time.process_time() - tally.cpu_start) / max(wall, 1e-9), 4),
+            "server_cpu_share": round(servers.get("async/server_cpu_share", 0.0), 4),
+            "buffer_depth_mean": round(depth, 3),
             "weight_push_seconds_mean": round(sum(tally.push_seconds) / max(len(tally.push_seconds), 1), 4),
             "servers": self.servers.urls,
         }
@@ -272,6 +284,25 @@ class AsyncTrainerRollout:
         return dropped
 
 
+def _merge_ranks(
+    lockstep: Lockstep | None, counts: list[int], histograms: list[dict[int, int]], means: list[float]
+) -> tuple[list[int], list[dict[int, int]], list[float]]:
+    """Counts and histograms (count per staleness) summed over the ranks, ``means`` averaged (this rank's own
+    values with one process). Two collectives: the histogram width, then one sum."""
+    if lockstep is None or not lockstep.active:
+        return counts, [dict(h) for h in histograms], means
+    width = lockstep.max([max([-1, *(k for h in histograms for k in h)]) + 1])[0]
+    flat = [float(c) for c in counts] + [float(h.get(k, 0)) for h in histograms for k in range(width)]
+    total = lockstep.sum(torch.tensor([*flat, *means, 1.0], dtype=torch.float64)).tolist()
+    n = len(counts)
+    merged = [
+        {k: int(v) for k, v in enumerate(total[n + i * width : n + (i + 1) * width]) if v}
+        for i in range(len(histograms))
+    ]
+    ranks = total[-1]
+    return [int(c) for c in total[:n]], merged, [m / ranks for m in total[n + len(histograms) * width : -1]]
+
+
 def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
     """Idle share and tokens per second of the servers between two ``/metrics`` reads (summed over servers)."""
 
@@ -279,9 +310,10 @@ def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]
         return sum(a.get(name, 0.0) - b.get(name, 0.0) for a, b in zip(after, before))
 
     wall, busy = delta("searchr1_rollout_wall_seconds_total"), delta("searchr1_rollout_busy_seconds_total")
-    tokens = delta("searchr1_rollout_tokens_total")
+    tokens, cpu = delta("searchr1_rollout_tokens_total"), delta("searchr1_rollout_cpu_seconds_total")
     return {
         "async/server_idle_share": 1.0 - busy / wall if wall > 0 else 0.0,
+        "async/server_cpu_share": cpu / wall if wall > 0 else 0.0,
         "async/server_tokens_per_second": tokens / (wall / max(len(after), 1)) if wall > 0 else 0.0,
     }
 

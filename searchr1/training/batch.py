@@ -29,6 +29,10 @@ class UpdateBatch(RowBatch):
         returns: (B, R) critic targets (GAE), or None.
         old_values: (B, R) critic values at rollout time, or None.
         rollout_logprobs: (B, R) sampling log-probs recorded by the rollout engine (0 off the loss mask), or None.
+        proximal_is_current: (B,) bool, or None: rows whose old (proximal) log-probs are the policy's log-probs at
+            their own update (the first mini-batch of a one-epoch update, before any weight change of the step):
+            the update takes its own forward's log-probs, detached, and ``old_logprobs`` holds 0 there (the no-grad
+            old pass skipped them; :func:`~searchr1.training.update.first_update_rows`).
     """
 
     input_ids: Tensor
@@ -41,6 +45,7 @@ class UpdateBatch(RowBatch):
     returns: Tensor | None = None
     old_values: Tensor | None = None
     rollout_logprobs: Tensor | None = None
+    proximal_is_current: Tensor | None = None
 
     @property
     def seq_len(self) -> int:
@@ -48,18 +53,51 @@ class UpdateBatch(RowBatch):
         return self.input_ids.shape[1]
 
     def micro_batches(self, token_budget: int, lockstep: Lockstep | None = None) -> Iterator[tuple[UpdateBatch, bool]]:
-        """``(micro_batch, is_padding)`` over consecutive chunks of at most ``max(1, token_budget // L)`` samples.
+        """``(micro_batch, is_padding)`` over chunks of at most ``max(1, token_budget // L)`` samples, taken in order
+        of length (:func:`length_order`) and cut to their own padded width (:func:`trimmed`); the chunk count is
+        that of ``micro_batch_ranges`` (the sum of the chunks' losses, hence the gradient, does not depend on which
+        rows share a chunk).
 
         With an active ``lockstep`` every rank yields the largest count of any rank; the chunks beyond this rank's
         rows are padding: its first row with an all-zero ``loss_mask`` (zero loss, zero gradient), run through
         forward and backward like real work so that the collective forwards/backwards stay matched.
         """
+        order = length_order(self)
         for rows in micro_batch_ranges(len(self), self.input_ids.shape[1], token_budget, lockstep):
             if len(rows):
-                yield self.select(torch.arange(rows.start, rows.stop, device=self.input_ids.device)), False
+                yield trimmed(self.select(order[rows.start : rows.stop])), False
             else:
-                first = self.select(torch.zeros(1, dtype=torch.long, device=self.input_ids.device))
+                first = trimmed(self.select(torch.zeros(1, dtype=torch.long, device=self.input_ids.device)))
                 yield replace(first, loss_mask=torch.zeros_like(first.loss_mask)), True
+
+
+def length_order(batch: RowBatch) -> Tensor:
+    """Row order by real length (prompt + response tokens), shortest first, ties in row order: (B,) indices.
+
+    Consecutive rows of similar length make micro-batches with little padding once :func:`trimmed`.
+    """
+    return torch.sort(batch.attention_mask.sum(1), stable=True).indices
+
+
+def trimmed(batch: RowBatch) -> RowBatch:
+    """``batch`` without the columns that are padding in all of its rows: the first prompt columns (prompts are
+    left-padded) and the last response columns (responses are right-padded). Every (B, P+R) and (B, R) field is cut
+    alike, so ``prompt_length`` and R shrink and each row's tokens, positions and masks are unchanged.
+    """
+    width = batch.input_ids.shape[1]
+    prompt, response = batch.prompt_length, width - batch.prompt_length
+    keep_p = max(int(batch.attention_mask[:, :prompt].sum(1).max()), 1)
+    keep_r = max(int(batch.attention_mask[:, prompt:].sum(1).max()), 1)
+    if keep_p == prompt and keep_r == response:
+        return batch
+    cut = {}
+    for name in batch._tensor_fields():
+        tensor = getattr(batch, name)
+        if tensor.dim() == 2 and tensor.shape[1] == width:
+            cut[name] = tensor[:, prompt - keep_p : prompt + keep_r]
+        elif tensor.dim() == 2 and tensor.shape[1] == response:
+            cut[name] = tensor[:, :keep_r]
+    return replace(batch, **cut)
 
 
 def samples_per_micro_batch(token_budget: int, padded_length: int) -> int:

@@ -15,7 +15,7 @@ from searchr1.algorithms import entropy_from_logits
 from searchr1.distributed import Lockstep
 from searchr1.models import ValueModel
 from searchr1.rollout import RolloutBatch
-from searchr1.training.batch import micro_batch_ranges
+from searchr1.training.batch import length_order, micro_batch_ranges, trimmed
 
 
 def response_logprobs(
@@ -91,6 +91,31 @@ def batched_logprobs(
     return _micro_batched(forward, rollout, token_budget, lockstep) * rollout.loss_mask
 
 
+def old_logprobs_except(
+    model: nn.Module,
+    rollout: RolloutBatch,
+    temperature: float,
+    token_budget: int,
+    skip: Tensor | None,
+    lockstep: Lockstep | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The old log-probs pass without the rows ``skip`` (k,) whose old log-probs the update takes from its own
+    forward (:func:`~searchr1.training.update.first_update_rows`).
+
+    Returns:
+        ``(old_logprobs, proximal_is_current)``: (B, R), 0 on the skipped rows; (B,) bool marking them (None when
+        ``skip`` is None: every row computed).
+    """
+    if skip is None:
+        return batched_logprobs(model, rollout, temperature, token_budget, lockstep), None
+    skipped = torch.zeros(len(rollout), dtype=torch.bool, device=rollout.loss_mask.device)
+    skipped[skip.to(skipped.device)] = True
+    rest = (~skipped).nonzero().squeeze(-1)
+    old = torch.zeros(rollout.loss_mask.shape, dtype=torch.float32, device=rollout.loss_mask.device)
+    old[rest] = batched_logprobs(model, rollout.select(rest), temperature, token_budget, lockstep)
+    return old, skipped
+
+
 @torch.no_grad()
 def batched_values(
     critic: ValueModel, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None = None
@@ -104,11 +129,18 @@ def batched_values(
 
 
 def _micro_batched(forward, rollout: RolloutBatch, token_budget: int, lockstep: Lockstep | None) -> Tensor:
-    """``forward`` over the micro-batches of ``rollout`` (padding ones on its first row, outputs dropped), joined."""
-    outs = []
+    """``forward`` (a (k, R') output per micro-batch) over the micro-batches of ``rollout`` — rows in order of length,
+    each micro-batch cut to its own padded width — put back in row order at full width (B, R), 0 beyond a
+    micro-batch's width; padding micro-batches run on the first row and their outputs are dropped."""
+    order = length_order(rollout)
+    out = None
     for rows in micro_batch_ranges(len(rollout), rollout.input_ids.shape[1], token_budget, lockstep):
-        if len(rows):
-            outs.append(forward(rollout.select(rows)))
-        else:
-            forward(rollout.select([0]))
-    return torch.cat(outs)
+        if not len(rows):
+            forward(trimmed(rollout.select([0])))
+            continue
+        index = order[rows.start : rows.stop]
+        part = forward(trimmed(rollout.select(index)))
+        if out is None:
+            out = part.new_zeros(rollout.loss_mask.shape)
+        out[index.to(out.device), : part.shape[1]] = part
+    return out

@@ -30,14 +30,14 @@ from searchr1.training.checkpoint_hooks import CheckpointMixin
 from searchr1.training.config import AlgorithmConfig
 from searchr1.training.engine_weights import EngineWeights, build_rollout_backend
 from searchr1.training.eval_hooks import EvaluationMixin
-from searchr1.training.forward import batched_logprobs, batched_values
+from searchr1.training.forward import batched_logprobs, batched_values, old_logprobs_except
 from searchr1.training.metrics import EvalTally, search_quality_metrics, step_metrics
 from searchr1.training.model_setup import ModelSetupMixin
 from searchr1.training.scaling import ddp_reducer_off, full_params_for_generation, gradient_sync_hook
 from searchr1.training.sharding import is_fsdp2, rank_lockstep
 from searchr1.training.step_count import one_global_step
 from searchr1.training.steps import StepOutput, build_update_batch, score_rollout
-from searchr1.training.update import PolicyCriticUpdater, Trainee
+from searchr1.training.update import PolicyCriticUpdater, Trainee, first_update_rows
 
 
 class SearchR1Module(ModelSetupMixin, AsyncRolloutMixin, EvaluationMixin, CheckpointMixin, LightningModule):
@@ -243,9 +243,9 @@ class SearchR1Module(ModelSetupMixin, AsyncRolloutMixin, EvaluationMixin, Checkp
             golds = [ex.golden_answers for ex in batch]
             scores = score_rollout(rollout, golds, self.reward_fn, self._rollout_steps, self.lockstep)
         with _timer(timings, "old_ref_values"):
-            old_lp, ref_lp, values = self.no_grad_passes(rollout)
+            old_lp, ref_lp, values, fresh = self.no_grad_passes(rollout)
         with _timer(timings, "advantages"):
-            data, token_rewards = self.compute_advantages(rollout, scores, old_lp, ref_lp, values)
+            data, token_rewards = self.compute_advantages(rollout, scores, old_lp, ref_lp, values, fresh)
         with _timer(timings, "update"):
             stats = self.updater().run(data, step=self._rollout_steps)
         with _timer(timings, "weight_sync"):
@@ -275,19 +275,24 @@ class SearchR1Module(ModelSetupMixin, AsyncRolloutMixin, EvaluationMixin, Checkp
         return rollout.to(self.device)
 
     def no_grad_passes(self, rollout: RolloutBatch):
-        """Old log-probs (unless fully on-policy), reference log-probs and critic values."""
+        """Old log-probs (unless fully on-policy; not for the rows the update's first mini-batch supplies itself),
+        reference log-probs, critic values, and the rows whose old log-probs were skipped (or None)."""
         cfg, budget, temp = self.algorithm, self.algorithm.micro_token_budget, self.rollout_config.temperature
         single_update = cfg.ppo_epochs == 1 and (cfg.mini_batch_size is None or cfg.mini_batch_size >= len(rollout))
-        need_old = not single_update or (cfg.kl_in_reward and cfg.kl_coef > 0)
+        kl_folded = cfg.kl_in_reward and cfg.kl_coef > 0
+        need_old = not single_update or kl_folded
         lockstep = self.lockstep
         self._move_reference()
-        old_lp = batched_logprobs(self.policy, rollout, temp, budget, lockstep) if need_old else None
+        skip = None if kl_folded else first_update_rows(len(rollout), cfg, self.hparams.seed, self._rollout_steps)
+        old_lp, fresh = None, None
+        if need_old:
+            old_lp, fresh = old_logprobs_except(self.policy, rollout, temp, budget, skip, lockstep)
         ref = self.reference
         ref_lp = batched_logprobs(ref, rollout, temp, budget, lockstep) if ref is not None else None
         values = batched_values(self.critic, rollout, budget, lockstep) if self.critic is not None else None
-        return old_lp, ref_lp, values
+        return old_lp, ref_lp, values, fresh
 
-    def compute_advantages(self, rollout, scores, old_lp, ref_lp, values):
+    def compute_advantages(self, rollout, scores, old_lp, ref_lp, values, fresh=None):
         cfg = self.algorithm
         return build_update_batch(
             rollout,
@@ -302,6 +307,7 @@ class SearchR1Module(ModelSetupMixin, AsyncRolloutMixin, EvaluationMixin, Checkp
             gamma=cfg.gamma,
             lam=cfg.lam,
             lockstep=self.lockstep,  # GAE / REINFORCE++ whiten over the global batch
+            proximal_is_current=fresh,
         )
 
     def log_step_metrics(self, rollout, scores, token_rewards, stats, timings, batch) -> None:

@@ -86,16 +86,20 @@ class RunSummary(Callback):
         self.after = held_out_scores(trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        async_part = _async_part(pl_module)  # every rank: the async counts are summed over the ranks (collectives)
         if trainer.global_rank != 0 or self.after is None:
             return
-        summary = self.summary(trainer, pl_module)
+        summary = self.summary(trainer, pl_module, async_part)
         path = Path(trainer.default_root_dir) / SUMMARY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1) + "\n")
         print(format_summary(summary, path), flush=True)
 
-    def summary(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        """The ``summary.json`` content (rank 0, at the end of fit)."""
+    def summary(
+        self, trainer: Trainer, pl_module: LightningModule, async_part: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The ``summary.json`` content (rank 0, at the end of fit); ``async_part``: :func:`_async_part`, which every
+        rank computes (None: this process's own, one process only)."""
         before = self.before or {}
         root = Path(trainer.default_root_dir)
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
@@ -124,7 +128,7 @@ class RunSummary(Callback):
             "corpus": self.corpus,
             "question": self.question,
             "search_cost": _spend(pl_module),
-            **_async_part(pl_module),
+            **(_async_part(pl_module) if async_part is None else async_part),
         }
 
 

@@ -119,4 +119,5 @@ def resume_problem(path: Path) -> str | None:
     newest = newest_complete(path.parent, exclude=path)
     if newest is None:
         return f"{what}; there is no complete checkpoint in {path.parent}"
-    return f"{what}.\nNewest complete checkpoint there: {newest} (resume with --ckpt_path {newest})"  # own line: never cut
+    # the newest checkpoint on its own line: a console that shortens the message never cuts it
+    return f"{what}.\nNewest complete checkpoint there: {newest} (resume with --ckpt_path {newest})"

@@ -116,6 +116,7 @@ def build_update_batch(
     gamma: float,
     lam: float,
     lockstep: Lockstep | None = None,
+    proximal_is_current: Tensor | None = None,
 ) -> tuple[UpdateBatch, Tensor]:
     """Token rewards (score on the last sampled token, minus β·KL when KL is in the reward) → advantages.
 
@@ -125,6 +126,9 @@ def build_update_batch(
     With several data-parallel ranks (``lockstep``), GAE and REINFORCE++ whiten over the global batch: the ranks sum
     their whitening moments in one all-reduce per call (the estimator is the same on every rank, so it stays lockstep).
 
+    ``proximal_is_current`` (B,) marks the rows whose old log-probs the update takes from its own forward (the old
+    pass skipped them, ``old_logprobs`` is 0 there); KL in the reward needs every row's, so it must be None then.
+
     Returns:
         ``(update_batch, token_rewards)``; token_rewards is (B, R).
     """
@@ -132,8 +136,8 @@ def build_update_batch(
     token_rewards = last_token_rewards(scores, mask)
     kl_folded = kl_in_reward and kl_coef > 0
     if kl_folded:
-        if old_logprobs is None or ref_logprobs is None:
-            raise ValueError("KL in the reward needs old and reference log-probs")
+        if old_logprobs is None or ref_logprobs is None or proximal_is_current is not None:
+            raise ValueError("KL in the reward needs old (of every row) and reference log-probs")
         token_rewards = token_rewards - kl_coef * kl_penalty(old_logprobs, ref_logprobs, kl_kind) * mask
     inputs = AdvantageInputs(
         token_rewards=token_rewards,
@@ -159,5 +163,6 @@ def build_update_batch(
         returns=returns,
         old_values=values,
         rollout_logprobs=rollout.rollout_logprobs,
+        proximal_is_current=proximal_is_current,
     )
     return batch, token_rewards

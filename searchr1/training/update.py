@@ -36,6 +36,26 @@ class Trainee:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
 
+def _shuffle(n_rows: int, seed: int, step: int) -> Callable[[], Tensor]:
+    """The mini-batch order of each PPO epoch of ``step``: successive calls give the epochs' permutations."""
+    generator = torch.Generator().manual_seed(seed * 7 + step)
+    return lambda: torch.randperm(n_rows, generator=generator)
+
+
+def first_update_rows(n_rows: int, cfg: AlgorithmConfig, seed: int, step: int) -> Tensor | None:
+    """Rows of ``step``'s first policy mini-batch, when the update can supply their old log-probs itself: (k,).
+
+    With one PPO epoch the first mini-batch is updated before any weight of the step changes, so its proximal
+    ("old") log-probs are exactly the update forward's own log-probs, detached (verl skips the old pass the same
+    way when the update is on-policy); the no-grad old pass needs only the other rows. None when nothing is saved:
+    several epochs (the rows come back after updates), or one mini-batch (the whole old pass is skipped already).
+    """
+    mini = cfg.mini_batch_size or n_rows
+    if cfg.ppo_epochs != 1 or mini >= n_rows:
+        return None
+    return _shuffle(n_rows, seed, step)()[:mini]
+
+
 def _plain_backward(loss: Tensor) -> None:
     loss.backward()
 
@@ -78,10 +98,12 @@ class PolicyCriticUpdater:
     def run(self, data: UpdateBatch, step: int) -> dict[str, float]:
         """All updates for ``data``; returns metrics averaged over (real) micro-batches."""
         train_policy = step >= self.cfg.critic_warmup_steps
-        generator = torch.Generator().manual_seed(self.seed * 7 + step)
+        shuffle = _shuffle(len(data), self.seed, step)
         mini = self.cfg.mini_batch_size or len(data)
-        for _ in range(self.cfg.ppo_epochs):
-            order = torch.randperm(len(data), generator=generator)
+        for epoch in range(self.cfg.ppo_epochs):
+            order = shuffle()
+            if epoch == 0:
+                _check_proximal_rows(data, order[:mini], self.cfg.ppo_epochs)
             for start in range(0, len(data), mini):
                 batch = data.select(order[start : start + mini])
                 if self.critic is not None:
@@ -129,6 +151,8 @@ class PolicyCriticUpdater:
             entropy_grad=cfg.entropy_coef != 0,
         )
         old = logprobs.detach() if mb.old_logprobs is None else mb.old_logprobs
+        if mb.proximal_is_current is not None and mb.old_logprobs is not None:  # rows the old pass skipped
+            old = torch.where(mb.proximal_is_current[:, None], logprobs.detach(), old)
         # rollout/trainer mismatch correction (IS weights on the advantages)
         advantages = corrected_advantages(cfg, mb, old, self.stats if record else defaultdict(list))
         loss, metrics = POLICY_LOSSES.get(cfg.policy_loss)(
@@ -172,3 +196,18 @@ class PolicyCriticUpdater:
             self.lockstep.raise_together(message)
         elif message is not None:
             raise FloatingPointError(message)
+
+
+def _check_proximal_rows(data: UpdateBatch, first: Tensor, epochs: int) -> None:
+    """Stop when rows marked ``proximal_is_current`` are not exactly the first mini-batch of a one-epoch update
+    (their old log-probs would be taken after a weight change)."""
+    marked = data.proximal_is_current
+    if marked is None or data.old_logprobs is None:
+        return
+    expected = torch.zeros_like(marked)
+    expected[first.to(marked.device)] = True
+    if epochs != 1 or not torch.equal(marked, expected):
+        raise ValueError(
+            "proximal_is_current must mark exactly the first mini-batch of a one-epoch update "
+            "(first_update_rows with the updater's seed and step)"
+        )

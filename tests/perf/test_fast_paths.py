@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,26 +113,12 @@ def test_micro_batch_accumulation_matches_one_batch(agg, budget):
         torch.testing.assert_close(micro[name], whole[name], rtol=1e-4, atol=1e-7, msg=f"update of {name}")
 
 
-class _Rows(SimpleNamespace):
-    """The row-selection part of ``RolloutBatch`` over the padded test tensors."""
-
-    def __init__(self, data: dict) -> None:
-        super().__init__(**data, prompt_length=P)
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def select(self, rows) -> _Rows:
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
-        return _Rows({k: getattr(self, k)[idx] for k in ("input_ids", "attention_mask", "position_ids", "loss_mask")})
-
-
 def test_on_policy_shortcut_matches_separate_old_logprob_pass():
     from searchr1.training.forward import batched_logprobs
 
     policy = tiny_policy()
     data = padded_batch()
-    rollout = _Rows(data)
+    rollout = UpdateBatch(**data, advantages=torch.zeros_like(data["loss_mask"]))  # the rows the pass reads
     separate_old = batched_logprobs(policy, rollout, temperature=1.0, token_budget=2 * (P + R))
     with_old = update_batch(policy, old_logprobs=separate_old)
     shortcut = UpdateBatch(**{**with_old.__dict__, "old_logprobs": None})

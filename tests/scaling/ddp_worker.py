@@ -193,7 +193,10 @@ def main() -> None:
         (out / f"rank{trainer.global_rank}.err").write_text(json.dumps({"message": str(err), "time": time.time()}))
         raise
     rank = trainer.global_rank
-    (out / f"rank{rank}.json").write_text(json.dumps({"world_size": trainer.world_size, "steps": recorder.steps}))
+    record = {"world_size": trainer.world_size, "steps": recorder.steps}
+    if args.async_staleness is not None:  # every rank calls it: the counts are summed over the ranks (collectives)
+        record["async"] = module.async_summary()
+    (out / f"rank{rank}.json").write_text(json.dumps(record))
     torch.save({n: t.cpu() for n, t in iter_full_params(module.policy)}, out / f"rank{rank}.pt")
     if torch.distributed.is_initialized():  # skip interpreter finalisation (gloo threads; see fsdp_worker.py)
         torch.distributed.barrier()

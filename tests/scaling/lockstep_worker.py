@@ -25,7 +25,6 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
@@ -45,18 +44,6 @@ from searchr1.training.update import PolicyCriticUpdater, Trainee
 
 ROWS, SHORT, LONG = 4, (4, 6), (9, 15)  # rows per rank; (prompt, response) padded lengths of rank 0 / rank 1
 BUDGET = 20  # rank 0 (L = 10): 2 rows per micro-batch -> 2; rank 1 (L = 24): 1 row -> 4 micro-batches
-
-
-class Rows(SimpleNamespace):
-    """The row-selection part of ``RolloutBatch`` (what the no-grad passes use)."""
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def select(self, rows) -> Rows:
-        idx = torch.as_tensor(list(rows), dtype=torch.long)
-        keys = ("input_ids", "attention_mask", "position_ids", "loss_mask")
-        return Rows(**{k: getattr(self, k)[idx] for k in keys}, prompt_length=self.prompt_length)
 
 
 def global_batch(vocab: int) -> UpdateBatch:
@@ -142,8 +129,7 @@ def main() -> None:
     with unsharded_for_generation(sharded):
         result["tokens_unsharded"] = decode(sharded, tokenizer, rank, lockstep)
 
-    rows = Rows(**{k: getattr(mine, k) for k in ("input_ids", "attention_mask", "position_ids", "loss_mask")})
-    rows.prompt_length = mine.input_ids.shape[1] - mine.loss_mask.shape[1]
+    rows = mine  # the no-grad passes read its rows as a rollout's
     with torch.no_grad():
         lp_plain, _ = response_logprobs(
             plain, rows.input_ids, rows.attention_mask, rows.position_ids, rows.prompt_length
