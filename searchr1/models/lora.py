@@ -6,8 +6,9 @@ With ``model.lora`` set, the base weights are frozen and only the low-rank adapt
 * The frozen KL reference is the policy itself with its adapters disabled (:class:`AdaptersOff`), not a second copy
   of the weights (the full-model path deep-copies the policy).
 * Merged weights (``W'`` under the plain Hugging Face names) are produced from any stream of ``(name, tensor)``
-  (:func:`merge_lora_stream`): the generation engine's weight push (vLLM receives merged weights) and the exported
-  Hugging Face folder use the same function; the adapter state is what checkpoints hold.
+  (:func:`merge_lora_stream`): the generation engine's weight push (vLLM receives merged weights), the pushes to
+  asynchronous rollout servers (:func:`merged_state`) and the exported Hugging Face folder use the same function;
+  the adapter state is what checkpoints hold.
 
 Departure from verl/TRL: no separate "ref" worker or ``ref_model``; and no in-place ``merge_adapter()`` /
 ``unmerge_adapter()`` round trip (it would change the base weights by float rounding each time).
@@ -183,6 +184,23 @@ def merge_lora_stream(named: Iterable[tuple[str, torch.Tensor]], scaling: float)
             yield f"{module}.weight", _merged(parts["base"], parts["lora_A"], parts["lora_B"], scaling)
     if pending:
         raise ValueError(f"LoRA layers without all of base/lora_A/lora_B weights: {sorted(pending)[:3]}")
+
+
+def merged_state(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """The plain model's state dict (merged weights, HF names) from a ``peft`` model's ``state``, which is emptied
+    as it goes: each entry leaves ``state`` when it enters the merge, so a gathered copy (a GPU or FSDP2 model's CPU
+    state dict) is replaced layer by layer instead of living next to the merged one.
+
+    Args:
+        state: ``full_state_dict`` of a ``PeftModelForCausalLM`` (empty on FSDP2 ranks other than 0: returns ``{}``).
+        scaling: ``alpha / r``.
+    """
+
+    def drain() -> Iterator[tuple[str, torch.Tensor]]:
+        for name in list(state):
+            yield name, state.pop(name)
+
+    return dict(merge_lora_stream(drain(), scaling))
 
 
 _PART_SUFFIXES = {
