@@ -7,6 +7,7 @@ so the adapters matter), in two vLLM engines (one process each, one after the ot
   policy))`` — the trainer's colocated path (``merge_lora_stream`` then the in-place reload), all weights per update.
 * ``lora``: an engine with ``enable_lora``. (b) **adapter push**: ``save_pretrained`` of the adapter (``/dev/shm``)
   then ``add_lora`` of it as a new adapter id (each update is a new version; the previous one is removed).
+  Both pushes end with a 1-token request on the new weights (vLLM activates an added adapter at its first use).
 * (c) generation throughput of each engine: greedy, ``--prompts`` x ``--tokens`` new tokens (``ignore_eos``), the
   merged engine plain, the LoRA engine with the adapter active on every request.
 
@@ -77,6 +78,14 @@ def _throughput(llm, args: argparse.Namespace, lora_request=None) -> tuple[float
     return statistics.median(rates), [list(o.outputs[0].token_ids) for o in outs], logprobs
 
 
+def _first_token(llm, lora_request=None) -> None:
+    """One 1-token request: the new weights are in use (vLLM activates an added adapter at its first request)."""
+    from vllm import SamplingParams
+
+    llm.generate([{"prompt_token_ids": PROMPT_IDS[0]}], SamplingParams(max_tokens=1, temperature=0.0),
+                 lora_request=lora_request, use_tqdm=False)  # fmt: skip
+
+
 def run_merged(folder: Path, args: argparse.Namespace) -> dict:
     """(a) merge + push with the trainer's path, (c) plain-engine throughput."""
     from searchr1.rollout.backends.vllm import VLLMBackend
@@ -89,6 +98,7 @@ def run_merged(folder: Path, args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         start = time.perf_counter()
         backend.sync_weights(iter_full_params(policy))
+        _first_token(backend.llm)
         pushes.append(time.perf_counter() - start)
     rate, tokens, logprobs = _throughput(backend.llm, args)
     return {"push_seconds": statistics.median(pushes), "tokens_per_second": rate, "tokens": tokens,
@@ -117,6 +127,7 @@ def run_lora(folder: Path, args: argparse.Namespace) -> dict:
             llm.llm_engine.add_lora(new)  # loads the adapter into the worker's cache now
             if request is not None:
                 llm.llm_engine.remove_lora(request.lora_int_id)
+            _first_token(llm, new)
             pushes.append(time.perf_counter() - start)
             request = new
         rate, tokens, logprobs = _throughput(llm, args, request)
