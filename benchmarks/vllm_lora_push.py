@@ -11,9 +11,10 @@ so the adapters matter), in two vLLM engines (one process each, one after the ot
 * (c) generation throughput of each engine: greedy, ``--prompts`` x ``--tokens`` new tokens (``ignore_eos``), the
   merged engine plain, the LoRA engine with the adapter active on every request.
 
-Each timing is the median of ``--repeats``. Also checks that the two engines agree (greedy tokens and the max
-log-prob difference of the first prompt). Prints one JSON line with the 1-minute load average (the machine is shared:
-compare the ratios of one run). Run in vLLM's environment::
+Each timing is the median of ``--repeats``; ``break_even_tokens_per_update``: the tokens generated between two
+updates above which the merged path (slower push, faster decode) takes less time in all. Also checks that the two
+engines agree (greedy tokens; the max log-prob difference of the first prompt). Prints one JSON line with the
+1-minute load average (the machine is shared: compare the ratios of one run). Run in vLLM's environment::
 
     PYTHONPATH=$PWD .venv-vllm/bin/python benchmarks/vllm_lora_push.py [--hidden 512 --layers 8 --repeats 5]
 """
@@ -190,6 +191,10 @@ def report(merged: dict, lora: dict, args: argparse.Namespace) -> dict:
     if "error" not in merged and "error" not in lora:
         out["push_ratio_merged_over_lora"] = round(merged["push_seconds"] / lora["push_seconds"], 2)
         out["throughput_ratio_merged_over_lora"] = round(merged["tokens_per_second"] / lora["tokens_per_second"], 3)
+        # tokens generated per update above which merged (slower push, faster decode) wins overall
+        per_token = 1 / lora["tokens_per_second"] - 1 / merged["tokens_per_second"]
+        gap = merged["push_seconds"] - lora["push_seconds"]
+        out["break_even_tokens_per_update"] = round(gap / per_token, 1) if per_token > 0 else None
         out["same_greedy_tokens_share"] = round(sum(a == b for a, b in zip(merged["tokens"], lora["tokens"]))
                                                 / len(merged["tokens"]), 3)  # fmt: skip
         if merged["tokens"][0] == lora["tokens"][0]:  # the same tokens: compare their log-probs
