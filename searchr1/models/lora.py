@@ -6,8 +6,9 @@ With ``model.lora`` set, the base weights are frozen and only the low-rank adapt
 * The frozen KL reference is the policy itself with its adapters disabled (:class:`AdaptersOff`), not a second copy
   of the weights (the full-model path deep-copies the policy).
 * Merged weights (``W'`` under the plain Hugging Face names) are produced from any stream of ``(name, tensor)``
-  (:func:`merge_lora_stream`): the generation engine's weight push (vLLM receives merged weights) and the exported
-  Hugging Face folder use the same function; the adapter state is what checkpoints hold.
+  (:func:`merge_lora_stream`): the generation engine's weight push (vLLM receives merged weights), the pushes to
+  asynchronous rollout servers (:func:`merged_state`) and the exported Hugging Face folder use the same function;
+  the adapter state is what checkpoints hold.
 
 Departure from verl/TRL: no separate "ref" worker or ``ref_model``; and no in-place ``merge_adapter()`` /
 ``unmerge_adapter()`` round trip (it would change the base weights by float rounding each time).
@@ -74,10 +75,48 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, causal_lm: bool = True) -> nn.
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM" if causal_lm else None,
     )
+    tied_head = _tied_head_name(model) if causal_lm else None
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft's
         torch.manual_seed(cfg.seed)
-        return get_peft_model(model, peft_cfg)
+        wrapped = get_peft_model(model, peft_cfg)
+    if causal_lm:
+        check_mergeable(wrapped, tied_head)
+    return wrapped
+
+
+def _tied_head_name(model: nn.Module) -> str | None:
+    """The module name of a causal LM's output embedding when it shares its weight with the input embedding."""
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embed is None or head.weight is not embed.weight:
+        return None
+    return next((name for name, module in model.named_modules() if module is head), None)
+
+
+def check_mergeable(model: nn.Module, tied_head: str | None) -> None:
+    """Refuse adapters whose merged weights (``W + scaling · B A`` per ``nn.Linear``: what vLLM, the asynchronous
+    rollout servers and the exported folder receive) cannot be built: adapted embeddings or ``Conv1D`` layers, and
+    an adapted output head tied to the input embeddings (its merged weight would overwrite the embeddings)."""
+    from peft.tuners.lora import Linear, LoraLayer
+
+    from searchr1.errors import UserError
+
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        short = name.removeprefix(_PEFT_PREFIX)
+        if not isinstance(module, Linear) or module.fan_in_fan_out:
+            raise UserError(
+                f"model.lora.target_modules adapts {short} ({type(module.get_base_layer()).__name__}): only "
+                "nn.Linear layers can carry adapters here (generation engines, async rollout servers and exports "
+                "receive merged W + (alpha / r) B A per linear layer); leave it out of target_modules"
+            )
+        if name.endswith(f".{tied_head}") or short == tied_head:
+            raise UserError(
+                f"model.lora.target_modules adapts {short}, the output head tied to the input embeddings "
+                "(tie_word_embeddings): its merged weight would overwrite the embeddings in the engines and the "
+                "export; leave it out of target_modules"
+            )
 
 
 def is_lora(model: nn.Module | None) -> bool:
@@ -183,6 +222,23 @@ def merge_lora_stream(named: Iterable[tuple[str, torch.Tensor]], scaling: float)
             yield f"{module}.weight", _merged(parts["base"], parts["lora_A"], parts["lora_B"], scaling)
     if pending:
         raise ValueError(f"LoRA layers without all of base/lora_A/lora_B weights: {sorted(pending)[:3]}")
+
+
+def merged_state(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """The plain model's state dict (merged weights, HF names) from a ``peft`` model's ``state``, which is emptied
+    as it goes: each entry leaves ``state`` when it enters the merge, so a gathered copy (a GPU or FSDP2 model's CPU
+    state dict) is replaced layer by layer instead of living next to the merged one.
+
+    Args:
+        state: ``full_state_dict`` of a ``PeftModelForCausalLM`` (empty on FSDP2 ranks other than 0: returns ``{}``).
+        scaling: ``alpha / r``.
+    """
+
+    def drain() -> Iterator[tuple[str, torch.Tensor]]:
+        for name in list(state):
+            yield name, state.pop(name)
+
+    return dict(merge_lora_stream(drain(), scaling))
 
 
 _PART_SUFFIXES = {

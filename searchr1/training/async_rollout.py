@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from searchr1.distributed import Lockstep
+from searchr1.models.lora import is_lora, lora_scaling, merged_state
 from searchr1.rollout import RolloutBatch, RolloutEngine
 from searchr1.rollout.async_driver import AsyncRolloutDriver, Group, groups_to_batch
 from searchr1.rollout.backends.behaviour import behaviour_logprob_problem
@@ -186,9 +187,10 @@ class AsyncTrainerRollout:
 
     def push(self, policy: torch.nn.Module, version: int) -> float:
         """Write the policy's weights to shared memory and have every server load them as ``version`` (every rank
-        calls it: the gather is a collective under FSDP2; rank 0 writes and pushes)."""
+        calls it: the gather is a collective under FSDP2; rank 0 writes and pushes). A LoRA policy pushes its merged
+        weights (:func:`pushed_state`; the servers start from the base model)."""
         start = time.perf_counter()
-        state = full_state_dict(policy)
+        state = pushed_state(policy)
         message = None
         if self.rank == 0:
             try:
@@ -301,6 +303,14 @@ def _merge_ranks(
     ]
     ranks = total[-1]
     return [int(c) for c in total[:n]], merged, [m / ranks for m in total[n + len(histograms) * width : -1]]
+
+
+def pushed_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a push sends (a collective under FSDP2; other ranks get ``{}``): the policy's full state dict, or
+    for a LoRA policy its merged weights ``W + (alpha / r) · B A`` under the base model's names (the servers run the
+    plain base model), built while the gathered state is drained (:func:`~searchr1.models.lora.merged_state`)."""
+    state = full_state_dict(policy)
+    return merged_state(state, lora_scaling(policy)) if is_lora(policy) else state
 
 
 def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:

@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from searchr1.errors import UserError
 from searchr1.models import LoRAConfig, frozen_reference, is_lora, load_causal_lm, load_tokenizer, save_hf_folder
-from searchr1.models.lora import AdaptersOff, drop_frozen_weights, merge_lora_stream
+from searchr1.models.lora import AdaptersOff, drop_frozen_weights, merge_lora_stream, merged_state
 from searchr1.training.forward import response_logprobs
 from searchr1.training.scaling import iter_full_params
 
@@ -86,6 +87,31 @@ def test_merge_stream_by_hand():
     assert merged["l.q.weight"].tolist() == [[1.5, 1.0], [-0.5, 0.0]]
     with pytest.raises(ValueError, match="without all of"):
         list(merge_lora_stream(stream[:4], 0.5))
+
+
+@pytest.mark.parametrize(
+    ("targets", "match"),
+    [(["embed_tokens", "q_proj"], r"adapts model\.embed_tokens \(Embedding\): only nn\.Linear"),
+     (["lm_head"], r"adapts lm_head, the output head tied to the input embeddings")],
+)  # fmt: skip
+def test_adapters_that_cannot_be_merged_are_refused_at_load(model_dir, targets, match):
+    with pytest.raises(UserError, match=match):
+        load_causal_lm(model_dir, lora=LoRAConfig(r=2, target_modules=targets))
+
+
+def test_merged_state_drains_its_input():
+    """A push's gathered state is replaced by the merged one, not held next to it: each entry leaves the input as it
+    enters the merge (``W + 0.5 B A`` as in the hand-computed stream above)."""
+    state = {
+        "base_model.model.l.q.base_layer.weight": torch.eye(2),
+        "base_model.model.l.q.lora_A.default.weight": torch.tensor([[1.0, 2.0]]),
+        "base_model.model.l.q.lora_B.default.weight": torch.tensor([[1.0], [-1.0]]),
+        "base_model.model.norm.weight": torch.ones(2),
+    }
+    merged = merged_state(state, 0.5)
+    assert state == {}
+    assert sorted(merged) == ["l.q.weight", "norm.weight"]
+    assert merged["l.q.weight"].tolist() == [[1.5, 1.0], [-0.5, 0.0]]
 
 
 def test_engine_weights_are_the_merged_model(model_dir):

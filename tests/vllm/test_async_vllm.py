@@ -127,6 +127,41 @@ def test_push_makes_the_server_sample_the_pushed_weights(server, tokenizer, tmp_
     assert (old - expected).abs().max() > 1e-2  # the push did change the log-probs
 
 
+@pytest.mark.parametrize("transport", ["file", "gloo"])
+def test_a_lora_policy_pushes_its_merged_weights(server, tokenizer, tmp_path, transport):
+    """A LoRA policy on the warm start (the server's base model) with nonzero adapters: what a push sends
+    (``pushed_state``: merged weights, the base's names), by file or through the gloo group, makes the server's
+    log-probs the peft model's own."""
+    from searchr1.models import load_causal_lm
+    from searchr1.models.lora import LoRAConfig
+    from searchr1.training.async_rollout import pushed_state
+
+    _, servers = server
+    policy = load_causal_lm(str(MODEL), torch.float32, lora=LoRAConfig(r=4)).eval()
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    state = pushed_state(policy)
+    if transport == "file":
+        path = str(tmp_path / "lora.safetensors")
+        save_unshared(list(state.items()), path)
+        servers.push_weights(path, 11)
+    else:
+        sender = GroupWeightSender("gloo", "127.0.0.1", free_port(), sum(servers.worker_counts()), torch.device("cpu"),
+                                   timeout=120)  # fmt: skip
+        servers.join_group(sender)
+        servers.push_group(sender, state.items(), 11)
+    prompt = tokenizer.encode(PROMPT)
+    out = servers.complete(prompt, SamplingParams(max_new_tokens=16, do_sample=False))
+    assert out.versions == [11] * len(out.token_ids)
+    expected = _teacher_forced(policy, prompt, out.token_ids)
+    torch.testing.assert_close(torch.tensor(out.logprobs), expected, atol=2e-4, rtol=1e-4)
+    with policy.disable_adapter():
+        assert (_teacher_forced(policy, prompt, out.token_ids) - expected).abs().max() > 1e-2
+
+
 def test_a_push_mid_turn_labels_each_token_with_the_weights_that_sampled_it(server, tokenizer, tmp_path):
     """A long turn spans a push: its first tokens carry version 1 and log-probs of the old weights, the rest
     version 2 and log-probs of the new weights over the whole context (its KV is recomputed at the push)."""
