@@ -12,9 +12,10 @@ so the adapters matter), in two vLLM engines (one process each, one after the ot
   merged engine plain, the LoRA engine with the adapter active on every request.
 
 Each timing is the median of ``--repeats``; ``break_even_tokens_per_update``: the tokens generated between two
-updates above which the merged path (slower push, faster decode) takes less time in all. Also checks that the two
-engines agree (greedy tokens; the max log-prob difference of the first prompt). Prints one JSON line with the
-1-minute load average (the machine is shared: compare the ratios of one run). Run in vLLM's environment::
+updates above which the merged path (faster decode) takes less time in all (0: merged is faster at any count).
+Also checks that the two engines agree (greedy tokens; the max log-prob difference of the first prompt). Prints
+one JSON line with the 1-minute load average (the machine is shared: compare the ratios of one run).
+Run in vLLM's environment::
 
     PYTHONPATH=$PWD .venv-vllm/bin/python benchmarks/vllm_lora_push.py [--hidden 512 --layers 8 --repeats 5]
 """
@@ -95,15 +96,17 @@ def run_merged(folder: Path, args: argparse.Namespace) -> dict:
     policy = _policy(folder / "base", args.rank)
     backend = VLLMBackend(str(folder / "base"), dtype="float32", max_model_len=512, enforce_eager=True,
                           cpu_kvcache_space_gib=1, enable_prefix_caching=True)  # fmt: skip
-    pushes = []
+    pushes, loads = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
         backend.sync_weights(iter_full_params(policy))
+        loads.append(time.perf_counter() - start)
         _first_token(backend.llm)
         pushes.append(time.perf_counter() - start)
     rate, tokens, logprobs = _throughput(backend.llm, args)
     return {"push_seconds": statistics.median(pushes), "tokens_per_second": rate, "tokens": tokens,
-            "logprobs": logprobs, "startup_seconds": backend.startup_seconds}  # fmt: skip
+            "logprobs": logprobs, "startup_seconds": backend.startup_seconds,
+            "parts": {"merge_and_reload_seconds": statistics.median(loads)}}  # fmt: skip
 
 
 def run_lora(folder: Path, args: argparse.Namespace) -> dict:
@@ -119,15 +122,18 @@ def run_lora(folder: Path, args: argparse.Namespace) -> dict:
                    enable_lora=True, max_lora_rank=args.rank, max_loras=1)  # fmt: skip
     startup = time.perf_counter() - start
     shm = Path(tempfile.mkdtemp(dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    pushes, request = [], None
+    pushes, request, parts = [], None, {"save_seconds": [], "add_lora_seconds": []}
     try:
         for version in range(1, args.repeats + 1):
             start = time.perf_counter()
             policy.save_pretrained(shm / f"v{version}")
+            saved = time.perf_counter()
             new = LoRARequest(f"policy-v{version}", version, str(shm / f"v{version}"))
             llm.llm_engine.add_lora(new)  # loads the adapter into the worker's cache now
             if request is not None:
                 llm.llm_engine.remove_lora(request.lora_int_id)
+            parts["add_lora_seconds"].append(time.perf_counter() - saved)
+            parts["save_seconds"].append(saved - start)
             _first_token(llm, new)
             pushes.append(time.perf_counter() - start)
             request = new
@@ -135,7 +141,8 @@ def run_lora(folder: Path, args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(shm, ignore_errors=True)
     return {"push_seconds": statistics.median(pushes), "tokens_per_second": rate, "tokens": tokens,
-            "logprobs": logprobs, "startup_seconds": startup}  # fmt: skip
+            "logprobs": logprobs, "startup_seconds": startup,
+            "parts": {k: statistics.median(v) for k, v in parts.items()}}  # fmt: skip
 
 
 def _phase(name: str, folder: Path, args: list[str]) -> dict:
@@ -188,13 +195,14 @@ def report(merged: dict, lora: dict, args: argparse.Namespace) -> dict:
         out[f"{name}_push_seconds"] = round(res["push_seconds"], 4)
         out[f"{name}_tokens_per_second"] = round(res["tokens_per_second"], 1)
         out[f"{name}_startup_seconds"] = round(res["startup_seconds"], 1)
+        out.update({f"{name}_{k}": round(v, 4) for k, v in res["parts"].items()})
     if "error" not in merged and "error" not in lora:
         out["push_ratio_merged_over_lora"] = round(merged["push_seconds"] / lora["push_seconds"], 2)
         out["throughput_ratio_merged_over_lora"] = round(merged["tokens_per_second"] / lora["tokens_per_second"], 3)
-        # tokens generated per update above which merged (slower push, faster decode) wins overall
+        # tokens generated per update above which merged (faster decode, maybe a slower push) wins overall
         per_token = 1 / lora["tokens_per_second"] - 1 / merged["tokens_per_second"]
         gap = merged["push_seconds"] - lora["push_seconds"]
-        out["break_even_tokens_per_update"] = round(gap / per_token, 1) if per_token > 0 else None
+        out["break_even_tokens_per_update"] = round(max(gap, 0.0) / per_token, 1) if per_token > 0 else None
         out["same_greedy_tokens_share"] = round(sum(a == b for a, b in zip(merged["tokens"], lora["tokens"]))
                                                 / len(merged["tokens"]), 3)  # fmt: skip
         if merged["tokens"][0] == lora["tokens"][0]:  # the same tokens: compare their log-probs

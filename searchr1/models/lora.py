@@ -111,7 +111,7 @@ def check_mergeable(model: nn.Module, tied_head: str | None) -> None:
                 "nn.Linear layers can carry adapters here (generation engines, async rollout servers and exports "
                 "receive merged W + (alpha / r) B A per linear layer); leave it out of target_modules"
             )
-        if name.endswith(f".{tied_head}") or short == tied_head:
+        if tied_head is not None and short == tied_head:
             raise UserError(
                 f"model.lora.target_modules adapts {short}, the output head tied to the input embeddings "
                 "(tie_word_embeddings): its merged weight would overwrite the embeddings in the engines and the "
