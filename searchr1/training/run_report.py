@@ -141,7 +141,8 @@ def _spend(pl_module: LightningModule) -> dict[str, Any] | None:
 
 
 def _async_part(pl_module: LightningModule) -> dict[str, Any]:
-    """``{"async": {...}}`` for a run trained on rollout servers (max_staleness, staleness seen, dropped groups)."""
+    """``{"async": {...}}`` for a run trained on rollout servers (max_staleness, staleness seen, dropped groups); with
+    several ranks every rank must call it (the counts are summed over the ranks)."""
     summary = getattr(pl_module, "async_summary", lambda: None)()
     return {"async": summary} if summary is not None else {}
 
