@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised Qwen2 models with a BPE tokenizer trained on the fly (offline, no hub).
+"""Tiny, randomly initialised Qwen2 models (and a SmolLM2-shaped Llama), BPE tokenizer trained on the fly (offline).
 
 Used by tests, benchmarks and smoke runs everywhere in the project. The tokenizer reproduces Qwen2's
 pre-tokenization (NFC normaliser, Qwen2's split regex, byte-level without regex, byte-level decoder)
