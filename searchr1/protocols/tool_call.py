@@ -28,6 +28,7 @@ import json
 import re
 from typing import Any
 
+from searchr1.errors import UserError
 from searchr1.protocols.base import PROTOCOLS, Action, Protocol, Renderer
 from searchr1.protocols.search_r1 import ANSWER_TAGS, THINK_TAGS, normalize_question
 
@@ -181,8 +182,8 @@ class ToolCallRenderer(Renderer):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         head = self._render(_BASE, add_generation_prompt=False)
         stop = head.rfind(CALL_TAGS[1])
-        if stop < 0:
-            raise ValueError(
+        if stop < 0:  # a user error (a ValueError): the console prints it in one line, no traceback
+            raise UserError(
                 f"the chat template of {name!r} does not render assistant tool calls as {CALL_TAGS[0]}…{CALL_TAGS[1]}"
                 "; the tool_call protocol needs a Hermes/Qwen-style tool-calling template: give one with "
                 "model.chat_template / --chat-template (pkg:assets/chat_templates/chatml_tools.jinja for ChatML "
