@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -162,14 +163,7 @@ def build_tiny_qwen2(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _init_and_save(Qwen2ForCausalLM, config, tokenizer, seed, out)
 
 
 SMOLLM2_CHAT_TEMPLATE = (
@@ -212,9 +206,15 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    return _init_and_save(LlamaForCausalLM, config, tokenizer, seed, out)
+
+
+def _init_and_save(model_cls: type, config: Any, tokenizer: Any, seed: int, out: Path) -> Path:
+    """Initialise ``model_cls(config)`` from ``seed`` (without touching the global RNG), give its generation config
+    the tokenizer's eos/pad ids, and save model and tokenizer to ``out``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
