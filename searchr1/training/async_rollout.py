@@ -30,6 +30,7 @@ from searchr1.rollout.backends.vllm_transfer import GroupWeightSender
 from searchr1.rollout.backends.vllm_weights import save_unshared
 from searchr1.rollout.remote import RemoteServers, RolloutServerError, ServerProcesses
 from searchr1.rollout.vllm_servers import VLLMRemoteServers
+from searchr1.training.async_summary import merge_ranks, server_shares
 from searchr1.training.rollout_servers import join_weight_group, start_servers
 from searchr1.training.sharding import full_state_dict
 
@@ -234,7 +235,7 @@ class AsyncTrainerRollout:
             for s in range(self.cfg.max_staleness + 1):  # the per-token histogram, one share per staleness
                 out[f"async/staleness_token_share_{s}"] = float((lag == s).float().mean()) if lag.numel() else 0.0
         counters = self.servers.counters()
-        out.update(_server_shares(self.tally.server_last, counters))
+        out.update(server_shares(self.tally.server_last, counters))
         self.tally.server_last = counters
         wall = time.perf_counter() - self.tally.wall_start
         out["async/trainer_idle_share"] = self.driver.stats.trainer_wait_seconds / max(wall, 1e-9)
@@ -248,14 +249,14 @@ class AsyncTrainerRollout:
         maximum, the trainer idle share and buffer depth are the ranks' means (the server figures are shared)."""
         stats, tally = self.driver.stats, self.tally
         wall = time.perf_counter() - tally.wall_start
-        merged = _merge_ranks(
+        merged = merge_ranks(
             self.lockstep,
             [stats.admitted_groups, stats.trained_groups, stats.restored_groups],
             [stats.token_staleness, stats.group_staleness],
             [stats.trainer_wait_seconds / max(wall, 1e-9), sum(tally.buffer_depth) / max(len(tally.buffer_depth), 1)],
         )
         (admitted, trained, restored), (tokens, groups), (idle, depth) = merged
-        servers = _server_shares(tally.server_start, tally.server_last)
+        servers = server_shares(tally.server_start, tally.server_last)
         return {
             "max_staleness": self.cfg.max_staleness,
             "max_staleness_seen": max([*tokens, *groups], default=0),
@@ -286,46 +287,12 @@ class AsyncTrainerRollout:
         return dropped
 
 
-def _merge_ranks(
-    lockstep: Lockstep | None, counts: list[int], histograms: list[dict[int, int]], means: list[float]
-) -> tuple[list[int], list[dict[int, int]], list[float]]:
-    """Counts and histograms (count per staleness) summed over the ranks, ``means`` averaged (this rank's own
-    values with one process). Two collectives: the histogram width, then one sum."""
-    if lockstep is None or not lockstep.active:
-        return counts, [dict(h) for h in histograms], means
-    width = lockstep.max([max([-1, *(k for h in histograms for k in h)]) + 1])[0]
-    flat = [float(c) for c in counts] + [float(h.get(k, 0)) for h in histograms for k in range(width)]
-    total = lockstep.sum(torch.tensor([*flat, *means, 1.0], dtype=torch.float64)).tolist()
-    n = len(counts)
-    merged = [
-        {k: int(v) for k, v in enumerate(total[n + i * width : n + (i + 1) * width]) if v}
-        for i in range(len(histograms))
-    ]
-    ranks = total[-1]
-    return [int(c) for c in total[:n]], merged, [m / ranks for m in total[n + len(histograms) * width : -1]]
-
-
 def pushed_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights a push sends (a collective under FSDP2; other ranks get ``{}``): the policy's full state dict, or
     for a LoRA policy its merged weights ``W + (alpha / r) · B A`` under the base model's names (the servers run the
     plain base model), built while the gathered state is drained (:func:`~searchr1.models.lora.merged_state`)."""
     state = full_state_dict(policy)
     return merged_state(state, lora_scaling(policy)) if is_lora(policy) else state
-
-
-def _server_shares(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, float]:
-    """Idle share and tokens per second of the servers between two ``/metrics`` reads (summed over servers)."""
-
-    def delta(name: str) -> float:
-        return sum(a.get(name, 0.0) - b.get(name, 0.0) for a, b in zip(after, before))
-
-    wall, busy = delta("searchr1_rollout_wall_seconds_total"), delta("searchr1_rollout_busy_seconds_total")
-    tokens, cpu = delta("searchr1_rollout_tokens_total"), delta("searchr1_rollout_cpu_seconds_total")
-    return {
-        "async/server_idle_share": 1.0 - busy / wall if wall > 0 else 0.0,
-        "async/server_cpu_share": cpu / wall if wall > 0 else 0.0,
-        "async/server_tokens_per_second": tokens / (wall / max(len(after), 1)) if wall > 0 else 0.0,
-    }
 
 
 def start_async_rollout(module: Any) -> AsyncTrainerRollout:
