@@ -168,15 +168,17 @@ def test_a_push_mid_turn_labels_each_token_with_the_weights_that_sampled_it(serv
     _, servers = server
     old, new = _hf(), _hf(perturb=0.05, seed=3)
     _push_file(servers, old, 1, tmp_path)
+    new_path = str(tmp_path / "weights-2.safetensors")
+    save_unshared(list(new.state_dict().items()), new_path)  # written before the turn: the push itself is quick
     prompt = tokenizer.encode(PROMPT)
-    params = SamplingParams(max_new_tokens=600, temperature=1.0, seed=5)
+    params = SamplingParams(max_new_tokens=1500, temperature=1.0, seed=5)
     result: dict = {}
     turn = threading.Thread(target=lambda: result.update(out=servers.complete(prompt, params)))
     start_tokens = servers.counters()[0]["searchr1_rollout_tokens_total"]
     turn.start()
     while servers.counters()[0]["searchr1_rollout_tokens_total"] < start_tokens + 20 and turn.is_alive():
-        time.sleep(0.05)
-    _push_file(servers, new, 2, tmp_path)
+        time.sleep(0.01)
+    servers.push_weights(new_path, 2)
     turn.join(120)
     out = result["out"]
     switch = out.versions.index(2) if 2 in out.versions else len(out.versions)
