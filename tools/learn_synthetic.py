@@ -465,11 +465,13 @@ def run_seed(out: Path, seed: int, plan: Plan) -> list[dict]:
     return rows
 
 
-def quick_check(out: Path, seed: int, rl_steps: int = 20, limit: int = 60) -> dict[str, dict[str, float]]:
+def quick_check(
+    out: Path, seed: int, rl_steps: int = 20, limit: int = 60, read_steps: int = Plan.read_steps
+) -> dict[str, dict[str, float]]:
     """The reduced experiment of the ``slow`` test: both SFT stages (stage 2 calibrated), then GRPO with BM25 and
     GRPO with the empty retriever for ``rl_steps`` each; greedy EM on the first ``limit`` held-out questions of
     every model (``calibration``: the trials of :func:`calibrate_warm_start`)."""
-    warm = warm_start(out, seed, Plan(variants=[]))
+    warm = warm_start(out, seed, Plan(variants=[], read_steps=read_steps))
     prep, sft = warm.prep, warm.start
     found = {
         "untrained": evaluate(prep.init_dir, prep, True, limit),
