@@ -2,11 +2,11 @@
 
 ``tools/learn_synthetic.py``'s ``quick_check`` (docs/learning.md) on seed 6, a seed no setting was chosen on (the
 calibration window and the recipe were set on seeds 0-5): a tiny Qwen2 learns to read on the gold teacher's
-trajectories (stage 1, 800 steps here against the full pipeline's 1,200, to keep CI short), a short SFT on a teacher that guesses on a calibrated share of the questions gives the warm
-start (stage 2: greedy, it guesses; sampled, it sometimes searches), then GRPO with BM25 and GRPO with a retriever
-that returns nothing (the no-search ablation), 20 rollout steps each. Held-out questions are about people never seen
-in training, so their EM can only come from reading retrieved passages. The margins are the issue's acceptance
-(+0.3 over the start and over no-search GRPO).
+trajectories (stage 1; 800 steps here against the full pipeline's 1,200, to keep CI short), a short SFT on a teacher
+that guesses on a calibrated share of the questions gives the warm start (stage 2: greedy, it guesses; sampled, it
+sometimes searches), then GRPO with BM25 and GRPO with a retriever that returns nothing (the no-search ablation), 20
+rollout steps each. Held-out questions are about people never seen in training, so their EM can only come from
+reading retrieved passages. The margins are the issue's acceptance (+0.3 over the start and over no-search GRPO).
 """
 
 from __future__ import annotations
