@@ -84,9 +84,11 @@ model:
     return path
 
 
-def run(config: str, tmp: Path, name: str, args: argparse.Namespace, threads: int | None = None) -> dict:
-    """One ``searchr1 fit`` run (``threads``: its OMP_NUM_THREADS); returns its clock record plus samples/s."""
-    server_yaml = vllm_server_yaml(args.vllm_python) if args.server == "vllm" and "async" in config else ""
+def run(
+    config: str, tmp: Path, name: str, args: argparse.Namespace, threads: int | None = None, server_yaml: str = ""
+) -> dict:
+    """One ``searchr1 fit`` run (``threads``: its OMP_NUM_THREADS; ``server_yaml``: see :func:`override`); returns
+    its clock record plus samples/s."""
     extra = override(tmp, name, args.steps, args.median, args.sigma, server_yaml)
     cmd = [SEARCHR1, "fit", "-c", str(ROOT / config), "-c", str(extra), "--curves.enabled=false"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -130,6 +132,7 @@ def main() -> None:
     if args.server == "vllm" and not Path(args.vllm_python).is_file():
         raise SystemExit(f"--server vllm: no Python at {args.vllm_python}; run bash tools/setup_vllm_venv.sh first")
     candidates = [int(t) for t in args.sync_threads.split(",")]
+    server_yaml = vllm_server_yaml(args.vllm_python) if args.server == "vllm" else ""
     load_before = os.getloadavg()
     tried, sync, asyn, latencies = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="async-bench-") as tmp:
@@ -138,7 +141,7 @@ def main() -> None:
             runs = [run("configs/learn_cpu.yaml", Path(tmp), f"sync{r}t{t}", args, t) for t in threads]
             tried += runs
             sync.append(max(runs, key=lambda x: x["samples_per_second"]))
-            asyn.append(run("configs/learn_cpu_async.yaml", Path(tmp), f"async{r}", args))
+            asyn.append(run("configs/learn_cpu_async.yaml", Path(tmp), f"async{r}", args, server_yaml=server_yaml))
             latencies += [v for x in (*runs, asyn[-1]) for v in x["retrieval_latencies"]]
     sync_rate = statistics.median(x["samples_per_second"] for x in sync)
     async_rate = statistics.median(x["samples_per_second"] for x in asyn)

@@ -19,18 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from searchr1.protocols import get_protocol
-from searchr1.rollout import RolloutConfig, RolloutEngine
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learn_synthetic_stages import (  # noqa: E402 - the stages; learn_smollm2 imports them from here
+from learn_synthetic_stages import (  # the stages (a sibling module); learn_smollm2 imports them from here
     DEFAULT_GUESS_FRACTION,
     ROLLOUTS,
     VARIANTS,
@@ -43,6 +37,9 @@ from learn_synthetic_stages import (  # noqa: E402 - the stages; learn_smollm2 i
     run_rl,
     run_sft,
 )
+
+from searchr1.protocols import get_protocol
+from searchr1.rollout import RolloutConfig, RolloutEngine
 
 
 @dataclass

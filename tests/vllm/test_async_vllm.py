@@ -80,10 +80,14 @@ def _teacher_forced(model, prompt: list[int], tokens: list[int]) -> torch.Tensor
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens)[:, None])[:, 0]
 
 
-def _push_file(servers: VLLMRemoteServers, model, version: int, tmp_path) -> None:
+def _save_file(model, version: int, tmp_path) -> str:
     path = str(tmp_path / f"weights-{version}.safetensors")
     save_unshared(list(model.state_dict().items()), path)
-    servers.push_weights(path, version)
+    return path
+
+
+def _push_file(servers: VLLMRemoteServers, model, version: int, tmp_path) -> None:
+    servers.push_weights(_save_file(model, version, tmp_path), version)
 
 
 def test_token_id_turns_carry_behaviour_logprobs_and_versions(server, tokenizer, tmp_path):
@@ -168,8 +172,7 @@ def test_a_push_mid_turn_labels_each_token_with_the_weights_that_sampled_it(serv
     _, servers = server
     old, new = _hf(), _hf(perturb=0.05, seed=3)
     _push_file(servers, old, 1, tmp_path)
-    new_path = str(tmp_path / "weights-2.safetensors")
-    save_unshared(list(new.state_dict().items()), new_path)  # written before the turn: the push itself is quick
+    new_path = _save_file(new, 2, tmp_path)  # written before the turn: the push itself is quick
     prompt = tokenizer.encode(PROMPT)
     params = SamplingParams(max_new_tokens=1500, temperature=1.0, seed=5)
     result: dict = {}
